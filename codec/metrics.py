@@ -1,0 +1,93 @@
+"""Quality metrics on 8-bit RGB images, and the JPEG reference at a given size."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# MS-SSIM's five scales with an 11-tap window need more than 160 px on each side.
+MS_SSIM_MIN_SIDE = 161
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images over all channels (inf when identical)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
+    """MS-SSIM (pytorch-msssim, data range 255); None for images too small for it."""
+    if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
+        return None
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None].double()
+
+    return float(_ms_ssim(t(a), t(b), data_range=255, size_average=True))
+
+
+def ms_ssim_db(value: float | None) -> float | None:
+    """MS-SSIM as -10 log10(1 - value), the scale RD plots use."""
+    if value is None:
+        return None
+    return math.inf if value >= 1 else -10 * math.log10(1 - value)
+
+
+def bpp(num_bytes: int, pixels: int) -> float:
+    return 8 * num_bytes / pixels
+
+
+@dataclass(frozen=True)
+class JpegPoint:
+    """Pillow JPEG (default settings) at one quality, measured."""
+
+    quality: int
+    num_bytes: int
+    bpp: float
+    psnr: float
+
+
+def jpeg_encode(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def jpeg_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def jpeg_at_size(image: np.ndarray, max_bytes: int) -> JpegPoint | None:
+    """The JPEG quality whose file is largest without exceeding ``max_bytes``.
+
+    File size is not strictly monotonic in quality, so the bisection's answer is
+    checked against its neighbours. None when even quality 1 is larger.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(q: int) -> int:
+        if q not in sizes:
+            sizes[q] = len(jpeg_encode(image, q))
+        return sizes[q]
+
+    if size(1) > max_bytes:
+        return None
+    lo, hi = 1, 100  # size(lo) <= max_bytes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(mid) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid
+    candidates = [q for q in range(max(1, lo - 2), min(100, lo + 2) + 1) if size(q) <= max_bytes]
+    best = max(candidates, key=lambda q: (size(q), q))
+    data = jpeg_encode(image, best)
+    pixels = image.shape[0] * image.shape[1]
+    return JpegPoint(best, len(data), bpp(len(data), pixels), psnr(image, jpeg_decode(data)))

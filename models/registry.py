@@ -1,0 +1,220 @@
+"""Shipped models: the manifest, weight files, and their hand-assigned wire ids.
+
+A wire id is written into every bitstream and never reassigned; together with the
+first 8 bytes of the weights' sha256 it tells the decoder exactly which weights a
+file needs.
+
+Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
+
+    {"format": 1, "config": {"N", "M", "levels"},
+     "state_dict": {name: tensor},    # convolution kernels fp16, the rest fp32
+     "z_tables": {"counts", "lengths", "offsets"},
+     "y_tables": {"counts", "lengths", "offsets"}}
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from .network import GainedHyperprior, ModelConfig
+from .tables import bottleneck_tables, gaussian_tables
+
+WEIGHTS_FORMAT = 1
+DEFAULT_QUALITY = 4.0
+
+
+@dataclass(frozen=True)
+class CodecModel:
+    """A network in eval mode with the integer tables it was exported with."""
+
+    name: str
+    wire_id: int
+    sha256: str
+    network: GainedHyperprior
+    z_tables: dict[str, np.ndarray]
+    y_tables: dict[str, np.ndarray]
+    default_quality: float = DEFAULT_QUALITY
+
+    @property
+    def hash_prefix(self) -> bytes:
+        return bytes.fromhex(self.sha256[:16])
+
+
+def _compact_state_dict(network: GainedHyperprior) -> dict[str, torch.Tensor]:
+    # Kernels dominate the size and lose nothing measurable in fp16; GDN, gains and
+    # the entropy bottleneck keep fp32 (small, and GDN's reparametrisation needs it).
+    return {
+        k: (v.half() if v.dim() >= 4 else v.float()).contiguous()
+        for k, v in network.state_dict().items()
+        if not k.startswith("gaussian_conditional") and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
+    }
+
+
+def export_weights(network: GainedHyperprior, path: Path) -> str:
+    """Write a shipped weight file for ``network``; returns its sha256 (hex).
+
+    Tables are computed from the weights as they will be loaded (after the fp16
+    rounding), so encoder, decoder and tables all see the same numbers.
+    """
+    state = _compact_state_dict(network)
+    rounded = GainedHyperprior(network.config)
+    rounded.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    # The aux loss fits the tail quantiles slowly; bisection on the learned CDF gives
+    # the exact medians and table ranges.
+    with torch.no_grad():
+        rounded.entropy_bottleneck._update_quantiles()
+    state["entropy_bottleneck.quantiles"] = rounded.entropy_bottleneck.quantiles.detach().float().clone()
+
+    def as_tensors(tables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v.astype(np.int32)) for k, v in tables.items()}
+
+    blob = {
+        "format": WEIGHTS_FORMAT,
+        "config": network.config.to_dict(),
+        "state_dict": state,
+        "z_tables": as_tensors(bottleneck_tables(rounded)),
+        "y_tables": as_tensors(gaussian_tables()),
+    }
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    data = buffer.getvalue()
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_weights_file(path: Path, name: str, wire_id: int, expected_sha256: str | None = None) -> CodecModel:
+    """Load a weight file; with ``expected_sha256`` refuse one that differs."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read weights {path}: {exc.strerror}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and digest != expected_sha256:
+        raise ModelError(f"weights {path} do not match the manifest's sha256 (corrupted install?)")
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if blob.get("format") != WEIGHTS_FORMAT:
+            raise ModelError(f"weights {path} have format {blob.get('format')}, expected {WEIGHTS_FORMAT}")
+        network = GainedHyperprior(ModelConfig(**blob["config"]))
+        network.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=False)
+    except ModelError:
+        raise
+    except Exception as exc:  # a damaged file can fail in many ways inside torch
+        raise ModelError(f"cannot load weights {path}: {exc}") from None
+    network.eval()
+    for p in network.parameters():
+        p.requires_grad_(False)
+
+    def as_arrays(tables: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in tables.items()}
+
+    return CodecModel(name, wire_id, digest, network, as_arrays(blob["z_tables"]), as_arrays(blob["y_tables"]))
+
+
+# ---- the manifest of shipped models ----------------------------------------------
+def manifest() -> dict:
+    """The parsed ``weights/manifest.json``."""
+    text = resources.files("rdcodec.weights").joinpath("manifest.json").read_text()
+    return json.loads(text)
+
+
+def model_entries() -> list[dict]:
+    return manifest()["models"]
+
+
+def default_model_name() -> str:
+    return manifest()["default"]
+
+
+def find_entry(name: str | None = None, wire_id: int | None = None) -> dict:
+    for entry in model_entries():
+        if (name is not None and entry["name"] == name) or (wire_id is not None and entry["wire_id"] == wire_id):
+            return entry
+    known = ", ".join(f"{e['name']} (id {e['wire_id']})" for e in model_entries())
+    what = f"'{name}'" if name is not None else f"with wire id {wire_id}"
+    raise ModelError(f"no installed model {what}; installed: {known}")
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(name: str | None = None, wire_id: int | None = None) -> CodecModel:
+    """Load a shipped model by name or wire id (the default model if neither)."""
+    entry = find_entry(name if name or wire_id is not None else default_model_name(), wire_id)
+    path = resources.files("rdcodec.weights").joinpath(entry["file"])
+    with resources.as_file(path) as real_path:
+        model = load_weights_file(real_path, entry["name"], entry["wire_id"], entry["sha256"])
+    return CodecModel(
+        model.name,
+        model.wire_id,
+        model.sha256,
+        model.network,
+        model.z_tables,
+        model.y_tables,
+        float(entry.get("default_quality", DEFAULT_QUALITY)),
+    )
+
+
+def weights_path(entry: dict) -> Path:
+    """Filesystem path of a manifest entry's weight file."""
+    return Path(str(resources.files("rdcodec.weights").joinpath(entry["file"])))
+
+
+def config_of(path: str | Path) -> dict:
+    """The architecture (N, M, levels) of a weight file or a training checkpoint."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from None
+    return blob["config"]["arch"] if "opt" in blob else blob["config"]
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
+    """Export a training checkpoint's model as a shipped weight file; returns sha256."""
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        network = GainedHyperprior(ModelConfig(**ckpt["config"]["arch"]))
+        network.load_state_dict(ckpt["model"])
+    except Exception as exc:
+        raise ModelError(f"cannot read checkpoint {checkpoint}: {exc}") from None
+    return export_weights(network, Path(out))
+
+
+def ship(checkpoint: str | Path, name: str, wire_id: int, description: str, extra: dict | None = None) -> dict:
+    """Export ``checkpoint`` into the package's weights folder and record it in the
+    manifest (replacing the entry of the same name); returns the entry."""
+    folder = Path(__file__).resolve().parent.parent / "weights"
+    file = f"{name}.rdw"
+    digest = export_checkpoint(checkpoint, folder / file)
+    model = load_weights_file(folder / file, name, wire_id, digest)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    entry = {
+        "name": name,
+        "wire_id": wire_id,
+        "file": file,
+        "sha256": digest,
+        "bytes": (folder / file).stat().st_size,
+        "qualities": [1, model.network.config.levels],
+        "default_quality": DEFAULT_QUALITY,
+        "architecture": {"type": "gained mean-scale hyperprior", **model.network.config.to_dict()},
+        "parameters": sum(p.numel() for p in model.network.parameters()),
+        "description": description,
+        "training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"]), **(extra or {})},
+    }
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text()) if path.exists() else {"default": name, "models": []}
+    data["models"] = [e for e in data["models"] if e["name"] != name] + [entry]
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    load_model.cache_clear()
+    return entry

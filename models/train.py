@@ -1,0 +1,233 @@
+"""Training: lmbda * 255^2 * MSE + bpp, one lambda per sample from the quality ladder.
+
+The rate term is -log2 of the latents' likelihoods (the KL term of the ELBO); the
+distortion term is the MSE of the reconstruction on [0, 1] pixels, scaled to 8-bit.
+Runs are resumable bit-exactly: a checkpoint holds the model, both optimisers, the
+step, and the states of every random generator the loop draws from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .data import CropSampler, list_images, load_rgb
+from .network import LAMBDAS, GainedHyperprior, ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; stored in its checkpoints."""
+
+    data: str = "../shared/data/train"
+    val: str | None = "../shared/data/val"
+    out: str = "runs/default"
+    init: str | None = None  # shipped weights or a checkpoint to start from
+    steps: int = 1000  # stop at this global step
+    time_budget: float | None = None  # seconds; stop earlier when spent
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 10
+    ckpt_every: int = 250
+    val_every: int = 1000
+    arch: dict = field(default_factory=lambda: ModelConfig(96, 128).to_dict())
+    packed: str | None = None  # a .npy of uint8 crops instead of the data folder
+
+
+def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
+    """Per-sample rate (bits per pixel), distortion (MSE) and the mean loss."""
+    pixels = x.shape[2] * x.shape[3]
+    bits_y = -torch.log2(out["y_likelihoods"]).flatten(1).sum(1)
+    bits_z = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
+    mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
+    bpp = (bits_y + bits_z) / pixels
+    loss = (lmbda * 255**2 * mse + bpp).mean()
+    return {"loss": loss, "bpp": bpp, "bpp_y": bits_y / pixels, "bpp_z": bits_z / pixels, "mse": mse}
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def build_optimizers(model: GainedHyperprior, cfg: TrainConfig):
+    main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
+
+
+def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, sampler, elapsed: float) -> None:
+    """Atomically write a resumable checkpoint (includes optimiser state: never ship it)."""
+    state = {
+        "model": model.state_dict(),
+        "opt": opt.state_dict(),
+        "aux_opt": aux_opt.state_dict(),
+        "step": step,
+        "elapsed": elapsed,
+        "config": asdict(cfg),
+        "torch_rng": torch.get_rng_state(),
+        "sampler_rng": sampler.state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
+    """Load model weights from a checkpoint or a shipped weight file; returns the checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "opt" in state:
+        model.load_state_dict(state["model"])
+        return state
+    weights = state["state_dict"] if "state_dict" in state else state
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    return None
+
+
+@torch.no_grad()
+def evaluate_estimate(model: GainedHyperprior, images: list[np.ndarray], qualities=(1, 4, 8)) -> dict:
+    """Model-estimated bpp (-log2 p of rounded latents) and PSNR on centre crops."""
+    model.eval()
+    rows = {}
+    for q in qualities:
+        bpps, mses = [], []
+        for im in images:
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
+            out = model(x, torch.tensor([float(q)]))
+            rd = rate_distortion(
+                {**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, torch.tensor([LAMBDAS[q - 1]])
+            )
+            bpps.append(rd["bpp"].item())
+            mses.append(rd["mse"].item())
+        rows[q] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean([psnr_from_mse(m) for m in mses]))}
+    model.train()
+    return rows
+
+
+def _val_crops(folder: str | None, size: int = 256, count: int = 8) -> list[np.ndarray]:
+    if not folder or not Path(folder).is_dir():
+        return []
+    crops = []
+    for p in list_images(Path(folder))[:count]:
+        im = load_rgb(p)
+        t, lft = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
+        if t >= 0 and lft >= 0:
+            crops.append(im[t : t + size, lft : lft + size])
+    return crops
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the path of the last checkpoint."""
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.ckpt"
+    torch.manual_seed(cfg.seed + _rank())
+
+    model = GainedHyperprior(ModelConfig(**cfg.arch))
+    opt, aux_opt = build_optimizers(model, cfg)
+    sampler = (
+        CropSampler.from_packed(Path(cfg.packed), cfg.crop, cfg.seed + _rank())
+        if cfg.packed
+        else CropSampler.from_folder(Path(cfg.data), cfg.crop, cfg.seed + _rank())
+    )
+    step, elapsed = 0, 0.0
+    resume_from = str(ckpt_path) if ckpt_path.exists() else cfg.init
+    if resume_from:
+        ckpt = load_initial_weights(model, resume_from)
+        if ckpt is not None and resume_from == str(ckpt_path):
+            opt.load_state_dict(ckpt["opt"])
+            aux_opt.load_state_dict(ckpt["aux_opt"])
+            for group in opt.param_groups:  # a new --lr applies on resume
+                group["lr"] = cfg.lr
+            step, elapsed = ckpt["step"], ckpt["elapsed"]
+            torch.set_rng_state(ckpt["torch_rng"])
+            sampler.set_state(ckpt["sampler_rng"])
+    ddp_model = model
+    if _world() > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+
+    val_images = _val_crops(cfg.val) if _rank() == 0 else []
+    log = open(out / "log.jsonl", "a") if _rank() == 0 else None
+    lambdas = torch.tensor(LAMBDAS[: model.config.levels])
+    start, last_ckpt_step = time.time(), step
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or _rank() != 0, dynamic_ncols=True)
+    window = time.time()
+    while step < cfg.steps:
+        if cfg.time_budget is not None and time.time() - start >= cfg.time_budget:
+            break
+        batch = torch.from_numpy(sampler.batch(cfg.batch_size)).float() / 255
+        levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
+        out_ = ddp_model(batch, (levels + 1).float())
+        rd = rate_distortion(out_, batch, lambdas[levels])
+        opt.zero_grad(set_to_none=True)
+        rd["loss"].backward()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        aux_opt.zero_grad(set_to_none=True)
+        aux = model.aux_loss()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        bar.update(1)
+
+        if log is not None and step % cfg.log_every == 0:
+            now = time.time()
+            its = cfg.log_every / max(now - window, 1e-9)
+            window = now
+            mse = rd["mse"].mean().item()
+            row = {
+                "step": step,
+                "loss": rd["loss"].item(),
+                "bpp": rd["bpp"].mean().item(),
+                "bpp_y": rd["bpp_y"].mean().item(),
+                "bpp_z": rd["bpp_z"].mean().item(),
+                "mse": mse,
+                "psnr": psnr_from_mse(mse),
+                "aux": aux.item(),
+                "it_s": its,
+                "time": elapsed + now - start,
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.set_postfix(
+                bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}", loss=f"{row['loss']:.3f}", it_s=f"{its:.2f}"
+            )
+        if _rank() == 0 and val_images and step % cfg.val_every == 0:
+            rows = evaluate_estimate(model, val_images)
+            log.write(json.dumps({"step": step, "val_estimate": rows}) + "\n")
+            log.flush()
+        if _rank() == 0 and step - last_ckpt_step >= cfg.ckpt_every:
+            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
+            last_ckpt_step = step
+    bar.close()
+    if _rank() == 0:
+        save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
+    if log is not None:
+        log.close()
+    return ckpt_path

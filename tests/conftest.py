@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny model (a handful of channels) and the committed images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+IMAGES = Path(__file__).parent / "images"
+
+
+def load_image(name: str) -> np.ndarray:
+    with Image.open(IMAGES / name) as im:
+        return np.array(im.convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained 8-channel model exported and loaded like shipped weights.
+
+    Untrained weights give poor images but exercise every step of the code path:
+    tables, coding, container, synthesis.
+    """
+    from rdcodec.models.network import GainedHyperprior, ModelConfig
+    from rdcodec.models.registry import export_weights, load_weights_file
+
+    torch.manual_seed(0)
+    net = GainedHyperprior(ModelConfig(N=8, M=12))
+    path = tmp_path_factory.mktemp("tiny") / "tiny.rdw"
+    export_weights(net, path)
+    return load_weights_file(path, "tiny", 250)
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    return load_image("coffee.png")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    return load_image("astronaut.png")

@@ -209,5 +209,21 @@ def export(checkpoint, output_path):
     click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")
 
 
+def _register_optional_commands() -> None:
+    # Commands that live in their own modules (each only parses and prints).
+    import importlib
+
+    for module, name in [("bench", "bench")]:
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
+            continue
+        main.add_command(getattr(mod, name))
+
+
+_register_optional_commands()
+
 if __name__ == "__main__":
     main()

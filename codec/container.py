@@ -8,7 +8,8 @@ offset  size    field
 0       4       magic ``b"\\x89RDC"`` (the high byte catches text-mode damage)
 4       1       format version (1)
 5       1       model wire id (see ``rdcodec models``)
-6       1       flags (reserved, must be 0)
+6       1       flags: bit 0 = the source was greyscale (decode to one channel);
+                other bits reserved, must be 0
 7       8       first 8 bytes of the sha256 of the weights file
 15      4       image height in pixels (>= 1)
 19      4       image width in pixels (>= 1)
@@ -43,6 +44,9 @@ MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
 QUALITY_MIN, QUALITY_MAX = 1000, 8000
 
+FLAG_GRAYSCALE = 0x01
+KNOWN_FLAGS = FLAG_GRAYSCALE
+
 
 @dataclass(frozen=True)
 class Header:
@@ -57,6 +61,10 @@ class Header:
     len_z: int = 0
     len_y: int = 0
     flags: int = 0
+
+    @property
+    def grayscale(self) -> bool:
+        return bool(self.flags & FLAG_GRAYSCALE)
 
     @property
     def quality(self) -> float:
@@ -105,7 +113,7 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         raise BitstreamError("corrupted bitstream: CRC-32 mismatch")
     # The CRC matched, so the fields below are what an encoder wrote; still check
     # them, since a hand-made file can carry a valid CRC.
-    if flags != 0:
+    if flags & ~KNOWN_FLAGS:
         raise BitstreamError(f"unsupported bitstream flags {flags:#04x}")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
         raise BitstreamError(f"bitstream declares an image of {width}x{height}, beyond the limits")

@@ -24,6 +24,7 @@ from . import container, entropy
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
 _LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
 
 
@@ -153,18 +154,72 @@ def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return x
 
 
-def _to_image(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
-    x = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round()
-    return x.byte().permute(1, 2, 0).contiguous().numpy()
+# The transforms run on overlapping tiles whose borders are cropped away, so memory
+# stays bounded on large photos and no seam shows: the margins exceed the transforms'
+# receptive fields (g_a: 61 px; g_s: about 5 latents). The tiling depends only on the
+# image size, so encoder and decoder compute exactly the same thing.
+TILE_LATENTS = 32  # tile side in y positions (512 px)
+MARGIN_LATENTS = 4  # overlap on each side in y positions (64 px)
+_Y_STRIDE = 16
+
+
+def _tiles(size: int):
+    """(start, stop) of each tile along one axis of ``size`` y positions."""
+    return [(a, min(a + TILE_LATENTS, size)) for a in range(0, size, TILE_LATENTS)]
+
+
+def _analysis_tiled(net, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """g_a (times the gain) over overlapping pixel tiles; x is padded to a multiple of 64."""
+    gain, _ = net.gains(q)
+    h, w = x.shape[2] // _Y_STRIDE, x.shape[3] // _Y_STRIDE
+    y = torch.empty(1, net.config.M, h, w)
+    m = MARGIN_LATENTS
+    for t0, t1 in _tiles(h):
+        for l0, l1 in _tiles(w):
+            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
+            tile = x[:, :, a0 * _Y_STRIDE : a1 * _Y_STRIDE, b0 * _Y_STRIDE : b1 * _Y_STRIDE]
+            out = net.g_a(tile)
+            y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
+    return y * gain
+
+
+def _synthesis_tiled(net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
+    _, inv_gain = net.gains(q)
+    h, w = y_hat.shape[2:]
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    m, s = MARGIN_LATENTS, _Y_STRIDE
+    for t0, t1 in _tiles(h):
+        for l0, l1 in _tiles(w):
+            if t0 * s >= height or l0 * s >= width:
+                continue  # the tile lies entirely in the padding
+            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
+            out = net.g_s(y_hat[:, :, a0:a1, b0:b1] * inv_gain)
+            rows = (t0 * s, min(t1 * s, height))
+            cols = (l0 * s, min(l1 * s, width))
+            crop = out[
+                0, :, rows[0] - a0 * s : rows[1] - a0 * s, cols[0] - b0 * s : cols[1] - b0 * s
+            ]
+            image[rows[0] : rows[1], cols[0] : cols[1]] = _to_uint8(crop)
+    return image
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
 
 
 @torch.no_grad()
-def _encode(model: CodecModel, image: np.ndarray, quality_milli: int) -> tuple[bytes, Rate]:
+def _encode(
+    model: CodecModel, image: np.ndarray, quality_milli: int, grayscale: bool = False
+) -> tuple[bytes, Rate]:
     net = model.network
     height, width = image.shape[:2]
     q = _quality_tensor(quality_milli)
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255)
-    y, z = net.analysis(_pad(x, net.multiple), q)
+    x = _pad(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255), net.multiple)
+    y = _analysis_tiled(net, x, q)
+    del x
+    z = net.h_a(y)
 
     medians = net.z_medians()[None, :, None, None]
     z_sym = _to_symbols(z - medians)
@@ -178,7 +233,13 @@ def _encode(model: CodecModel, image: np.ndarray, quality_milli: int) -> tuple[b
     z_payload = entropy.encode(z_sym, _channel_indices(z_sym.shape), z_tables)
     y_payload = entropy.encode(y_sym, y_idx, y_tables)
     header = container.Header(
-        model.wire_id, model.hash_prefix, height, width, quality_milli, _index_crc(y_idx)
+        model.wire_id,
+        model.hash_prefix,
+        height,
+        width,
+        quality_milli,
+        _index_crc(y_idx),
+        flags=container.FLAG_GRAYSCALE if grayscale else 0,
     )
     data = container.pack(header, z_payload, y_payload)
 
@@ -230,25 +291,37 @@ def decode_array(data: bytes, model: CodecModel | None = None) -> np.ndarray:
         )
     y_sym = entropy.decode(y_payload, y_idx, entropy.TableSet.from_arrays(model.y_tables))
     y_hat = torch.from_numpy(y_sym).float() + means
-    x_hat = net.synthesis(y_hat, q)
-    return _to_image(x_hat, header.height, header.width)
+    return _synthesis_tiled(net, y_hat, q, header.height, header.width)
 
 
-def encode(image, quality: float | None = None, model: CodecModel | None = None) -> bytes:
-    """Encode an image (PIL image or (H, W, 3) uint8 array) to bitstream bytes."""
+def encode(
+    image, quality: float | None = None, model: CodecModel | None = None, grayscale: bool | None = None
+) -> bytes:
+    """Encode an image (PIL image or (H, W, 3) uint8 array) to bitstream bytes.
+
+    ``grayscale`` marks the file to decode to one channel; by default it is set for
+    PIL images of mode L/LA/I;16.
+    """
     model = model or load_model()
     quality = model.default_quality if quality is None else quality
-    data, _ = _encode(model, _as_array(image), _check_quality(quality))
+    if grayscale is None:
+        grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
+    data, _ = _encode(model, _as_array(image), _check_quality(quality), grayscale)
     return data
 
 
 def decode(data: bytes, model: CodecModel | None = None) -> Image.Image:
-    """Decode bitstream bytes to an RGB PIL image."""
-    return Image.fromarray(decode_array(data, model))
+    """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source)."""
+    image = Image.fromarray(decode_array(data, model))
+    return image.convert("L") if read_header(data).grayscale else image
 
 
 def encode_image(
-    image, quality: float | None = None, model: CodecModel | None = None, compare_jpeg: bool = True
+    image,
+    quality: float | None = None,
+    model: CodecModel | None = None,
+    compare_jpeg: bool = True,
+    grayscale: bool = False,
 ) -> EncodeResult:
     """Encode, decode the bytes just written, and measure everything on the decoded pixels."""
     model = model or load_model()
@@ -256,7 +329,7 @@ def encode_image(
     array = _as_array(image)
     quality_milli = _check_quality(quality)
     start = time.perf_counter()
-    data, rate = _encode(model, array, quality_milli)
+    data, rate = _encode(model, array, quality_milli, grayscale)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_array(data, model)

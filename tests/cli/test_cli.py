@@ -1,0 +1,147 @@
+"""The commands, through click's CliRunner, on the shipped default model."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rdcodec.cli.main import main
+from rdcodec.codec.metrics import psnr
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """coffee.png encoded once with the shipped model, with the JSON it printed."""
+    folder = tmp_path_factory.mktemp("enc")
+    out = folder / "coffee.rdc"
+    result = CliRunner().invoke(main, ["encode", str(IMAGES / "coffee.png"), str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.output)
+
+
+def test_encode_reports_measured_numbers(encoded, tmp_path, runner):
+    out, info = encoded
+    assert info["bytes"] == out.stat().st_size
+    assert info["bpp"] == 8 * info["bytes"] / (240 * 160)
+    assert info["bits"]["file"] == info["bits"]["header"] + info["bits"]["z"] + info["bits"]["y"]
+    assert info["bits"]["file"] == 8 * info["bytes"]
+    decoded = tmp_path / "d.png"
+    result = runner.invoke(main, ["decode", str(out), str(decoded)])
+    assert result.exit_code == 0, result.output
+    with Image.open(decoded) as im:
+        assert im.mode == "RGB" and im.size == (240, 160)
+        pixels = np.asarray(im)
+    with Image.open(IMAGES / "coffee.png") as im:
+        original = np.asarray(im.convert("RGB"))
+    assert info["psnr"] == pytest.approx(psnr(original, pixels), abs=1e-9)
+    jpeg = info["jpeg_same_bpp"]
+    assert jpeg is None or jpeg["bytes"] <= info["bytes"]
+
+
+def test_encode_text_output(runner, tmp_path):
+    result = runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "a.rdc"), "-q", "2.5"])
+    assert result.exit_code == 0, result.output
+    assert "bpp" in result.output and "PSNR" in result.output and "JPEG" in result.output
+
+
+def test_encoding_twice_gives_identical_bytes(encoded, runner, tmp_path):
+    out, _ = encoded
+    again = tmp_path / "again.rdc"
+    assert runner.invoke(main, ["encode", str(IMAGES / "coffee.png"), str(again), "--no-jpeg"]).exit_code == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_models_lists_the_default(runner):
+    result = runner.invoke(main, ["models"])
+    assert result.exit_code == 0 and "(default)" in result.output and "sha256" in result.output
+
+
+def _assert_one_line_error(result, code_min=1):
+    assert result.exit_code >= code_min
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rdcodec: error:"), result.output
+
+
+def test_missing_input(runner, tmp_path):
+    result = runner.invoke(main, ["encode", str(tmp_path / "nope.png"), str(tmp_path / "o.rdc")])
+    _assert_one_line_error(result)
+    assert not (tmp_path / "o.rdc").exists()
+
+
+def test_not_an_image(runner, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("hello")
+    result = runner.invoke(main, ["encode", str(fake), str(tmp_path / "o.rdc")])
+    _assert_one_line_error(result)
+    assert not (tmp_path / "o.rdc").exists()
+
+
+def test_existing_output_needs_force(runner, tmp_path, encoded):
+    out = tmp_path / "o.rdc"
+    out.write_bytes(b"keep me")
+    result = runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(out)])
+    _assert_one_line_error(result)
+    assert out.read_bytes() == b"keep me"
+    result = runner.invoke(main, ["decode", str(encoded[0]), str(out)])
+    _assert_one_line_error(result)
+    assert out.read_bytes() == b"keep me"
+    assert runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(out), "--force", "--no-jpeg"]).exit_code == 0
+    assert out.read_bytes()[:4] == b"\x89RDC"
+
+
+def test_missing_output_directory(runner, tmp_path):
+    result = runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "no" / "o.rdc")])
+    _assert_one_line_error(result)
+
+
+def test_refuses_to_overwrite_input(runner, tmp_path):
+    src = tmp_path / "a.png"
+    shutil.copy(IMAGES / "astronaut.png", src)
+    result = runner.invoke(main, ["encode", str(src), str(src), "--force"])
+    _assert_one_line_error(result)
+    assert src.read_bytes() == (IMAGES / "astronaut.png").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "text", "version"])
+def test_bad_bitstreams(runner, tmp_path, encoded, damage):
+    data = bytearray(encoded[0].read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[len(data) // 3] ^= 0x01
+    elif damage == "empty":
+        data = bytearray()
+    elif damage == "text":
+        data = bytearray(b"not a bitstream at all")
+    elif damage == "version":
+        data[4] = 9
+    bad = tmp_path / "bad.rdc"
+    bad.write_bytes(bytes(data))
+    result = runner.invoke(main, ["decode", str(bad), str(tmp_path / "out.png")])
+    _assert_one_line_error(result)
+    assert not (tmp_path / "out.png").exists()
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_decode_missing_file(runner, tmp_path):
+    _assert_one_line_error(runner.invoke(main, ["decode", str(tmp_path / "x.rdc"), str(tmp_path / "x.png")]))
+
+
+def test_target_bpp(runner, tmp_path):
+    result = runner.invoke(
+        main, ["encode", str(IMAGES / "coffee.png"), str(tmp_path / "t.rdc"), "--target-bpp", "0.5", "--json", "--no-jpeg"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["bpp"] <= 0.5

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from rdcodec.codec import container, pipeline
+from rdcodec.codec.metrics import psnr
+from rdcodec.errors import BitstreamError, CodecError, ImageError, ModelError
+
+
+def test_round_trip_measures_the_decoded_image(tiny_model, coffee):
+    result = pipeline.encode_image(coffee, 3.0, tiny_model, compare_jpeg=False)
+    decoded = pipeline.decode_array(result.data, tiny_model)
+    assert decoded.shape == coffee.shape and decoded.dtype == np.uint8
+    assert result.bpp == 8 * len(result.data) / (coffee.shape[0] * coffee.shape[1])
+    assert result.psnr == psnr(coffee, decoded)
+    assert result.rate.file_bits == 8 * len(result.data)
+    assert result.rate.header_bits == 8 * container.OVERHEAD_BYTES
+
+
+def test_encoding_is_deterministic(tiny_model, astronaut):
+    assert pipeline.encode(astronaut, 5.5, tiny_model) == pipeline.encode(astronaut, 5.5, tiny_model)
+
+
+def test_decode_returns_rgb_pil_image(tiny_model, astronaut):
+    image = pipeline.decode(pipeline.encode(astronaut, 2, tiny_model), tiny_model)
+    assert image.mode == "RGB" and image.size == (128, 128)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 70), (65, 3), (64, 64), (130, 67)])
+def test_any_image_size(tiny_model, shape):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    decoded = pipeline.decode_array(pipeline.encode(image, 8, tiny_model), tiny_model)
+    assert decoded.shape == image.shape
+
+
+def test_quality_changes_the_rate(tiny_model, coffee):
+    header = pipeline.read_header(pipeline.encode(coffee, 7.25, tiny_model))
+    assert header.quality == 7.25
+
+
+@pytest.mark.parametrize("quality", [0.5, 8.01, float("nan")])
+def test_quality_out_of_range(tiny_model, coffee, quality):
+    with pytest.raises(CodecError, match="quality"):
+        pipeline.encode(coffee, quality, tiny_model)
+
+
+def test_every_byte_flip_is_detected(tiny_model, astronaut):
+    data = pipeline.encode(astronaut, 4, tiny_model)
+    for i in range(len(data)):
+        corrupted = bytearray(data)
+        corrupted[i] ^= 0x5A
+        with pytest.raises(BitstreamError):
+            pipeline.decode_array(bytes(corrupted), tiny_model)
+
+
+def test_every_truncation_is_detected(tiny_model, astronaut):
+    data = pipeline.encode(astronaut, 4, tiny_model)
+    for n in range(len(data)):
+        with pytest.raises(BitstreamError):
+            pipeline.decode_array(data[:n], tiny_model)
+
+
+def test_other_weights_are_named(tiny_model, astronaut):
+    from dataclasses import replace
+
+    data = pipeline.encode(astronaut, 4, tiny_model)
+    other = replace(tiny_model, sha256="00" * 32)
+    with pytest.raises(ModelError, match="needs model id 250"):
+        pipeline.decode_array(data, other)
+
+
+def test_unknown_wire_id_is_a_model_error(tiny_model, astronaut):
+    data = pipeline.encode(astronaut, 4, tiny_model)
+    with pytest.raises(ModelError, match="wire id 250"):
+        pipeline.decode_array(data)
+
+
+def test_bad_array_is_an_image_error(tiny_model):
+    with pytest.raises(ImageError):
+        pipeline.encode(np.zeros((4, 4), np.uint8), 4, tiny_model)
+
+
+def test_target_bpp_lands_at_or_below(tiny_model, coffee):
+    pixels = coffee.shape[0] * coffee.shape[1]
+    low = 8 * len(pipeline.encode(coffee, 1, tiny_model)) / pixels
+    high = 8 * len(pipeline.encode(coffee, 8, tiny_model)) / pixels
+    target = (low + high) / 2
+    quality = pipeline.quality_for_bpp(coffee, target, tiny_model)
+    achieved = 8 * len(pipeline.encode(coffee, quality, tiny_model)) / pixels
+    assert achieved <= target
+    if quality < 8:
+        assert 8 * len(pipeline.encode(coffee, quality + 0.001, tiny_model)) / pixels > target
+
+
+def test_grayscale_source_decodes_to_one_channel(tiny_model, astronaut):
+    from PIL import Image
+
+    gray = Image.fromarray(astronaut).convert("L")
+    data = pipeline.encode(gray, 4, tiny_model)
+    assert pipeline.read_header(data).grayscale
+    assert pipeline.decode(data, tiny_model).mode == "L"
+    assert pipeline.decode(pipeline.encode(astronaut, 4, tiny_model), tiny_model).mode == "RGB"

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rdcodec.models import registry
+from rdcodec.models.train import TrainConfig, train
+
+TINY = {"N": 8, "M": 12, "levels": 8}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _config(data_dir, out, steps):
+    return TrainConfig(
+        data=str(data_dir), val=None, out=str(out), steps=steps, batch_size=2, crop=64, arch=TINY,
+        log_every=1, ckpt_every=2, threads=1,
+    )
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_resume_is_bit_exact(data_dir, tmp_path):
+    straight = train(_config(data_dir, tmp_path / "a", 6), progress=False)
+    train(_config(data_dir, tmp_path / "b", 3), progress=False)
+    resumed = train(_config(data_dir, tmp_path / "b", 6), progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_training_changes_weights_and_logs(data_dir, tmp_path):
+    ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 3
+    log = (tmp_path / "c" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 3 and '"bpp"' in log[0]
+
+
+def test_export_has_no_optimizer_state(data_dir, tmp_path):
+    ckpt = train(_config(data_dir, tmp_path / "d", 1), progress=False)
+    digest = registry.export_checkpoint(ckpt, tmp_path / "w.rdw")
+    blob = torch.load(tmp_path / "w.rdw", weights_only=True)
+    assert set(blob) == {"format", "config", "state_dict", "z_tables", "y_tables"}
+    model = registry.load_weights_file(tmp_path / "w.rdw", "w", 251, digest)
+    assert model.network.config.N == 8

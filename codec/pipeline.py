@@ -8,6 +8,7 @@ anything the decoder cannot rebuild from the file.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import zlib
@@ -228,8 +229,7 @@ def _encode(
     y_idx = scale_indices(scales)
     y_sym = _to_symbols(y - means)
 
-    z_tables = entropy.TableSet.from_arrays(model.z_tables)
-    y_tables = entropy.TableSet.from_arrays(model.y_tables)
+    z_tables, y_tables = _table_sets(model)
     z_payload = entropy.encode(z_sym, _channel_indices(z_sym.shape), z_tables)
     y_payload = entropy.encode(y_sym, y_idx, y_tables)
     header = container.Header(
@@ -267,18 +267,43 @@ def _model_for(header: container.Header, model: CodecModel | None) -> CodecModel
     return model
 
 
+@dataclass(frozen=True)
+class Latents:
+    """What the decoder reconstructs from a file before the synthesis transform."""
+
+    header: container.Header
+    model: CodecModel
+    z_symbols: np.ndarray  # (1, N, h/4, w/4) int64
+    z_hat: torch.Tensor
+    y_symbols: np.ndarray  # (1, M, h, w) int64
+    y_indices: np.ndarray  # (1, M, h, w) table index of each y symbol
+    means: torch.Tensor
+    scales: torch.Tensor
+    z_payload_bytes: int
+    y_payload_bytes: int
+
+    @property
+    def y_hat(self) -> torch.Tensor:
+        return torch.from_numpy(self.y_symbols).float() + self.means
+
+
+@functools.lru_cache(maxsize=8)
+def _table_sets(model: CodecModel) -> tuple[entropy.TableSet, entropy.TableSet]:
+    # Built once per model: constriction models are cached inside each TableSet.
+    return entropy.TableSet.from_arrays(model.z_tables), entropy.TableSet.from_arrays(model.y_tables)
+
+
 @torch.no_grad()
-def decode_array(data: bytes, model: CodecModel | None = None) -> np.ndarray:
-    """Decode a bitstream to an (H, W, 3) uint8 array."""
+def decode_latents(data: bytes, model: CodecModel | None = None) -> Latents:
+    """Parse a file and entropy-decode its z and y symbols."""
     header, z_payload, y_payload = container.unpack(bytes(data))
     model = _model_for(header, model)
     net = model.network
-    q = _quality_tensor(header.quality_milli)
     pad_h = -(-header.height // net.multiple) * net.multiple
     pad_w = -(-header.width // net.multiple) * net.multiple
     z_shape = (1, net.config.N, pad_h // net.multiple, pad_w // net.multiple)
 
-    z_tables = entropy.TableSet.from_arrays(model.z_tables)
+    z_tables, y_tables = _table_sets(model)
     z_sym = entropy.decode(z_payload, _channel_indices(z_shape), z_tables)
     medians = net.z_medians()[None, :, None, None]
     z_hat = torch.from_numpy(z_sym).float() + medians
@@ -289,9 +314,16 @@ def decode_array(data: bytes, model: CodecModel | None = None) -> np.ndarray:
             "decoder's entropy parameters differ from the encoder's (different weights or "
             "arithmetic on this machine); refusing to decode a wrong image"
         )
-    y_sym = entropy.decode(y_payload, y_idx, entropy.TableSet.from_arrays(model.y_tables))
-    y_hat = torch.from_numpy(y_sym).float() + means
-    return _synthesis_tiled(net, y_hat, q, header.height, header.width)
+    y_sym = entropy.decode(y_payload, y_idx, y_tables)
+    return Latents(header, model, z_sym, z_hat, y_sym, y_idx, means, scales, len(z_payload), len(y_payload))
+
+
+@torch.no_grad()
+def decode_array(data: bytes, model: CodecModel | None = None) -> np.ndarray:
+    """Decode a bitstream to an (H, W, 3) uint8 array."""
+    lat = decode_latents(data, model)
+    q = _quality_tensor(lat.header.quality_milli)
+    return _synthesis_tiled(lat.model.network, lat.y_hat, q, lat.header.height, lat.header.width)
 
 
 def encode(

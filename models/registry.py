@@ -33,7 +33,7 @@ WEIGHTS_FORMAT = 1
 DEFAULT_QUALITY = 4.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
 class CodecModel:
     """A network in eval mode with the integer tables it was exported with."""
 

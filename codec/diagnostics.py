@@ -1,0 +1,138 @@
+"""Where a file's bits go, read through the ELBO.
+
+The training loss lmbda * D + R is the negative ELBO of a VAE up to constants; R,
+the KL term, is -log2 p of the quantised latents, which is exactly what the entropy
+coder writes. So a file's bits split into header + z (the hyper-latents' KL) + y (the
+latents' KL given z), and y further into latent channels. A channel whose rate is ~0
+carries no information about the image: its posterior has collapsed onto the prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import container
+from .pipeline import Latents, _table_sets, decode_latents
+
+# A channel is inactive below this rate, in bits per latent location, over the image.
+INACTIVE_BITS_PER_LOCATION = 1e-3
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Rate split of one file, per-channel rates of y, and the bits heatmap."""
+
+    header: container.Header
+    model: str
+    file_bits: int
+    header_bits: int
+    z_bits: int  # the z payload's actual bits
+    y_bits: int  # the y payload's actual bits
+    estimate_z_bits: float  # the network's -log2 p of the z symbols (continuous model)
+    estimate_y_bits: float  # the network's -log2 p of the y symbols
+    table_z_bits: float  # -log2 p under the integer tables the coder used
+    table_y_bits: float
+    y_channel_bits: tuple[float, ...]  # per y channel, under the coder's tables (sums to table_y_bits)
+    y_locations: int  # latent positions per channel (h x w of y)
+    heatmap: np.ndarray  # (h, w) bits per y location (all channels, plus z spread over its 4x4 area)
+
+    @property
+    def pixels(self) -> int:
+        return self.header.height * self.header.width
+
+    @property
+    def overhead_percent(self) -> float:
+        """File bits over the network's estimate, in % (tables + coder + header)."""
+        return 100 * (self.file_bits / (self.estimate_z_bits + self.estimate_y_bits) - 1)
+
+    @property
+    def channel_rates(self) -> np.ndarray:
+        """Bits per latent location of each y channel."""
+        return np.asarray(self.y_channel_bits) / self.y_locations
+
+    @property
+    def inactive_channels(self) -> list[int]:
+        return [int(c) for c in np.flatnonzero(self.channel_rates < INACTIVE_BITS_PER_LOCATION)]
+
+    def to_dict(self) -> dict:
+        h = self.header
+        return {
+            "header": {
+                "model_id": h.model_id,
+                "model": self.model,
+                "weights_sha256_prefix": h.weights_hash.hex(),
+                "width": h.width,
+                "height": h.height,
+                "quality": h.quality,
+                "grayscale": h.grayscale,
+                "z_payload_bytes": h.len_z,
+                "y_payload_bytes": h.len_y,
+            },
+            "bits": {"file": self.file_bits, "header": self.header_bits, "z": self.z_bits, "y": self.y_bits},
+            "bpp": self.file_bits / self.pixels,
+            "estimate_bits": {"z": self.estimate_z_bits, "y": self.estimate_y_bits},
+            "table_bits": {"z": self.table_z_bits, "y": self.table_y_bits},
+            "overhead_percent": self.overhead_percent,
+            "y_channel_bits": list(self.y_channel_bits),
+            "y_channel_bits_per_location": self.channel_rates.tolist(),
+            "inactive_threshold_bits_per_location": INACTIVE_BITS_PER_LOCATION,
+            "inactive_channels": self.inactive_channels,
+            "active_channels": len(self.y_channel_bits) - len(self.inactive_channels),
+        }
+
+
+@torch.no_grad()
+def diagnose(data: bytes, model=None) -> Diagnostics:
+    """Decode a file's latents and account for every bit."""
+    lat: Latents = decode_latents(data, model)
+    net = lat.model.network
+    z_tables, y_tables = _table_sets(lat.model)
+
+    z_idx = np.broadcast_to(np.arange(lat.z_symbols.shape[1])[None, :, None, None], lat.z_symbols.shape)
+    z_info = z_tables.bits(lat.z_symbols, z_idx)  # (1, N, hz, wz)
+    y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
+
+    y_lik = net.gaussian_conditional._likelihood(lat.y_hat, lat.scales, lat.means)
+    zc = lat.z_hat.permute(1, 0, 2, 3).reshape(lat.z_hat.shape[1], 1, -1)
+    z_lik = net.entropy_bottleneck._likelihood(zc)[0]
+
+    h, w = lat.y_symbols.shape[2:]
+    heat = y_info[0].sum(axis=0)
+    # Each z location covers 4x4 y locations: spread its bits evenly over them.
+    z_heat = np.repeat(np.repeat(z_info[0].sum(axis=0), 4, axis=0), 4, axis=1)[:h, :w] / 16
+    return Diagnostics(
+        header=lat.header,
+        model=lat.model.name,
+        file_bits=8 * (container.OVERHEAD_BYTES + lat.z_payload_bytes + lat.y_payload_bytes),
+        header_bits=8 * container.OVERHEAD_BYTES,
+        z_bits=8 * lat.z_payload_bytes,
+        y_bits=8 * lat.y_payload_bytes,
+        estimate_z_bits=float(-torch.log2(z_lik).sum()),
+        estimate_y_bits=float(-torch.log2(y_lik).sum()),
+        table_z_bits=float(z_info.sum()),
+        table_y_bits=float(y_info.sum()),
+        y_channel_bits=tuple(float(v) for v in y_info[0].sum(axis=(1, 2))),
+        y_locations=h * w,
+        heatmap=heat + z_heat,
+    )
+
+
+def save_heatmap(diag: Diagnostics, path, force: bool = False) -> None:
+    """Bits per y location as a colour image at the picture's size (16 px per latent)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from PIL import Image
+
+    from .image_io import save_image
+
+    heat = diag.heatmap
+    top = max(float(np.percentile(heat, 99.5)), 1e-9)
+    rgba = matplotlib.colormaps["inferno"](np.clip(heat / top, 0, 1))
+    small = Image.fromarray((rgba[:, :, :3] * 255).astype(np.uint8))
+    big = small.resize((heat.shape[1] * 16, heat.shape[0] * 16), Image.NEAREST)
+    big = big.crop((0, 0, diag.header.width, diag.header.height))
+    save_image(path, big, force)

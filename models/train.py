@@ -46,6 +46,7 @@ class TrainConfig:
     val_every: int = 1000
     arch: dict = field(default_factory=lambda: ModelConfig(96, 128).to_dict())
     packed: str | None = None  # a .npy of uint8 crops instead of the data folder
+    device: str = "cpu"  # "cuda" on a GPU machine
 
 
 def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
@@ -71,14 +72,39 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _all_agree(flag: bool) -> bool:
+    """True on every rank as soon as it is true on any (ranks must stop together)."""
+    if _world() == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def build_optimizers(model: GainedHyperprior, cfg: TrainConfig):
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
 
 
+def _gather(obj) -> list:
+    """Every rank's ``obj``, in rank order (a one-element list without DDP)."""
+    if _world() == 1:
+        return [obj]
+    out = [None] * _world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, sampler, elapsed: float) -> None:
-    """Atomically write a resumable checkpoint (includes optimiser state: never ship it)."""
+    """Atomically write a resumable checkpoint (includes optimiser state: never ship it).
+
+    Collective under DDP (every rank's random state is stored); only rank 0 writes.
+    """
+    torch_rngs = _gather(torch.get_rng_state())
+    sampler_rngs = _gather(sampler.state())
+    if _rank() != 0:
+        return
     state = {
         "model": model.state_dict(),
         "opt": opt.state_dict(),
@@ -86,12 +112,23 @@ def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig
         "step": step,
         "elapsed": elapsed,
         "config": asdict(cfg),
-        "torch_rng": torch.get_rng_state(),
-        "sampler_rng": sampler.state(),
+        "torch_rng": torch_rngs,
+        "sampler_rng": sampler_rngs,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _restore_rng(ckpt: dict, sampler: CropSampler) -> None:
+    torch_rng, sampler_rng = ckpt["torch_rng"], ckpt["sampler_rng"]
+    if isinstance(torch_rng, torch.Tensor):  # checkpoints of single-process runs before DDP
+        torch_rng, sampler_rng = [torch_rng], [sampler_rng]
+    if len(torch_rng) != _world():
+        # Another process count: keep the seeds' fresh streams rather than duplicate one.
+        return
+    torch.set_rng_state(torch_rng[_rank()])
+    sampler.set_state(sampler_rng[_rank()])
 
 
 def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
@@ -105,22 +142,36 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     return None
 
 
+# A y channel is counted active above this many bits per latent location.
+ACTIVE_BITS_PER_LOCATION = 1e-3
+
+
 @torch.no_grad()
 def evaluate_estimate(model: GainedHyperprior, images: list[np.ndarray], qualities=(1, 4, 8)) -> dict:
-    """Model-estimated bpp (-log2 p of rounded latents) and PSNR on centre crops."""
+    """Model-estimated bpp (-log2 p of rounded latents), PSNR, and the per-channel KL of
+    y (bits per latent location) with the count of active channels, on centre crops."""
     model.eval()
     rows = {}
     for q in qualities:
-        bpps, mses = [], []
+        bpps, mses, channel_bits, locations = [], [], 0, 0
         for im in images:
-            x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
-            out = model(x, torch.tensor([float(q)]))
+            device = next(model.parameters()).device
+            x = torch.from_numpy(im).permute(2, 0, 1)[None].to(device).float() / 255
+            out = model(x, torch.tensor([float(q)], device=device))
             rd = rate_distortion(
-                {**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, torch.tensor([LAMBDAS[q - 1]])
+                {**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, torch.tensor([LAMBDAS[q - 1]], device=device)
             )
             bpps.append(rd["bpp"].item())
             mses.append(rd["mse"].item())
-        rows[q] = {"bpp": float(np.mean(bpps)), "psnr": float(np.mean([psnr_from_mse(m) for m in mses]))}
+            channel_bits = channel_bits + (-torch.log2(out["y_likelihoods"])).sum(dim=(0, 2, 3))
+            locations += out["y_likelihoods"].shape[2] * out["y_likelihoods"].shape[3]
+        kl = (channel_bits / max(locations, 1)).tolist()
+        rows[q] = {
+            "bpp": float(np.mean(bpps)),
+            "psnr": float(np.mean([psnr_from_mse(m) for m in mses])),
+            "y_channel_bits_per_location": [round(v, 5) for v in kl],
+            "active_channels": int(sum(v >= ACTIVE_BITS_PER_LOCATION for v in kl)),
+        }
     model.train()
     return rows
 
@@ -137,8 +188,12 @@ def _val_crops(folder: str | None, size: int = 256, count: int = 8) -> list[np.n
     return crops
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Run (or resume) training; returns the path of the last checkpoint."""
+def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> Path:
+    """Run (or resume) training; returns the path of the last checkpoint.
+
+    ``on_checkpoint(path, step)`` is called on rank 0 after each periodic checkpoint
+    (the CLI uses it for real-file validation and export).
+    """
     from tqdm import tqdm
 
     if cfg.threads:
@@ -149,7 +204,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed + _rank())
 
     model = GainedHyperprior(ModelConfig(**cfg.arch))
-    opt, aux_opt = build_optimizers(model, cfg)
+    device = torch.device(cfg.device)
     sampler = (
         CropSampler.from_packed(Path(cfg.packed), cfg.crop, cfg.seed + _rank())
         if cfg.packed
@@ -157,18 +212,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     )
     step, elapsed = 0, 0.0
     resume_from = str(ckpt_path) if ckpt_path.exists() else cfg.init
-    if resume_from:
-        ckpt = load_initial_weights(model, resume_from)
-        if ckpt is not None and resume_from == str(ckpt_path):
-            opt.load_state_dict(ckpt["opt"])
-            aux_opt.load_state_dict(ckpt["aux_opt"])
-            for group in opt.param_groups:  # a new --lr applies on resume
-                group["lr"] = cfg.lr
-            step, elapsed = ckpt["step"], ckpt["elapsed"]
-            torch.set_rng_state(ckpt["torch_rng"])
-            sampler.set_state(ckpt["sampler_rng"])
+    ckpt = load_initial_weights(model, resume_from) if resume_from else None
+    model.to(device)
+    opt, aux_opt = build_optimizers(model, cfg)
+    if ckpt is not None and resume_from == str(ckpt_path):
+        opt.load_state_dict(ckpt["opt"])
+        aux_opt.load_state_dict(ckpt["aux_opt"])
+        for group in opt.param_groups:  # a new --lr applies on resume
+            group["lr"] = cfg.lr
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        _restore_rng(ckpt, sampler)
     ddp_model = model
     if _world() > 1:
+        # The tail quantiles are trained by the aux loss alone; their gradients are
+        # averaged by hand below, so DDP must not wait for them.
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, ["entropy_bottleneck.quantiles"]
+        )
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
 
     val_images = _val_crops(cfg.val) if _rank() == 0 else []
@@ -178,12 +238,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or _rank() != 0, dynamic_ncols=True)
     window = time.time()
     while step < cfg.steps:
-        if cfg.time_budget is not None and time.time() - start >= cfg.time_budget:
+        if cfg.time_budget is not None and _all_agree(time.time() - start >= cfg.time_budget):
             break
-        batch = torch.from_numpy(sampler.batch(cfg.batch_size)).float() / 255
+        batch = torch.from_numpy(sampler.batch(cfg.batch_size)).to(device).float() / 255
         levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
-        out_ = ddp_model(batch, (levels + 1).float())
-        rd = rate_distortion(out_, batch, lambdas[levels])
+        out_ = ddp_model(batch, (levels + 1).float().to(device))
+        rd = rate_distortion(out_, batch, lambdas[levels].to(device))
         opt.zero_grad(set_to_none=True)
         rd["loss"].backward()
         if cfg.clip:
@@ -192,6 +252,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         aux_opt.zero_grad(set_to_none=True)
         aux = model.aux_loss()
         aux.backward()
+        if _world() > 1:
+            grad = model.entropy_bottleneck.quantiles.grad
+            dist.all_reduce(grad)
+            grad /= _world()
         aux_opt.step()
         step += 1
         bar.update(1)
@@ -222,12 +286,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             rows = evaluate_estimate(model, val_images)
             log.write(json.dumps({"step": step, "val_estimate": rows}) + "\n")
             log.flush()
-        if _rank() == 0 and step - last_ckpt_step >= cfg.ckpt_every:
+        if step - last_ckpt_step >= cfg.ckpt_every:
             save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
             last_ckpt_step = step
+            if on_checkpoint is not None and _rank() == 0:
+                on_checkpoint(ckpt_path, step)
     bar.close()
-    if _rank() == 0:
-        save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
+    save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
     if log is not None:
         log.close()
     return ckpt_path

@@ -1,0 +1,105 @@
+"""``rdcodec bench``: argument parsing and printing only (the work is in codec/bench.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .main import reports_errors
+
+
+@click.command()
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--codecs",
+    default="rdcodec,jpeg,webp,avif,jpeg2000",
+    show_default=True,
+    help="Comma-separated: rdcodec, jpeg, webp, avif, jpeg2000.",
+)
+@click.option(
+    "--out",
+    default="results",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (JSON per codec, per_image.csv, rd.png/svg, bd_rate.md, cache/).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Parallel processes (one torch thread each).",
+)
+@click.option(
+    "--compare",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A published curve in CompressAI's JSON schema to overlay (repeatable).",
+)
+@click.option(
+    "--qualities",
+    multiple=True,
+    metavar="CODEC=Q1,Q2,...",
+    help="Quality points of one codec, e.g. jpeg=10,50,90 or jpeg2000=0.25,1 "
+    "(target bpp); repeatable.",
+)
+@reports_errors
+def bench(folder, codecs, out, workers, compare, qualities):
+    """Rate-distortion benchmark of rdcodec and classical codecs on the images in DIR."""
+    start = time.perf_counter()
+    from ..codec import bench as bench_lib
+
+    names = bench_lib.parse_codecs(codecs)
+    points = dict(bench_lib.parse_qualities(spec) for spec in qualities)
+    report = bench_lib.run_bench(
+        folder,
+        codecs=names,
+        out=out,
+        workers=workers,
+        compare=compare,
+        qualities=points,
+        warn=lambda message: click.echo(f"rdcodec: warning: {message}", err=True),
+    )
+
+    pct = bench_lib.format_percent
+    click.echo(
+        f"{report.images} images ({report.skipped} skipped), "
+        f"{report.measured_points} points encoded, {report.cached_points} from the cache"
+    )
+    header = (
+        f"{'codec':<34} {'points':>6} {'bpp range':>15} {'BD vs JPEG':>11} {'BD vs AVIF':>11} "
+        f"{'enc ms':>8} {'dec ms':>8}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for c in report.curves:
+        bd = {}
+        for anchor in ("jpeg", "avif"):
+            r = bench_lib.find_bd(report.bd, c.label, anchor, "psnr")
+            bd[anchor] = (
+                "anchor" if c.name == anchor and not c.published else pct(r.percent if r else None)
+            )
+        span = f"{min(c.bpp):.3f}-{max(c.bpp):.3f}" if c.bpp else "-"
+        enc = (
+            f"{1000 * sum(c.encode_seconds) / len(c.encode_seconds):.1f}"
+            if c.encode_seconds
+            else "-"
+        )
+        dec = (
+            f"{1000 * sum(c.decode_seconds) / len(c.decode_seconds):.1f}"
+            if c.decode_seconds
+            else "-"
+        )
+        click.echo(
+            f"{c.label:<34} {len(c.bpp):>6} {span:>15} {bd['jpeg']:>11} {bd['avif']:>11} "
+            f"{enc:>8} {dec:>8}"
+        )
+    click.echo(
+        "BD-rate on PSNR over the averaged curves (MS-SSIM and intervals in bd_rate.md); "
+        "times: mean ms per image and point."
+    )
+    for what, path in report.outputs.items():
+        click.echo(f"  {what:<16} {path}")
+    click.echo(f"total {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,804 @@
+"""``rdcodec bench``: rate-distortion curves of rdcodec and classical codecs.
+
+For every image of a folder, every codec and every quality point: encode to bytes,
+decode those bytes, and measure the file size (bpp = 8 * bytes / pixels), PSNR-RGB
+and MS-SSIM on the decoded 8-bit RGB image, and the encode and decode seconds.
+Results are averaged per quality point (mean over images, as CompressAI does) and
+written in CompressAI's JSON schema, with per-image rows, an RD plot and a BD-rate
+table.
+
+Every measured point is cached as one small JSON file keyed by the image's sha256,
+the codec, the codec's settings (encoder library version, or rdcodec's weights and
+coding code) and the quality, so an interrupted run picks up where it stopped.
+
+Timing rules, the same for every codec: one untimed warm-up encode + decode per
+codec and process, then each point timed once with ``time.perf_counter``; one
+torch thread per process and single-threaded classical encoders.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CodecError, ImageError
+from . import baselines, image_io
+from .metrics import bpp as bits_per_pixel
+from .metrics import ms_ssim, ms_ssim_db, psnr
+
+CODEC_NAMES = ("rdcodec", "jpeg", "webp", "avif", "jpeg2000")
+DEFAULT_CODECS = CODEC_NAMES
+ANCHORS = ("jpeg", "avif")
+IMAGE_EXTENSIONS = (
+    ".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".tif", ".tiff",
+    ".ppm", ".pnm", ".pgm", ".gif", ".jp2", ".j2k",
+)  # fmt: skip
+# Slowest codecs first, so that parallel workers finish together.
+_COST_ORDER = ("rdcodec", "avif", "webp", "jpeg2000", "jpeg")
+
+
+# ---- codecs ------------------------------------------------------------------------
+class RdcodecCodec:
+    """The shipped rdcodec model, at its quality levels."""
+
+    name = "rdcodec"
+    default_qualities = (1, 2, 3, 4, 5, 6, 7, 8)
+    quality_meaning = "quality level"
+
+    def __init__(self, model_name: str | None = None):
+        from ..models import registry
+
+        self._entry = registry.find_entry(model_name or registry.default_model_name())
+        self._model = None
+
+    @property
+    def label(self) -> str:
+        return f"rdcodec ({self._entry['name']})"
+
+    def available(self) -> bool:
+        return True
+
+    def settings_id(self) -> str:
+        # The weights and the code that turns them into bytes and back.
+        from ..models import network
+        from . import container, entropy, pipeline
+
+        digest = hashlib.sha256(self._entry["sha256"].encode())
+        for module in (pipeline, container, entropy, network):
+            digest.update(Path(module.__file__).read_bytes())
+        return f"{self._entry['sha256'][:12]}-{digest.hexdigest()[:8]}"
+
+    def description(self, qualities: Sequence[float]) -> str:
+        points = ", ".join(f"{q:g}" for q in qualities)
+        name, sha = self._entry["name"], self._entry["sha256"]
+        return (
+            f"rdcodec model {name} (weights sha256 {sha[:16]}...), real bitstreams; levels {points}"
+        )
+
+    def _loaded(self):
+        if self._model is None:
+            from ..models.registry import load_model
+
+            self._model = load_model(self._entry["name"])
+        return self._model
+
+    def encode(self, image: np.ndarray, quality: float) -> bytes:
+        from . import pipeline
+
+        return pipeline.encode(image, quality, self._loaded())
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from . import pipeline
+
+        return pipeline.decode_array(data, self._loaded())
+
+
+def make_codec(name: str):
+    """The codec object of one ``--codecs`` name."""
+    if name == "rdcodec":
+        return RdcodecCodec()
+    if name in baselines.CLASSICAL:
+        return baselines.CLASSICAL[name]
+    raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}")
+
+
+def parse_codecs(text: str) -> list[str]:
+    """``"rdcodec,jpeg"`` -> ``["rdcodec", "jpeg"]`` (checked, duplicates dropped)."""
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().lower().replace("-", "").replace(" ", "")
+        name = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000"}.get(name, name)
+        if not name:
+            continue
+        if name not in CODEC_NAMES:
+            raise CodecError(f"unknown codec '{raw.strip()}'; known: {', '.join(CODEC_NAMES)}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise CodecError("--codecs names no codec")
+    return names
+
+
+def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
+    """``"jpeg=10,50,90"`` -> ``("jpeg", (10, 50, 90))``, checked against the codec's range."""
+    name, sep, values = spec.partition("=")
+    if not sep:
+        raise CodecError(f"--qualities '{spec}': expected CODEC=Q1,Q2,... (e.g. jpeg=10,50,90)")
+    (name,) = parse_codecs(name)
+    try:
+        points = tuple(sorted({float(v) for v in values.split(",") if v.strip()}))
+    except ValueError:
+        raise CodecError(f"--qualities '{spec}': quality points must be numbers") from None
+    if not points:
+        raise CodecError(f"--qualities '{spec}': no quality points")
+    low, high, integer = {
+        "rdcodec": (1, 8, False),
+        "jpeg2000": (0.001, 24, False),  # target bpp
+    }.get(name, (0, 100, True))
+    for q in points:
+        if not low <= q <= high or (integer and q != int(q)):
+            kind = "integers" if integer else "numbers"
+            raise CodecError(f"--qualities '{spec}': {name} takes {kind} from {low:g} to {high:g}")
+    return name, tuple(int(q) if q == int(q) else q for q in points)
+
+
+# ---- images ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchImage:
+    """One readable image of the folder."""
+
+    path: Path
+    sha256: str
+    width: int
+    height: int
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file; ``ImageError`` if it cannot be read."""
+    loaded = image_io.read_image(path)
+    # read_image returns a LoadedImage (pixels plus notices); older versions the array.
+    return getattr(loaded, "pixels", loaded)
+
+
+def find_images(folder: Path, warn: Callable[[str], None]) -> list[BenchImage]:
+    """The readable images directly in ``folder`` (not its subfolders), by name.
+
+    Unreadable files are reported through ``warn`` and skipped.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise CodecError(f"{folder}: no such directory")
+    if not folder.is_dir():
+        raise CodecError(f"{folder}: not a directory")
+    candidates = sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )  # fmt: skip
+    if not candidates:
+        what = "is empty" if not any(folder.iterdir()) else "has no image files"
+        raise CodecError(f"{folder}: {what} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    images = []
+    for path in candidates:
+        try:
+            array = _read_pixels(path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except ImageError as exc:
+            warn(f"skipping {exc}")
+            continue
+        except OSError as exc:
+            warn(f"skipping {path}: {exc.strerror}")
+            continue
+        images.append(BenchImage(path, digest, array.shape[1], array.shape[0]))
+    if not images:
+        raise CodecError(f"{folder}: none of its {len(candidates)} image files could be read")
+    return images
+
+
+# ---- measuring ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measurement:
+    """One image coded by one codec at one quality point."""
+
+    image: str
+    sha256: str
+    width: int
+    height: int
+    codec: str
+    quality: float
+    num_bytes: int
+    bpp: float
+    psnr: float
+    ms_ssim: float | None  # None for images with a side of 160 px or less
+    encode_seconds: float
+    decode_seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Measurement:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a worker needs to measure one image with one codec (picklable)."""
+
+    image: BenchImage
+    codec: str
+    qualities: tuple[float, ...]
+    cache_dir: Path
+    settings_id: str
+
+
+def _cache_path(cache_dir: Path, sha256: str, codec: str, settings_id: str, quality: float) -> Path:
+    return Path(cache_dir) / sha256[:16] / f"{codec}-{settings_id}-q{quality:g}.json"
+
+
+def _read_cached(path: Path, image: BenchImage) -> Measurement | None:
+    try:
+        m = Measurement.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged (e.g. an interrupted write): measure again
+    # The same pixels may have been measured under another file name; JSON stored an
+    # infinite PSNR (a lossless point) as null.
+    psnr_value = math.inf if m.psnr is None else m.psnr
+    return Measurement(**{**m.to_dict(), "image": image.path.name, "psnr": psnr_value})
+
+
+def _write_cached(path: Path, m: Measurement) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(_json_safe(m.to_dict())))
+    os.replace(tmp, path)  # never a half-written cache entry
+
+
+_CODECS: dict[str, object] = {}  # per process: codec objects (rdcodec's model loaded once)
+_WARMED: set[str] = set()  # per process: codecs that had their untimed warm-up
+
+
+def _measure(task: _Task) -> list[Measurement]:
+    """Encode, decode and measure every quality point of a task; cache each point."""
+    if task.codec not in _CODECS:
+        _CODECS[task.codec] = make_codec(task.codec)
+    codec = _CODECS[task.codec]
+    image = task.image
+    array = _read_pixels(image.path)
+    if task.codec not in _WARMED:
+        middle = task.qualities[len(task.qualities) // 2]
+        codec.decode(codec.encode(array, middle))  # loads models, libraries, caches
+        _WARMED.add(task.codec)
+    results = []
+    for quality in task.qualities:
+        start = time.perf_counter()
+        data = codec.encode(array, quality)
+        encoded = time.perf_counter()
+        decoded = codec.decode(data)
+        done = time.perf_counter()
+        if decoded.shape != array.shape:
+            raise CodecError(
+                f"{task.codec} decoded {image.path.name} at quality {quality:g} to shape "
+                f"{decoded.shape}, expected {array.shape}"
+            )
+        m = Measurement(
+            image=image.path.name,
+            sha256=image.sha256,
+            width=image.width,
+            height=image.height,
+            codec=task.codec,
+            quality=quality,
+            num_bytes=len(data),
+            bpp=bits_per_pixel(len(data), image.width * image.height),
+            psnr=psnr(array, decoded),
+            ms_ssim=ms_ssim(array, decoded),
+            encode_seconds=encoded - start,
+            decode_seconds=done - encoded,
+        )
+        _write_cached(
+            _cache_path(task.cache_dir, image.sha256, task.codec, task.settings_id, quality), m
+        )
+        results.append(m)
+    return results
+
+
+def _init_worker() -> None:
+    # Before torch is imported in this process: one thread, like every other codec.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def _one_torch_thread():
+    """The in-process run (``workers=1``) follows the same one-thread rule."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[Measurement]:
+    from tqdm import tqdm
+
+    results: list[Measurement] = []
+    total = sum(len(t.qualities) for t in tasks)
+    with tqdm(total=total, unit="point", desc="bench", disable=not progress or not tasks) as bar:
+        if workers <= 1:
+            with _one_torch_thread():
+                for task in tasks:
+                    bar.set_postfix_str(f"{task.codec} {task.image.path.name}", refresh=False)
+                    results += _measure(task)
+                    bar.update(len(task.qualities))
+            return results
+        import multiprocessing
+
+        # spawn, not fork: forking a process that has torch's thread pools can hang.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            futures = {pool.submit(_measure, t): t for t in tasks}
+            try:
+                for future in as_completed(futures):
+                    results += future.result()
+                    bar.update(len(futures[future].qualities))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return results
+
+
+# ---- curves ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Curve:
+    """An RD curve: one point per quality, each the mean over images.
+
+    ``ms_ssim`` is empty when it was not measured (or not published); the timing
+    lists are empty for published curves that have none.
+    """
+
+    name: str
+    label: str
+    description: str
+    bpp: tuple[float, ...]
+    psnr: tuple[float, ...]
+    ms_ssim: tuple[float, ...] = ()
+    encode_seconds: tuple[float, ...] = ()
+    decode_seconds: tuple[float, ...] = ()
+    qualities: tuple[float, ...] = ()
+    images: int = 0
+    published: bool = False
+
+    @property
+    def ms_ssim_db(self) -> tuple[float, ...]:
+        return tuple(ms_ssim_db(v) for v in self.ms_ssim)
+
+    def to_compressai(self) -> dict:
+        """CompressAI's results schema (extra keys outside ``results``)."""
+        results = {"bpp": list(self.bpp), "psnr-rgb": list(self.psnr)}
+        if self.ms_ssim:
+            results["ms-ssim-rgb"] = list(self.ms_ssim)
+        if self.encode_seconds:
+            results["encoding_time"] = list(self.encode_seconds)
+            results["decoding_time"] = list(self.decode_seconds)
+        return {
+            "name": self.label,
+            "description": self.description,
+            "results": results,
+            "codec": self.name,
+            "qualities": list(self.qualities),
+            "images": self.images,
+        }
+
+
+def average_curve(codec, measurements: list[Measurement], qualities: Sequence[float]) -> Curve:
+    """Mean over images at each quality point (MS-SSIM only if every image has it)."""
+    by_quality = {q: [m for m in measurements if m.quality == q] for q in qualities}
+    points = [q for q in qualities if by_quality[q]]
+
+    def mean(attr: str) -> tuple[float, ...]:
+        return tuple(float(np.mean([getattr(m, attr) for m in by_quality[q]])) for q in points)
+
+    has_ms_ssim = all(m.ms_ssim is not None for m in measurements)
+    images = len({m.sha256 for m in measurements})
+    return Curve(
+        name=codec.name,
+        label=codec.label,
+        description=f"{codec.description(tuple(points))}; mean over {images} images; times are "
+        "seconds per image, one thread, after an untimed warm-up",
+        bpp=mean("bpp"),
+        psnr=mean("psnr"),
+        ms_ssim=mean("ms_ssim") if has_ms_ssim else (),
+        encode_seconds=mean("encode_seconds"),
+        decode_seconds=mean("decode_seconds"),
+        qualities=tuple(points),
+        images=images,
+    )
+
+
+def load_curve(path: Path) -> Curve:
+    """A published curve in CompressAI's schema (``psnr``/``ms-ssim`` keys accepted too)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CodecError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise CodecError(f"{path}: not a readable JSON file ({exc})") from None
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, dict) or "bpp" not in results:
+        raise CodecError(
+            f'{path}: expected CompressAI\'s schema {{"name", "results": {{"bpp", ...}}}}'
+        )
+
+    def numbers(*keys: str) -> tuple[float, ...]:
+        for key in keys:
+            if key in results:
+                values = results[key]
+                if not isinstance(values, list) or len(values) != len(results["bpp"]):
+                    raise CodecError(f"{path}: results.{key} must be a list as long as results.bpp")
+                try:
+                    return tuple(float(v) for v in values)
+                except (TypeError, ValueError):
+                    raise CodecError(f"{path}: results.{key} holds a non-number") from None
+        return ()
+
+    bpp, psnr_values = numbers("bpp"), numbers("psnr-rgb", "psnr")
+    if not psnr_values:
+        raise CodecError(f"{path}: results has no psnr-rgb (or psnr) list")
+    name = str(data.get("name") or path.stem)
+    return Curve(
+        name=name,
+        label=f"{name} (published)",
+        description=str(data.get("description", "")),
+        bpp=bpp,
+        psnr=psnr_values,
+        ms_ssim=numbers("ms-ssim-rgb", "ms-ssim"),
+        published=True,
+    )
+
+
+# ---- BD-rate -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BdRate:
+    """A BD-rate and the distortion interval it was averaged over.
+
+    ``percent`` is NaN when it cannot be computed (fewer than two usable points, or
+    no overlap); ``overlap`` is the interval's share of the union of both ranges.
+    """
+
+    percent: float
+    low: float
+    high: float
+    overlap: float
+
+
+def _monotone(rate: Sequence[float], dist: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Points sorted by rate, keeping only those that improve on every cheaper one
+    (interpolating distortion -> rate needs a strictly increasing distortion)."""
+    pairs = sorted(
+        (r, d) for r, d in zip(rate, dist, strict=True)
+        if r is not None and d is not None and r > 0 and math.isfinite(r) and math.isfinite(d)
+    )  # fmt: skip
+    kept: list[tuple[float, float]] = []
+    for r, d in pairs:
+        if not kept or d > kept[-1][1]:
+            kept.append((r, d))
+    return np.array([p[0] for p in kept]), np.array([p[1] for p in kept])
+
+
+def bd_rate_detail(
+    anchor_bpp: Sequence[float],
+    anchor_dist: Sequence[float],
+    test_bpp: Sequence[float],
+    test_dist: Sequence[float],
+) -> BdRate:
+    """Bjøntegaard delta rate of test against anchor, with its interval.
+
+    The ``bjontegaard`` package's Akima-interpolated BD-rate: the mean difference of
+    log-rate at equal distortion over the overlapping distortion interval.
+    """
+    import bjontegaard
+
+    r_a, d_a = _monotone(anchor_bpp, anchor_dist)
+    r_t, d_t = _monotone(test_bpp, test_dist)
+    if len(r_a) < 2 or len(r_t) < 2:
+        return BdRate(math.nan, math.nan, math.nan, 0.0)
+    low, high = max(d_a[0], d_t[0]), min(d_a[-1], d_t[-1])
+    overlap = max(high - low, 0.0) / (max(d_a[-1], d_t[-1]) - min(d_a[0], d_t[0]))
+    if high <= low:
+        return BdRate(math.nan, low, high, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small overlaps are shown in the table instead
+        percent = bjontegaard.bd_rate(
+            r_a, d_a, r_t, d_t, method="akima", require_matching_points=False, min_overlap=0
+        )
+    return BdRate(float(percent), float(low), float(high), float(overlap))
+
+
+def bd_rate(
+    anchor_bpp: Sequence[float],
+    anchor_dist: Sequence[float],
+    test_bpp: Sequence[float],
+    test_dist: Sequence[float],
+) -> float:
+    """BD-rate in percent of test against anchor (negative: test needs fewer bits for
+    the same distortion); NaN when the curves do not overlap."""
+    return bd_rate_detail(anchor_bpp, anchor_dist, test_bpp, test_dist).percent
+
+
+@dataclass(frozen=True)
+class BdEntry:
+    test: str
+    anchor: str
+    metric: str  # "psnr" or "ms-ssim" (in dB)
+    result: BdRate
+
+
+def bd_table(curves: list[Curve]) -> list[BdEntry]:
+    """BD-rates of every curve against each anchor present (JPEG, AVIF), both metrics."""
+    entries = []
+    anchors = [c for c in curves if c.name in ANCHORS and not c.published]
+    for anchor in anchors:
+        for test in curves:
+            if test is anchor:
+                continue
+            entries.append(
+                BdEntry(
+                    test.label,
+                    anchor.name,
+                    "psnr",
+                    bd_rate_detail(anchor.bpp, anchor.psnr, test.bpp, test.psnr),
+                )
+            )
+            if anchor.ms_ssim and test.ms_ssim:
+                result = bd_rate_detail(anchor.bpp, anchor.ms_ssim_db, test.bpp, test.ms_ssim_db)
+            else:
+                result = BdRate(math.nan, math.nan, math.nan, 0.0)
+            entries.append(BdEntry(test.label, anchor.name, "ms-ssim", result))
+    return entries
+
+
+def find_bd(entries: Iterable[BdEntry], test: str, anchor: str, metric: str) -> BdRate | None:
+    for e in entries:
+        if e.test == test and e.anchor == anchor and e.metric == metric:
+            return e.result
+    return None
+
+
+def format_percent(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.1f}%"
+
+
+def _format_interval(r: BdRate) -> str:
+    if math.isnan(r.low):
+        return "n/a"
+    if r.overlap == 0:
+        return "no overlap"
+    return f"{r.low:.2f} – {r.high:.2f} ({100 * r.overlap:.0f}% of the union)"
+
+
+def bd_markdown(curves: list[Curve], entries: list[BdEntry], images: int) -> str:
+    lines = [
+        "# BD-rate",
+        "",
+        f"Computed on the averaged curves (mean bpp and mean PSNR / MS-SSIM per quality point "
+        f"over {images} images), not per image, with the `bjontegaard` package (Akima "
+        "interpolation of log-rate over distortion). Negative: fewer bits than the anchor for "
+        "the same quality. MS-SSIM in dB, -10 log10(1 - MS-SSIM). The interval is the "
+        "distortion range both curves cover; the rate difference is averaged over it only, "
+        "so a small overlap means a number about a small part of the curves.",
+    ]
+    labels = {c.name: c.label for c in curves}
+    for anchor in ANCHORS:
+        lines += ["", f"## Anchor: {labels.get(anchor, anchor.upper())}", ""]
+        rows = [e for e in entries if e.anchor == anchor]
+        if not rows:
+            lines.append(f"{anchor.upper()} was not part of this run.")
+            continue
+        lines += [
+            "| codec | BD-rate (PSNR) | PSNR interval (dB) "
+            "| BD-rate (MS-SSIM) | MS-SSIM interval (dB) |",
+            "|---|---:|---|---:|---|",
+        ]
+        for test in dict.fromkeys(e.test for e in rows):
+            p = find_bd(rows, test, anchor, "psnr")
+            s = find_bd(rows, test, anchor, "ms-ssim")
+            lines.append(
+                f"| {test} | {format_percent(p.percent)} | {_format_interval(p)} | "
+                f"{format_percent(s.percent)} | {_format_interval(s)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ---- outputs -----------------------------------------------------------------------
+def _json_safe(value):
+    """inf/NaN -> None (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
+    """bpp vs PSNR and bpp vs MS-SSIM (dB), one curve per codec, as PNG and SVG."""
+    # The object API (no pyplot) renders with Agg/SVG and touches no global backend.
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 5.2), layout="constrained")
+    ax_psnr, ax_ssim = figure.subplots(1, 2)
+    colours = {}
+    for i, curve in enumerate(curves):
+        colour = colours.setdefault(curve.name, f"C{i % 10}")
+        style = {
+            "color": colour,
+            "marker": "o",
+            "markersize": 3.5,
+            "linewidth": 1.4,
+            "label": curve.label,
+        }
+        if curve.published:
+            style.update(linestyle="--", marker="s")
+        ax_psnr.plot(curve.bpp, curve.psnr, **style)
+        if curve.ms_ssim:
+            ax_ssim.plot(curve.bpp, curve.ms_ssim_db, **style)
+    ax_psnr.set(xlabel="bits per pixel (bpp)", ylabel="PSNR-RGB (dB)", title="PSNR")
+    ax_ssim.set(
+        xlabel="bits per pixel (bpp)",
+        ylabel="MS-SSIM (dB) = -10 log10(1 - MS-SSIM)",
+        title="MS-SSIM",
+    )
+    if not any(c.ms_ssim for c in curves):
+        ax_ssim.text(0.5, 0.5, "MS-SSIM not measured\n(images need > 160 px per side)",
+                     ha="center", va="center", transform=ax_ssim.transAxes)  # fmt: skip
+    for ax in (ax_psnr, ax_ssim):
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(left=0)
+        if ax.lines:
+            ax.legend(loc="lower right", fontsize=8)
+    figure.suptitle(title)
+    for path in paths:
+        figure.savefig(path, dpi=150)
+
+
+def write_per_image(measurements: list[Measurement], path: Path) -> None:
+    columns = list(Measurement.__dataclass_fields__)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for m in measurements:
+            writer.writerow(["" if v is None else v for v in (getattr(m, c) for c in columns)])
+
+
+# ---- the command ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchReport:
+    """What a run measured and wrote."""
+
+    curves: list[Curve]  # measured codecs first, then published ones
+    bd: list[BdEntry]
+    images: int
+    skipped: int
+    measured_points: int  # newly encoded now
+    cached_points: int  # read from the cache
+    outputs: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_bench(
+    folder: Path,
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    out: Path = Path("results"),
+    workers: int = 1,
+    compare: Sequence[Path] = (),
+    qualities: dict[str, tuple[float, ...]] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+    progress: bool = True,
+) -> BenchReport:
+    """Benchmark ``codecs`` on the images of ``folder``; write results under ``out``."""
+    start = time.perf_counter()
+    if workers < 1:
+        raise CodecError("--workers must be at least 1")
+    qualities = qualities or {}
+    published = [load_curve(p) for p in compare]  # fail on a bad file before hours of work
+    candidates_skipped: list[str] = []
+
+    def note_skip(message: str) -> None:
+        candidates_skipped.append(message)
+        warn(message)
+
+    images = find_images(Path(folder), note_skip)
+    selected = []
+    for name in codecs:
+        codec = make_codec(name)
+        if not codec.available():
+            warn(f"{codec.label} is not available in this Pillow build; skipping it")
+            continue
+        selected.append(codec)
+    if not selected:
+        raise CodecError("none of the requested codecs is available")
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CodecError(f"{out}: cannot create output directory ({exc.strerror})") from None
+    cache_dir = out / "cache"
+
+    measured: dict[str, list[Measurement]] = {c.name: [] for c in selected}
+    tasks = []
+    cached = 0
+    for codec in selected:
+        points = tuple(qualities.get(codec.name, codec.default_qualities))
+        settings = codec.settings_id()
+        for image in images:
+            missing = []
+            for q in points:
+                m = _read_cached(
+                    _cache_path(cache_dir, image.sha256, codec.name, settings, q), image
+                )
+                if m is None:
+                    missing.append(q)
+                else:
+                    measured[codec.name].append(m)
+                    cached += 1
+            if missing:
+                tasks.append(_Task(image, codec.name, tuple(missing), cache_dir, settings))
+    tasks.sort(key=lambda t: _COST_ORDER.index(t.codec))
+    new = _run_tasks(tasks, workers, progress)
+    for m in new:
+        measured[m.codec].append(m)
+
+    curves = []
+    for codec in selected:
+        rows = measured[codec.name]
+        rows.sort(key=lambda m: (m.image, m.quality))
+        points = tuple(qualities.get(codec.name, codec.default_qualities))
+        curves.append(average_curve(codec, rows, points))
+    if any(m.ms_ssim is None for rows in measured.values() for m in rows):
+        warn("MS-SSIM left out: it needs images larger than 160 px on each side")
+    all_curves = curves + published
+    entries = bd_table(all_curves)
+
+    outputs: dict[str, Path] = {}
+    for curve in curves:
+        path = out / f"{curve.name}.json"
+        path.write_text(json.dumps(_json_safe(curve.to_compressai()), indent=2) + "\n")
+        outputs[curve.name] = path
+    outputs["per-image rows"] = out / "per_image.csv"
+    write_per_image([m for c in selected for m in measured[c.name]], outputs["per-image rows"])
+    outputs["plot (PNG)"], outputs["plot (SVG)"] = out / "rd.png", out / "rd.svg"
+    title = f"{len(images)} image{'s' * (len(images) != 1)} from {Path(folder).resolve().name}"
+    write_plot(all_curves, [outputs["plot (PNG)"], outputs["plot (SVG)"]], title)
+    outputs["BD-rate table"] = out / "bd_rate.md"
+    outputs["BD-rate table"].write_text(bd_markdown(all_curves, entries, len(images)))
+
+    return BenchReport(
+        curves=all_curves,
+        bd=entries,
+        images=len(images),
+        skipped=len(candidates_skipped),
+        measured_points=len(new),
+        cached_points=cached,
+        outputs=outputs,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,170 @@
+"""``rdcodec bench`` through click's CliRunner: bad folders, warnings, the summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rdcodec.cli.main import main
+
+IMAGES = Path(__file__).parents[1] / "images"
+FAST = [
+    "--codecs",
+    "jpeg,jpeg2000",
+    "--qualities",
+    "jpeg=10,50,90",
+    "--qualities",
+    "jpeg2000=0.3,1,2",
+]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def _bench(runner, folder, out, *extra):
+    return runner.invoke(main, ["bench", str(folder), "--out", str(out), *FAST, *extra])
+
+
+def _assert_one_line_error(result, text):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rdcodec: error:") and text in lines[0], (
+        result.stderr
+    )
+    assert result.stdout == ""
+
+
+def test_missing_dir(runner, tmp_path):
+    _assert_one_line_error(_bench(runner, tmp_path / "nope", tmp_path / "out"), "no such directory")
+
+
+def test_dir_is_a_file(runner, tmp_path):
+    path = tmp_path / "x.png"
+    shutil.copy(IMAGES / "astronaut.png", path)
+    _assert_one_line_error(_bench(runner, path, tmp_path / "out"), "not a directory")
+
+
+def test_empty_dir(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _assert_one_line_error(_bench(runner, tmp_path / "empty", tmp_path / "out"), "is empty")
+
+
+def test_dir_without_images(runner, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "README.txt").write_text("no pictures here")
+    _assert_one_line_error(_bench(runner, folder, tmp_path / "out"), "has no image files")
+
+
+def test_dir_with_only_unreadable_images(runner, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = _bench(runner, folder, tmp_path / "out")
+    assert result.exit_code == 1
+    assert (
+        "warning: skipping" in result.stderr
+        and "none of its 1 image files could be read" in result.stderr
+    )
+
+
+def test_unreadable_file_among_good_ones_is_skipped_with_a_warning(runner, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(IMAGES / "astronaut.png", folder)
+    shutil.copy(IMAGES / "coffee.png", folder)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    result = _bench(runner, folder, out)
+    assert result.exit_code == 0, result.output
+    assert "rdcodec: warning: skipping" in result.stderr and "corrupt.jpg" in result.stderr
+    assert "2 images (1 skipped)" in result.stdout
+    data = json.loads((out / "jpeg.json").read_text())
+    assert len(data["results"]["bpp"]) == 3
+
+
+def test_summary_lists_codecs_bd_rates_paths_and_time(runner, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(IMAGES / "coffee.png", folder)
+    out = tmp_path / "out"
+    result = _bench(runner, folder, out)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    jpeg = next(line for line in lines if line.startswith("JPEG "))
+    j2k = next(line for line in lines if line.startswith("JPEG 2000"))
+    assert "anchor" in jpeg and "%" in j2k  # BD-rate of JPEG 2000 against JPEG
+    for name in ("jpeg.json", "jpeg2000.json", "per_image.csv", "rd.png", "rd.svg", "bd_rate.md"):
+        assert str(out / name) in result.stdout
+        assert (out / name).exists()
+    assert lines[-1].startswith("total ") and lines[-1].endswith(" s")
+
+    again = _bench(runner, folder, out)
+    assert "0 points encoded, 6 from the cache" in again.stdout
+
+
+def test_rdcodec_runs_end_to_end_on_a_tiny_image(runner, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with Image.open(IMAGES / "astronaut.png") as im:
+        im.crop((0, 0, 64, 64)).save(folder / "crop.png")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        main,
+        [
+            "bench",
+            str(folder),
+            "--out",
+            str(out),
+            "--codecs",
+            "rdcodec,jpeg",
+            "--qualities",
+            "rdcodec=2,7",
+            "--qualities",
+            "jpeg=20,60,95",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "rdcodec.json").read_text())
+    assert data["qualities"] == [2, 7] and len(data["results"]["bpp"]) == 2
+    assert "rdcodec (" in result.stdout
+
+
+def test_compare_file_appears_in_summary(runner, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(IMAGES / "astronaut.png", folder)
+    published = tmp_path / "paper.json"
+    published.write_text(
+        json.dumps(
+            {"name": "Paper", "results": {"bpp": [0.3, 0.8, 2.0], "psnr-rgb": [24.0, 28.0, 33.0]}}
+        )
+    )
+    result = _bench(runner, folder, tmp_path / "out", "--compare", str(published))
+    assert result.exit_code == 0, result.output
+    assert "Paper (published)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--codecs", "heic"], "unknown codec 'heic'"),
+        (["--qualities", "jpeg=200"], "jpeg takes integers from 0 to 100"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--compare", "missing.json"], "missing.json: no such file"),
+    ],
+)
+def test_bad_options(runner, tmp_path, args, text):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(IMAGES / "astronaut.png", folder)
+    result = runner.invoke(main, ["bench", str(folder), "--out", str(tmp_path / "out"), *args])
+    _assert_one_line_error(result, text)

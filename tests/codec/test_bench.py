@@ -1,0 +1,319 @@
+"""The benchmark's measurements, BD-rate, cache and output files (small images, few points)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rdcodec.codec import baselines, bench
+from rdcodec.codec.metrics import psnr
+from rdcodec.errors import CodecError
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+def _folder(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(IMAGES / name, folder / name)
+    return folder
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "per_image.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(folder: Path, out: Path, **kwargs) -> bench.BenchReport:
+    return bench.run_bench(folder, out=out, progress=False, **kwargs)
+
+
+# ---- measurements ------------------------------------------------------------------
+def test_jpeg_numbers_match_an_independent_measurement(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png", "coffee.png")
+    out = tmp_path / "out"
+    _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (10, 50, 90)})
+    rows = _rows(out)
+    assert len(rows) == 2 * 3
+    for row in rows:
+        with Image.open(folder / row["image"]) as im:
+            original = np.array(im.convert("RGB"), dtype=np.float64)
+        buffer = io.BytesIO()
+        Image.fromarray(original.astype(np.uint8)).save(
+            buffer, format="JPEG", quality=int(row["quality"])
+        )
+        with Image.open(io.BytesIO(buffer.getvalue())) as im:
+            decoded = np.array(im.convert("RGB"), dtype=np.float64)
+        expected_psnr = 10 * np.log10(255**2 / np.mean((original - decoded) ** 2))
+        expected_bpp = 8 * len(buffer.getvalue()) / (original.shape[0] * original.shape[1])
+        assert float(row["psnr"]) == pytest.approx(expected_psnr, abs=0.01)
+        assert float(row["bpp"]) == pytest.approx(expected_bpp, rel=1e-3)
+        assert int(row["num_bytes"]) == len(buffer.getvalue())
+
+
+def test_curve_is_the_mean_over_images(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png", "coffee.png")
+    out = tmp_path / "out"
+    _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (20, 80)})
+    rows = _rows(out)
+    results = json.loads((out / "jpeg.json").read_text())["results"]
+    for i, q in enumerate((20, 80)):
+        at_q = [r for r in rows if float(r["quality"]) == q]
+        assert results["bpp"][i] == pytest.approx(np.mean([float(r["bpp"]) for r in at_q]))
+        assert results["psnr-rgb"][i] == pytest.approx(np.mean([float(r["psnr"]) for r in at_q]))
+    assert results["bpp"][0] < results["bpp"][1] and results["psnr-rgb"][0] < results["psnr-rgb"][1]
+
+
+@pytest.mark.parametrize("codec", [baselines.WEBP, baselines.AVIF, baselines.JPEG2000])
+def test_classical_codecs_round_trip(codec, astronaut):
+    if not codec.available():
+        pytest.skip(f"{codec.label} not in this Pillow")
+    low, high = codec.default_qualities[1], codec.default_qualities[-2]
+    small, large = codec.encode(astronaut, low), codec.encode(astronaut, high)
+    assert len(small) < len(large)
+    decoded = codec.decode(large)
+    assert decoded.shape == astronaut.shape and decoded.dtype == np.uint8
+    assert psnr(astronaut, decoded) > psnr(astronaut, codec.decode(small))
+
+
+def test_jpeg2000_quality_is_the_target_bpp(coffee):
+    pixels = coffee.shape[0] * coffee.shape[1]
+    for target in (0.25, 1.0):
+        got = 8 * len(baselines.JPEG2000.encode(coffee, target)) / pixels
+        assert got == pytest.approx(target, rel=0.1)
+
+
+def test_rdcodec_points_are_real_bitstreams(tmp_path):
+    from rdcodec.codec import pipeline
+    from rdcodec.models.registry import load_model
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    with Image.open(IMAGES / "chelsea.png") as im:
+        crop = np.array(im.convert("RGB"))[:64, :64]
+    Image.fromarray(crop).save(folder / "crop.png")
+    out = tmp_path / "out"
+    report = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)})
+    rows = _rows(out)
+    model = load_model()
+    for row in rows:
+        data = pipeline.encode(crop, float(row["quality"]), model)
+        assert int(row["num_bytes"]) == len(data)
+        assert float(row["psnr"]) == pytest.approx(psnr(crop, pipeline.decode_array(data, model)))
+    (curve,) = report.curves
+    assert curve.bpp[0] < curve.bpp[1]
+    assert model.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name
+
+
+# ---- BD-rate -----------------------------------------------------------------------
+RATES = [0.12, 0.25, 0.45, 0.7, 1.0, 1.4, 1.9]
+PSNRS = [26.1, 28.4, 30.2, 31.9, 33.3, 34.8, 36.0]
+
+
+def test_bd_rate_of_scaled_rates_is_the_scale():
+    assert bench.bd_rate(RATES, PSNRS, [0.8 * r for r in RATES], PSNRS) == pytest.approx(
+        -20, abs=1e-6
+    )
+    assert bench.bd_rate(RATES, PSNRS, [1.25 * r for r in RATES], PSNRS) == pytest.approx(
+        25, abs=1e-6
+    )
+
+
+def test_bd_rate_of_identical_curves_is_zero():
+    assert bench.bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0, abs=1e-9)
+
+
+def test_bd_rate_interval_is_the_overlap():
+    # The test curve only covers the upper part of the anchor's PSNR range.
+    result = bench.bd_rate_detail(RATES, PSNRS, [0.8 * r for r in RATES[3:]], PSNRS[3:])
+    # Not exact: Akima's end slopes differ on the shorter curve.
+    assert result.percent == pytest.approx(-20, abs=0.1)
+    assert (result.low, result.high) == (31.9, 36.0)
+    assert result.overlap == pytest.approx((36.0 - 31.9) / (36.0 - 26.1))
+
+
+def test_bd_rate_without_overlap_is_nan():
+    result = bench.bd_rate_detail(RATES[:3], PSNRS[:3], RATES[4:], PSNRS[4:])
+    assert math.isnan(result.percent) and result.overlap == 0
+
+
+def test_bd_rate_ignores_points_that_do_not_improve_quality():
+    # A point with more bits and lower PSNR than its neighbour is off the curve.
+    rates, psnrs = RATES + [2.5], PSNRS + [35.0]
+    assert bench.bd_rate(RATES, PSNRS, [0.8 * r for r in rates], psnrs) == pytest.approx(
+        -20, abs=1e-6
+    )
+
+
+# ---- folders -----------------------------------------------------------------------
+def test_find_images_skips_unreadable_files_with_a_warning(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    warnings: list[str] = []
+    images = bench.find_images(folder, warnings.append)
+    assert [i.path.name for i in images] == ["astronaut.png"]
+    assert (images[0].width, images[0].height) == (128, 128)
+    assert len(warnings) == 1 and "broken.png" in warnings[0]
+
+
+def _bad_folder(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / kind
+    if kind == "a_file.png":
+        path.write_bytes(b"x")
+    elif kind == "empty":
+        path.mkdir()
+    elif kind == "text_only":
+        path.mkdir()
+        (path / "a.txt").write_text("x")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "no such directory"),
+        ("a_file.png", "not a directory"),
+        ("empty", "is empty"),
+        ("text_only", "has no image files"),
+    ],
+)
+def test_find_images_bad_folders(tmp_path, kind, message):
+    with pytest.raises(CodecError, match=message):
+        bench.find_images(_bad_folder(tmp_path, kind), lambda m: None)
+
+
+# ---- cache -------------------------------------------------------------------------
+def test_rerun_reads_the_cache_instead_of_encoding(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, "astronaut.png", "coffee.png")
+    out = tmp_path / "out"
+    calls = []
+    real_encode = baselines.PillowCodec.encode
+
+    def counting_encode(self, image, quality):
+        calls.append(quality)
+        return real_encode(self, image, quality)
+
+    monkeypatch.setattr(baselines.PillowCodec, "encode", counting_encode)
+    monkeypatch.setattr(bench, "_WARMED", set())
+    kwargs = {"codecs": ["jpeg"], "qualities": {"jpeg": (10, 50, 90)}}
+    first = _run(folder, out, **kwargs)
+    assert len(calls) == 1 + 2 * 3  # one untimed warm-up, then every point once
+    assert (first.measured_points, first.cached_points) == (6, 0)
+    first_json = (out / "jpeg.json").read_text()
+
+    calls.clear()
+    second = _run(folder, out, **kwargs)
+    assert calls == [] and (second.measured_points, second.cached_points) == (0, 6)
+    assert (out / "jpeg.json").read_text() == first_json  # timings included: nothing re-measured
+
+    # An interrupted run leaves some points missing: only those are encoded again.
+    next((out / "cache").rglob("jpeg-*-q50.json")).unlink()
+    calls.clear()
+    third = _run(folder, out, **kwargs)
+    assert calls == [50] and (third.measured_points, third.cached_points) == (1, 5)
+
+
+def test_cache_key_changes_with_quality_and_codec_settings(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png")
+    out = tmp_path / "out"
+    _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (30,)})
+    report = _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (30, 31)})
+    assert (report.measured_points, report.cached_points) == (1, 1)
+    assert baselines.JPEG.settings_id() != baselines.WEBP.settings_id()
+
+
+# ---- outputs -----------------------------------------------------------------------
+def test_outputs_follow_compressai_schema_and_plots_exist(tmp_path):
+    folder = _folder(tmp_path, "chelsea.png")  # 168x164: large enough for MS-SSIM
+    out = tmp_path / "out"
+    report = _run(
+        folder, out, codecs=["jpeg", "webp"], qualities={"jpeg": (10, 40, 90), "webp": (10, 50, 90)}
+    )
+    for name in ("jpeg", "webp"):
+        data = json.loads((out / f"{name}.json").read_text())
+        assert isinstance(data["name"], str) and isinstance(data["description"], str)
+        results = data["results"]
+        assert set(results) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+        assert all(len(v) == 3 and all(isinstance(x, float) for x in v) for v in results.values())
+        assert all(0 < v < 1 for v in results["ms-ssim-rgb"])
+        assert all(t >= 0 for t in results["encoding_time"] + results["decoding_time"])
+    assert (out / "rd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (out / "rd.svg").read_bytes()[:2000]
+    assert len(_rows(out)) == 6
+    table = (out / "bd_rate.md").read_text()
+    assert "## Anchor: JPEG" in table and "averaged curves" in table and "| WebP |" in table
+    webp_vs_jpeg = bench.find_bd(report.bd, "WebP", "jpeg", "ms-ssim")
+    assert not math.isnan(webp_vs_jpeg.percent) and webp_vs_jpeg.low < webp_vs_jpeg.high
+
+
+def test_compare_overlays_a_published_curve(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png")
+    out = tmp_path / "out"
+    points = (10, 30, 60, 90)
+    _run(folder, out / "first", codecs=["jpeg"], qualities={"jpeg": points})
+    jpeg = json.loads((out / "first" / "jpeg.json").read_text())["results"]
+    published = tmp_path / "paper.json"
+    published.write_text(json.dumps({
+        "name": "Paper2024",
+        "description": "a published curve",
+        "results": {"bpp": [0.8 * b for b in jpeg["bpp"]], "psnr": jpeg["psnr-rgb"]},
+    }))  # fmt: skip
+    report = _run(folder, out, codecs=["jpeg"], qualities={"jpeg": points}, compare=[published])
+    assert [c.label for c in report.curves] == ["JPEG", "Paper2024 (published)"]
+    assert bench.find_bd(
+        report.bd, "Paper2024 (published)", "jpeg", "psnr"
+    ).percent == pytest.approx(-20, abs=1e-6)
+    assert "| Paper2024 (published) | -20.0%" in (out / "bd_rate.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not a readable JSON"),
+        (json.dumps({"name": "x"}), "CompressAI's schema"),
+        (json.dumps({"results": {"bpp": [0.1, 0.2]}}), "no psnr-rgb"),
+        (json.dumps({"results": {"bpp": [0.1, 0.2], "psnr-rgb": [30]}}), "as long as"),
+    ],
+)
+def test_bad_compare_files(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(CodecError, match=message):
+        bench.load_curve(path)
+
+
+def test_parse_codecs_and_qualities():
+    assert bench.parse_codecs("rdcodec, JPG,jpeg,j2k") == ["rdcodec", "jpeg", "jpeg2000"]
+    assert bench.parse_qualities("jpeg=90,10") == ("jpeg", (10, 90))
+    assert bench.parse_qualities("jpeg2000=0.25,1") == ("jpeg2000", (0.25, 1))
+    for bad in ("heic", ""):
+        with pytest.raises(CodecError):
+            bench.parse_codecs(bad)
+    for bad in ("jpeg", "jpeg=10.5", "rdcodec=9", "webp=a,b", "jpeg="):
+        with pytest.raises(CodecError):
+            bench.parse_qualities(bad)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_bytes_as_one_process(tmp_path):
+    folder = _folder(tmp_path, "astronaut.png", "coffee.png", "chelsea.png")
+    kwargs = {"codecs": ["jpeg", "webp"], "qualities": {"jpeg": (20, 80), "webp": (20, 80)}}
+    _run(folder, tmp_path / "one", **kwargs)
+    _run(folder, tmp_path / "two", workers=2, **kwargs)
+
+    def key(rows):
+        return sorted(
+            (r["image"], r["codec"], r["quality"], r["num_bytes"], r["psnr"]) for r in rows
+        )
+
+    assert key(_rows(tmp_path / "one")) == key(_rows(tmp_path / "two"))

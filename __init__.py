@@ -6,7 +6,15 @@
 >>> result = rdcodec.encode_image(image)         # bytes plus measured bpp, PSNR, ...
 """
 
-from .codec.pipeline import EncodeResult, Rate, decode, decode_array, encode, encode_image, read_header
+from .codec.pipeline import (
+    EncodeResult,
+    Rate,
+    decode,
+    decode_array,
+    encode,
+    encode_image,
+    read_header,
+)
 from .errors import BitstreamError, CodecError, ImageError, ModelError, OutputError
 
 __all__ = [

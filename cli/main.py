@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..errors import CodecError
 
@@ -47,15 +48,40 @@ def main() -> None:
 @main.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
-@click.option("-q", "--quality", type=float, default=None, help="1 (smallest) .. 8 (best); fractions allowed.")
-@click.option("--target-bpp", type=float, default=None, help="Pick the highest quality whose file stays at or below this bpp.")
-@click.option("--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`).")
+@click.option(
+    "-q", "--quality", type=float, default=None, help="1 (smallest) .. 8 (best); fractions allowed."
+)
+@click.option(
+    "--target-bpp",
+    type=float,
+    default=None,
+    help="Pick the highest quality whose file stays at or below this bpp.",
+)
+@click.option(
+    "--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--no-jpeg", is_flag=True, help="Skip the JPEG-at-the-same-bpp comparison.")
 @click.option("--max-pixels", type=int, default=None, help="Refuse larger images (default 100 MP).")
+@click.option(
+    "--drop-alpha",
+    is_flag=True,
+    help="Composite a transparent image onto white instead of refusing it.",
+)
 @reports_errors
-def encode(input_path, output_path, quality, target_bpp, model_name, as_json, force, no_jpeg, max_pixels):
+def encode(
+    input_path,
+    output_path,
+    quality,
+    target_bpp,
+    model_name,
+    as_json,
+    force,
+    no_jpeg,
+    max_pixels,
+    drop_alpha,
+):
     """Encode image IN into bitstream OUT and report what was measured."""
     from ..codec import image_io, pipeline
     from ..models.registry import load_model
@@ -65,14 +91,17 @@ def encode(input_path, output_path, quality, target_bpp, model_name, as_json, fo
     image_io.check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
         raise CodecError("OUT is the same file as IN; refusing to overwrite the input")
-    image = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS)
+    loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
     model = load_model(model_name)
     if target_bpp is not None:
-        quality = pipeline.quality_for_bpp(image, target_bpp, model)
-    result = pipeline.encode_image(image, quality, model, compare_jpeg=not no_jpeg)
+        quality = pipeline.quality_for_bpp(loaded.pixels, target_bpp, model)
+    result = pipeline.encode_image(loaded.pixels, quality, model, not no_jpeg, loaded.grayscale)
     image_io.write_bytes(output_path, result.data, force)
+    for notice in loaded.notices:
+        click.echo(f"rdcodec: note: {notice}", err=True)
     if as_json:
-        click.echo(json.dumps({"input": str(input_path), "output": str(output_path), **result.to_dict()}))
+        info = {"input": str(input_path), "output": str(output_path), **result.to_dict()}
+        click.echo(json.dumps({**info, "notices": list(loaded.notices)}))
         return
     r = result.rate
     click.echo(f"{input_path} {result.width}x{result.height} -> {output_path}")
@@ -82,16 +111,26 @@ def encode(input_path, output_path, quality, target_bpp, model_name, as_json, fo
     if result.ms_ssim is not None:
         line += f", MS-SSIM {result.ms_ssim:.4f}"
     click.echo(line)
-    click.echo(f"  rate      header {r.header_bits} b + z {r.z_bits} b + y {r.y_bits} b = {r.file_bits} b")
-    click.echo(f"  estimate  -log2 p = {r.estimate_bits:.0f} b (z {r.estimate_z_bits:.0f}, y {r.estimate_y_bits:.0f}); "
-               f"file is {r.overhead_percent:+.2f}% over it")
+    click.echo(
+        f"  rate      header {r.header_bits} b + z {r.z_bits} b + y {r.y_bits} b = {r.file_bits} b"
+    )
+    click.echo(
+        f"  estimate  -log2 p = {r.estimate_bits:.0f} b "
+        f"(z {r.estimate_z_bits:.0f}, y {r.estimate_y_bits:.0f}); "
+        f"file is {r.overhead_percent:+.2f}% over it"
+    )
     if result.jpeg is not None:
         j = result.jpeg
-        click.echo(f"  JPEG      q{j.quality}: {j.num_bytes} bytes, {j.bpp:.4f} bpp, PSNR {_fmt_db(j.psnr)} dB "
-                   f"-> rdcodec {result.psnr - j.psnr:+.2f} dB at the same or lower size")
+        click.echo(
+            f"  JPEG      q{j.quality}: {j.num_bytes} bytes, {j.bpp:.4f} bpp, "
+            f"PSNR {_fmt_db(j.psnr)} dB -> rdcodec {result.psnr - j.psnr:+.2f} dB "
+            "at the same or lower size"
+        )
     elif not no_jpeg:
         click.echo("  JPEG      cannot get this small (quality 1 is larger)")
-    click.echo(f"  time      encode {result.encode_seconds:.2f} s, decode {result.decode_seconds:.2f} s")
+    click.echo(
+        f"  time      encode {result.encode_seconds:.2f} s, decode {result.decode_seconds:.2f} s"
+    )
 
 
 @main.command()
@@ -99,8 +138,14 @@ def encode(input_path, output_path, quality, target_bpp, model_name, as_json, fo
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=None,
+    help="Refuse files declaring larger images (default 100 MP).",
+)
 @reports_errors
-def decode(input_path, output_path, force, as_json):
+def decode(input_path, output_path, force, as_json, max_pixels):
     """Decode bitstream IN into image OUT (format from its extension, e.g. .png)."""
     from ..codec import image_io, pipeline
     from ..errors import BitstreamError
@@ -115,7 +160,7 @@ def decode(input_path, output_path, force, as_json):
     except OSError as exc:
         raise BitstreamError(f"{input_path}: {exc.strerror}") from None
     start = time.perf_counter()
-    image = pipeline.decode(data)
+    image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
     seconds = time.perf_counter() - start
     image_io.save_image(output_path, image, force)
     pixels = image.width * image.height
@@ -131,8 +176,10 @@ def decode(input_path, output_path, force, as_json):
     if as_json:
         click.echo(json.dumps(info))
     else:
-        click.echo(f"{input_path} -> {output_path} {image.width}x{image.height}, {len(data)} bytes "
-                   f"({info['bpp']:.4f} bpp), decoded in {seconds:.2f} s")
+        click.echo(
+            f"{input_path} -> {output_path} {image.width}x{image.height}, {len(data)} bytes "
+            f"({info['bpp']:.4f} bpp), decoded in {seconds:.2f} s"
+        )
 
 
 @main.command()
@@ -150,51 +197,288 @@ def models(as_json):
     for e in entries:
         mark = " (default)" if e["name"] == default else ""
         lo, hi = e["qualities"]
-        click.echo(f"{e['name']}{mark}: wire id {e['wire_id']}, quality {lo}..{hi} "
-                   f"(default {e.get('default_quality')}), sha256 {e['sha256'][:16]}..., "
-                   f"{e.get('parameters', 0) / 1e6:.2f} M parameters, {e.get('description', '')}")
+        click.echo(
+            f"{e['name']}{mark}: wire id {e['wire_id']}, quality {lo}..{hi} "
+            f"(default {e.get('default_quality')}), sha256 {e['sha256'][:16]}..., "
+            f"{e.get('parameters', 0) / 1e6:.2f} M parameters, {e.get('description', '')}"
+        )
 
 
 @main.command()
-@click.option("--data", default="../shared/data/train", show_default=True, help="Folder of training photos.")
-@click.option("--val", default="../shared/data/val", show_default=True, help="Folder of validation photos.")
-@click.option("--out", default="runs/default", show_default=True, help="Run folder (checkpoints, log).")
-@click.option("--init", default=None, help="Weights or checkpoint to start from (default: the shipped model).")
+@click.option(
+    "--data", default="../shared/data/train", show_default=True, help="Folder of training photos."
+)
+@click.option(
+    "--val", default="../shared/data/val", show_default=True, help="Folder of validation photos."
+)
+@click.option(
+    "--out", default="runs/default", show_default=True, help="Run folder (checkpoints, log)."
+)
+@click.option(
+    "--init", default=None, help="Weights or checkpoint to start from (default: the shipped model)."
+)
 @click.option("--from-scratch", is_flag=True, help="Start from random weights.")
-@click.option("--steps", type=int, default=10000, show_default=True, help="Stop at this global step.")
+@click.option(
+    "--steps", type=int, default=10000, show_default=True, help="Stop at this global step."
+)
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True, help="Crop side (a multiple of 64).")
+@click.option(
+    "--crop", type=int, default=128, show_default=True, help="Crop side (a multiple of 64)."
+)
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch).")
+@click.option(
+    "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
+)
 @click.option("--packed", default=None, help="A .npy of uint8 crops to train on instead of --data.")
-@click.option("--export", "export_path", default=None, help="Write shipped-format weights here at the end.")
+@click.option(
+    "--export", "export_path", default=None, help="Write shipped-format weights here at the end."
+)
+@click.option(
+    "--val-every",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Steps between real-file validations (BD-rate vs JPEG on --val); 0 disables.",
+)
+@click.option(
+    "--val-images",
+    type=int,
+    default=6,
+    show_default=True,
+    help="Validation images used (centre 512 px).",
+)
+@click.option(
+    "--ship",
+    is_flag=True,
+    help="Replace the shipped weights whenever the validation BD-rate improves.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @reports_errors
-def train(data, val, out, init, from_scratch, steps, time_budget, batch_size, crop, lr, threads, arch,
-          packed, export_path):
+def train(
+    data,
+    val,
+    out,
+    init,
+    from_scratch,
+    steps,
+    time_budget,
+    batch_size,
+    crop,
+    lr,
+    threads,
+    arch,
+    packed,
+    export_path,
+    val_every,
+    val_images,
+    ship,
+    device,
+):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
     from ..models.network import ModelConfig
-    from ..models.train import TrainConfig, train as run_training
+    from ..models.train import TrainConfig, init_distributed
+    from ..models.train import train as run_training
 
     if crop % 64:
         raise CodecError("--crop must be a multiple of 64")
     if not packed and not Path(data).is_dir():
         raise CodecError(f"{data}: training data folder does not exist")
-    cfg = TrainConfig(data=data, val=val, out=out, steps=steps, time_budget=time_budget,
-                      batch_size=batch_size, crop=crop, lr=lr, threads=threads, packed=packed)
+    cfg = TrainConfig(
+        data=data,
+        val=val,
+        out=out,
+        steps=steps,
+        time_budget=time_budget,
+        batch_size=batch_size,
+        crop=crop,
+        lr=lr,
+        threads=threads,
+        packed=packed,
+        device=device,
+    )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
         cfg.arch = ModelConfig(n, m).to_dict()
     else:
-        cfg.init = init or str(registry.weights_path(registry.find_entry(registry.default_model_name())))
+        cfg.init = init or str(
+            registry.weights_path(registry.find_entry(registry.default_model_name()))
+        )
         cfg.arch = registry.config_of(cfg.init)
-    ckpt = run_training(cfg)
+    init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
+    validator = None
+    if val_every and val and Path(val).is_dir():
+        validator = _Validator(Path(out), val, val_images, val_every, ship)
+    ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
     click.echo(f"checkpoint: {ckpt}")
     if export_path:
         digest = registry.export_checkpoint(ckpt, Path(export_path))
         click.echo(f"exported {export_path} sha256 {digest}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("rdplane.png"),
+    show_default=True,
+)
+@click.option(
+    "--images", "count", type=int, default=6, show_default=True, help="Images of FOLDER to use."
+)
+@click.option(
+    "--reference", default="jpeg,avif", show_default=True, help="Classical codecs to plot."
+)
+@click.option("--force", is_flag=True, help="Overwrite the plot if it exists.")
+@reports_errors
+def rdplane(folder, out_path, count, reference, force):
+    """Plot the shipped model's levels on the distortion-rate plane with iso-Lagrangian lines."""
+    from ..codec import evaluate, image_io
+    from ..codec import rdplane as plane
+    from ..models.registry import load_model
+
+    image_io.check_output(out_path, force)
+    if not folder.is_dir():
+        raise CodecError(f"{folder}: not a directory")
+    images = evaluate.load_images(folder, count)
+    if not images:
+        raise CodecError(f"{folder}: no images")
+    ours = plane.rdcodec_plane(load_model(), images)
+    refs = {name: plane.classical_plane(name, images) for name in reference.split(",") if name}
+    fmt = out_path.suffix.lstrip(".") or "png"
+    image_io.atomic_write(out_path, lambda tmp: plane.plot_plane(ours, refs, [tmp], fmt), force)
+    for p in ours:
+        click.echo(
+            f"  {p.label}: R {p.rate:.4f} bpp, D {p.distortion:.2f} (MSE), "
+            f"lambda {p.lmbda:g}, R + lambda*D = {p.rate + p.lmbda * p.distortion:.3f}"
+        )
+    click.echo(f"wrote {out_path}")
+
+
+@main.command("plot-log")
+@click.argument("log", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("training.png"),
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Overwrite the plot if it exists.")
+@reports_errors
+def plot_log(log, out_path, force):
+    """Plot a training log (run folder or log.jsonl): rate split, distortion, active channels."""
+    from ..codec import image_io
+    from ..models.logplot import plot_log as plot
+
+    if log.is_dir():
+        log = log / "log.jsonl"
+    image_io.check_output(out_path, force)
+    try:
+        fmt = out_path.suffix.lstrip(".") or "png"
+        image_io.atomic_write(out_path, lambda tmp: plot(log, [tmp], fmt=fmt), force)
+    except (ValueError, OSError) as exc:
+        raise CodecError(str(exc)) from None
+    click.echo(f"wrote {out_path}")
+
+
+@main.command()
+@click.option("--sizes", default="1,4,12,24", show_default=True, help="Image sizes in megapixels.")
+@click.option("-q", "--quality", type=float, default=4.0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@reports_errors
+def speed(sizes, quality, threads, as_json):
+    """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
+    from ..codec import speed as bench_speed
+
+    try:
+        mps = [float(v) for v in sizes.split(",") if v]
+    except ValueError:
+        raise CodecError(f"--sizes: expected numbers separated by commas, got {sizes!r}") from None
+    if not mps or min(mps) <= 0:
+        raise CodecError("--sizes: give positive megapixel counts")
+    try:
+        rows = bench_speed.run(mps, quality, threads)
+    except RuntimeError as exc:
+        raise CodecError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+        return
+    click.echo("| MP | size | bytes | bpp | encode s | decode s | peak RSS MiB |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        click.echo(
+            f"| {r.megapixels:.1f} | {r.width}x{r.height} | {r.bytes} | {r.bpp:.3f} | "
+            f"{r.encode_seconds:.1f} | {r.decode_seconds:.1f} | {r.peak_rss_mib:.0f} |"
+        )
+
+
+class _Validator:
+    """Real-file validation after checkpoints; keeps (and optionally ships) the best."""
+
+    def __init__(self, out: Path, val: str, count: int, every: int, ship: bool) -> None:
+        from ..codec import evaluate
+        from ..models import registry
+
+        self.out, self.every, self.ship, self.last = out, every, ship, None
+        self.images = evaluate.load_images(val, count, max_side=512)
+        self.jpeg = evaluate.jpeg_points(self.images)
+        best_file = out / "val_best.json"
+        if best_file.exists():
+            self.best = json.loads(best_file.read_text())["bd_rate_vs_jpeg"]
+        else:  # the bar to clear: the model shipped now
+            shipped = registry.load_model()
+            self.best = evaluate.bd_rate_vs(
+                self.jpeg, evaluate.rdcodec_points(shipped, self.images)
+            )
+            self._log(
+                {"step": None, "model": shipped.name, "bd_rate_vs_jpeg": self.best, "shipped": True}
+            )
+
+    def _log(self, row: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "val.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        click.echo(f"validation: {json.dumps(row)}", err=True)
+
+    def __call__(self, checkpoint: Path, step: int) -> None:
+        from ..codec import evaluate
+        from ..models import registry
+
+        if self.last is not None and step - self.last < self.every:
+            return
+        if self.last is None:
+            self.last = step - step % self.every
+            if step % self.every:
+                return
+        self.last = step
+        candidate = self.out / "candidate.rdw"
+        digest = registry.export_checkpoint(checkpoint, candidate)
+        model = registry.load_weights_file(candidate, "candidate", 0, digest)
+        points = evaluate.rdcodec_points(model, self.images)
+        bd = evaluate.bd_rate_vs(self.jpeg, points)
+        better = evaluate.improved(bd, self.best)
+        self._log({"step": step, "bd_rate_vs_jpeg": bd, "improved": better, **points.to_dict()})
+        if better:
+            self.best = bd
+            candidate.replace(self.out / "best.rdw")
+            (self.out / "val_best.json").write_text(
+                json.dumps({"step": step, "bd_rate_vs_jpeg": bd})
+            )
+            if self.ship:
+                entry = registry.find_entry(registry.default_model_name())
+                registry.ship(
+                    checkpoint,
+                    entry["name"],
+                    entry["wire_id"],
+                    entry.get("description", ""),
+                    {"validation_bd_rate_vs_jpeg": bd},
+                )
 
 
 @main.command("export")
@@ -209,21 +493,88 @@ def export(checkpoint, output_path):
     click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")
 
 
-def _register_optional_commands() -> None:
-    # Commands that live in their own modules (each only parses and prints).
-    import importlib
+@main.command()
+@click.argument("input_path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option(
+    "-q",
+    "--quality",
+    type=float,
+    default=None,
+    help="When FILE is an image: encode it at this quality first.",
+)
+@click.option(
+    "--heatmap",
+    "heatmap_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a bits-per-location heatmap PNG here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--force", is_flag=True, help="Overwrite the heatmap file if it exists.")
+@reports_errors
+def inspect(input_path, quality, heatmap_path, as_json, force):
+    """Account for every bit of FILE (.rdc, or an image to encode): header, z, y per channel."""
+    from ..codec import container, diagnostics, image_io, pipeline
+    from ..errors import BitstreamError
 
-    for module, name in [("bench", "bench")]:
-        try:
-            mod = importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{module}":
-                raise
-            continue
-        main.add_command(getattr(mod, name))
+    if heatmap_path is not None:
+        image_io.check_output(heatmap_path, force)
+    try:
+        data = input_path.read_bytes()
+    except OSError as exc:
+        raise BitstreamError(f"{input_path}: {exc.strerror or exc}") from None
+    if not data.startswith(container.MAGIC):
+        loaded = image_io.read_image(input_path)
+        data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
+    elif quality is not None:
+        raise CodecError("--quality applies to images; FILE is already a bitstream")
+    diag = diagnostics.diagnose(data)
+    if heatmap_path is not None:
+        diagnostics.save_heatmap(diag, heatmap_path, force)
+    info = diag.to_dict()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    h = info["header"]
+    click.echo(
+        f"{input_path}: {h['width']}x{h['height']}, model {h['model']} (id {h['model_id']}, "
+        f"weights {h['weights_sha256_prefix']}), quality {h['quality']:g}"
+        + (", greyscale" if h["grayscale"] else "")
+    )
+    b = info["bits"]
+    px = diag.pixels
+    click.echo(f"  file      {b['file']} bits = {info['bpp']:.4f} bpp")
+    click.echo(f"  header    {b['header']} bits ({100 * b['header'] / b['file']:.2f}%)")
+    click.echo(
+        f"  z         {b['z']} bits ({b['z'] / px:.4f} bpp), -log2 p {diag.estimate_z_bits:.0f}, "
+        f"tables {diag.table_z_bits:.0f}"
+    )
+    click.echo(
+        f"  y         {b['y']} bits ({b['y'] / px:.4f} bpp), -log2 p {diag.estimate_y_bits:.0f}, "
+        f"tables {diag.table_y_bits:.0f}"
+    )
+    click.echo(f"  overhead  file is {diag.overhead_percent:+.2f}% over the model's -log2 p")
+    rates = diag.channel_rates
+    order = np.argsort(-rates)
+    click.echo(
+        f"  y channels: {info['active_channels']} of {len(rates)} active "
+        f"(>= {diagnostics.INACTIVE_BITS_PER_LOCATION} bit/location)"
+    )
+    top = ", ".join(f"{c}:{rates[c]:.3f}" for c in order[:8])
+    click.echo(f"  busiest   channel:bits/location {top}")
+    if diag.inactive_channels:
+        click.echo(f"  inactive  {', '.join(map(str, diag.inactive_channels))}")
+    if heatmap_path is not None:
+        click.echo(
+            f"  heatmap   {heatmap_path} (bits per 16x16 block, max {diag.heatmap.max():.1f})"
+        )
 
 
-_register_optional_commands()
+# Commands in modules of their own (each only parses and prints); imported last
+# because they use reports_errors from this module.
+from .bench import bench  # noqa: E402
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

@@ -95,10 +95,22 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not an rdcodec bitstream (bad magic number)")
     if len(data) < OVERHEAD_BYTES:
-        raise BitstreamError(f"truncated bitstream: {len(data)} bytes, a header alone is {OVERHEAD_BYTES}")
-    (_, version, model_id, flags, weights_hash, height, width, quality_milli, index_crc, len_z, len_y) = (
-        _HEADER.unpack_from(data)
-    )
+        raise BitstreamError(
+            f"truncated bitstream: {len(data)} bytes, a header alone is {OVERHEAD_BYTES}"
+        )
+    (
+        _,
+        version,
+        model_id,
+        flags,
+        weights_hash,
+        height,
+        width,
+        quality_milli,
+        index_crc,
+        len_z,
+        len_y,
+    ) = _HEADER.unpack_from(data)
     if version != FORMAT_VERSION:
         raise BitstreamError(
             f"unsupported format version {version} (this rdcodec reads version {FORMAT_VERSION})"
@@ -107,7 +119,9 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     if len(data) < expected:
         raise BitstreamError(f"truncated bitstream: {len(data)} bytes, header says {expected}")
     if len(data) > expected:
-        raise BitstreamError(f"corrupted bitstream: {len(data) - expected} unexpected bytes after the end")
+        raise BitstreamError(
+            f"corrupted bitstream: {len(data) - expected} unexpected bytes after the end"
+        )
     (crc,) = struct.unpack_from(">I", data, len(data) - CRC_BYTES)
     if crc != zlib.crc32(data[: len(data) - CRC_BYTES]):
         raise BitstreamError("corrupted bitstream: CRC-32 mismatch")
@@ -122,5 +136,7 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     if len_z % 4 or len_y % 4:
         raise BitstreamError("corrupted bitstream: payload lengths are not whole 32-bit words")
     z_start = HEADER_BYTES
-    header = Header(model_id, weights_hash, height, width, quality_milli, index_crc, len_z, len_y, flags)
+    header = Header(
+        model_id, weights_hash, height, width, quality_milli, index_crc, len_z, len_y, flags
+    )
     return header, data[z_start : z_start + len_z], data[z_start + len_z : z_start + len_z + len_y]

@@ -35,9 +35,13 @@ class Diagnostics:
     estimate_y_bits: float  # the network's -log2 p of the y symbols
     table_z_bits: float  # -log2 p under the integer tables the coder used
     table_y_bits: float
-    y_channel_bits: tuple[float, ...]  # per y channel, under the coder's tables (sums to table_y_bits)
+    y_channel_bits: tuple[
+        float, ...
+    ]  # per y channel, under the coder's tables (sums to table_y_bits)
     y_locations: int  # latent positions per channel (h x w of y)
-    heatmap: np.ndarray  # (h, w) bits per y location (all channels, plus z spread over its 4x4 area)
+    heatmap: (
+        np.ndarray
+    )  # (h, w) bits per y location (all channels, plus z spread over its 4x4 area)
 
     @property
     def pixels(self) -> int:
@@ -71,7 +75,12 @@ class Diagnostics:
                 "z_payload_bytes": h.len_z,
                 "y_payload_bytes": h.len_y,
             },
-            "bits": {"file": self.file_bits, "header": self.header_bits, "z": self.z_bits, "y": self.y_bits},
+            "bits": {
+                "file": self.file_bits,
+                "header": self.header_bits,
+                "z": self.z_bits,
+                "y": self.y_bits,
+            },
             "bpp": self.file_bits / self.pixels,
             "estimate_bits": {"z": self.estimate_z_bits, "y": self.estimate_y_bits},
             "table_bits": {"z": self.table_z_bits, "y": self.table_y_bits},
@@ -91,7 +100,9 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     net = lat.model.network
     z_tables, y_tables = _table_sets(lat.model)
 
-    z_idx = np.broadcast_to(np.arange(lat.z_symbols.shape[1])[None, :, None, None], lat.z_symbols.shape)
+    z_idx = np.broadcast_to(
+        np.arange(lat.z_symbols.shape[1])[None, :, None, None], lat.z_symbols.shape
+    )
     z_info = z_tables.bits(lat.z_symbols, z_idx)  # (1, N, hz, wz)
     y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
 

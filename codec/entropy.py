@@ -107,7 +107,11 @@ def encode(values: np.ndarray, indexes: np.ndarray, tables: TableSet) -> bytes:
 def decode(data: bytes, indexes: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of ``encode``: values of the same shape as ``indexes``."""
     flat = indexes.reshape(-1).astype(np.int64)
-    coder = constriction.stream.stack.AnsCoder(_bytes_to_words(data))
+    words = _bytes_to_words(data)
+    if words.size and words[-1] == 0:
+        # An ANS stream never ends in a zero word; constriction would raise ValueError.
+        raise BitstreamError("corrupted bitstream: entropy-coded data ends in a zero word")
+    coder = constriction.stream.stack.AnsCoder(words)
     values = np.zeros(flat.size, dtype=np.int64)
     escaped_positions = []
     for k, pos in _groups(flat, len(tables)):
@@ -133,11 +137,15 @@ def _escape_chunks(values: np.ndarray) -> list:
     zz = np.where(values >= 0, 2 * values, -2 * values - 1).astype(np.int64)
     for u in zz:
         n = int(u).bit_length()
-        chunks.append((np.array([n], np.int32), constriction.stream.model.Uniform(ESCAPE_MAX_BITS + 1)))
+        chunks.append(
+            (np.array([n], np.int32), constriction.stream.model.Uniform(ESCAPE_MAX_BITS + 1))
+        )
         for shift in range(0, n, _UNIFORM_BITS):
             width = min(_UNIFORM_BITS, n - shift)
             piece = (int(u) >> shift) & ((1 << width) - 1)
-            chunks.append((np.array([piece], np.int32), constriction.stream.model.Uniform(1 << width)))
+            chunks.append(
+                (np.array([piece], np.int32), constriction.stream.model.Uniform(1 << width))
+            )
     return chunks
 
 

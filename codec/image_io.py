@@ -1,15 +1,27 @@
-"""Reading images into uint8 RGB arrays and writing files without partial outputs."""
+"""Reading images into uint8 RGB arrays and writing files without partial outputs.
+
+``read_image`` is where untrusted files meet Pillow, so it decides what rdcodec
+accepts: it refuses what it cannot code faithfully (transparency, floating-point
+samples, images above a pixel limit) with one clear line, and converts what it can
+(greyscale, 16 bits, CMYK, palettes, EXIF orientation) with a notice saying so.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import struct
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, OutputError
 
@@ -17,48 +29,215 @@ from ..errors import ImageError, OutputError
 # our limit with a clear message instead (the --max-pixels flag raises it).
 DEFAULT_MAX_PIXELS = 100_000_000
 
+NOTICE_16_BIT = "16-bit image converted to 8 bits"
+NOTICE_CMYK = "CMYK image converted to RGB (plain formula, not colour-managed)"
+NOTICE_ICC = "ICC colour profile not stored in the bitstream; colours are treated as sRGB"
 
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 array, EXIF orientation applied."""
+_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_ORIENTATION_TAG = 0x0112
+# What a hostile file can make Pillow raise while it parses or decodes.
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+# Pillow's limits are module globals: swap them under a lock while we read.
+_PILLOW_GLOBALS = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An input image as rdcodec codes it, and what was done to get there."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
+    grayscale: bool  # the source had one channel: decode back to one
+    notices: tuple[str, ...] = ()  # conversions a user should hear about
+    icc_profile: bytes | None = None  # the source's profile (not coded; see notices)
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+
+def read_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, drop_alpha: bool = False
+) -> LoadedImage:
+    """Read an image file for coding, or raise ``ImageError`` with the reason.
+
+    The size is checked against ``max_pixels`` from the file's header, before any
+    pixel is decoded. Transparency is refused unless ``drop_alpha``, which
+    composites it onto white; an alpha channel that is opaque everywhere is dropped
+    silently, since nothing is lost.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before decoding
-            with Image.open(path) as im:
-                if im.width * im.height > max_pixels:
-                    raise ImageError(
-                        f"{path}: {im.width}x{im.height} is {im.width * im.height / 1e6:.0f} MP, "
-                        f"above the limit of {max_pixels / 1e6:.0f} MP (raise it with --max-pixels)"
-                    )
-                im = ImageOps.exif_transpose(im)
-                return to_rgb(im)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read") from None
+        fp = path.open("rb")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with fp:
+        info = os.fstat(fp.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{path}: not a regular file")
+        if info.st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        with _pillow_limits_ours():
+            return _read(fp, path, max_pixels, drop_alpha)
+
+
+@contextlib.contextmanager
+def _pillow_limits_ours() -> Iterator[None]:
+    """Turn off Pillow's bomb guard (we check ``max_pixels`` ourselves, and it would
+    refuse what --max-pixels allows) and its leniency for truncated files."""
+    with _PILLOW_GLOBALS, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _read(fp, path: Path, max_pixels: int, drop_alpha: bool) -> LoadedImage:
+    try:
+        im = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{path}: not an image file (unrecognised format, or a damaged header)"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: cannot read the image header ({exc})") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{path}: {width}x{height} is {width * height:,} pixels, above the limit of "
+                f"{max_pixels:,} (raise it with --max-pixels)"
+            )
+        if width < 1 or height < 1:
+            raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+        notices = []
+        kind = f"{im.format} " if im.format else ""
+        rawmode = _rawmode(im)  # the file's sample layout; gone after load()
+        try:
+            if getattr(im, "is_animated", False):
+                notices.append("animated image: only the first frame is coded")
+            im.load()  # a full decode here, so that truncation is an error, not grey pixels
+            icc_profile = im.info.get("icc_profile") or None
+            orientation = _orientation(im)  # after load(): PNG keeps EXIF after the pixels
+            if orientation > 1:
+                im = ImageOps.exif_transpose(im)
+        except MemoryError:
+            raise ImageError(
+                f"{path}: not enough memory to decode a {width}x{height} image"
+            ) from None
+        except _DECODE_ERRORS as exc:
+            raise ImageError(
+                f"{path}: cannot decode the {kind}image, the file is truncated or damaged ({exc})"
+            ) from None
+        if orientation > 1:
+            notices.append(
+                f"EXIF orientation {orientation} applied (rotated to display orientation)"
+            )
+        pixels, grayscale, converted = _convert(im, rawmode, drop_alpha, str(path))
+    notices.extend(converted)
+    if icc_profile is not None:
+        notices.append(NOTICE_ICC)
+    return LoadedImage(pixels, grayscale, tuple(notices), icc_profile)
+
+
+def _rawmode(im: Image.Image) -> str:
+    """How samples are stored in the file, e.g. 'RGB;16B' for a 16-bit RGB PNG
+    (Pillow opens that as 8-bit 'RGB'); '' where Pillow does not say."""
+    tile = getattr(im, "tile", None)
+    if not tile:
+        return ""
+    args = tile[0][3]
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1..8), 1 where there is none or it cannot be read."""
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except _DECODE_ERRORS:
+        return 1  # unreadable EXIF: show the pixels as stored
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _convert(
+    im: Image.Image, rawmode: str, drop_alpha: bool, name: str
+) -> tuple[np.ndarray, bool, list[str]]:
+    """(H, W, 3) uint8 RGB, whether the source was greyscale, and notices."""
+    notices = []
+    mode = im.mode
+    grayscale = mode in _GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
+    if mode == "F":
+        raise ImageError(f"{name}: floating-point samples are not supported (save as 8 or 16 bits)")
+    if mode.startswith("I"):  # I;16* and I: integer greyscale, 16 bits in practice
+        samples = np.asarray(im).astype(np.int64)
+        if samples.min() < 0 or samples.max() > 0xFFFF:
+            raise ImageError(f"{name}: 32-bit samples are not supported (save as 8 or 16 bits)")
+        im = Image.fromarray(((samples + 128) // 257).astype(np.uint8))  # rounded 65535 -> 255
+        notices.append(NOTICE_16_BIT)
+    elif ";16" in rawmode:  # Pillow already kept the high byte of each sample
+        notices.append(NOTICE_16_BIT)
+    if mode == "CMYK":
+        notices.append(NOTICE_CMYK)
+    elif mode in ("LAB", "HSV"):
+        notices.append(f"{mode} image converted to RGB")
+
+    has_alpha = mode in _ALPHA_MODES or "transparency" in im.info
+    try:
+        rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
+    except ValueError:
+        raise ImageError(f"{name}: pixel mode {mode} is not supported") from None
+    if not has_alpha:
+        return rgba.copy(), grayscale, notices
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    see_through = int(np.count_nonzero(alpha < 255))
+    if see_through == 0:
+        return rgb.copy(), grayscale, notices  # opaque everywhere: nothing is lost
+    if not drop_alpha:
+        raise ImageError(
+            f"{name}: the image has an alpha channel; rdcodec does not code transparency "
+            "(use --drop-alpha to composite it onto white)"
+        )
+    notices.append(
+        f"alpha channel composited onto white ({see_through} of {alpha.size} pixels not opaque)"
+    )
+    return _onto_white(rgb, alpha), grayscale, notices
+
+
+def _onto_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """What viewers show for straight (not premultiplied) alpha on a white page."""
+    a = alpha.astype(np.uint32)
+    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow image as (H, W, 3) uint8 RGB."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: keep the top 8 bits.
-        arr = np.asarray(im, dtype=np.uint32) >> 8
-        im = Image.fromarray(arr.astype(np.uint8), mode="L")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        # Alpha is not coded: composite onto white so transparent areas look as viewers show them.
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    """Any Pillow image as (H, W, 3) uint8 RGB; transparency composited onto white."""
+    return _convert(im, _rawmode(im), drop_alpha=True, name="image")[0]
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
@@ -74,7 +253,9 @@ def check_output(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], force: bool = False) -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], None], force: bool = False
+) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: never a partial output."""
     path = check_output(path, force)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
@@ -92,7 +273,9 @@ def write_bytes(path: str | os.PathLike, data: bytes, force: bool = False) -> No
     atomic_write(path, lambda tmp: tmp.write_bytes(data), force)
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray | Image.Image, force: bool = False) -> None:
+def save_image(
+    path: str | os.PathLike, image: np.ndarray | Image.Image, force: bool = False
+) -> None:
     """Save with the format the extension names (PNG for .png, ...)."""
     path = Path(path)
     pil = image if isinstance(image, Image.Image) else Image.fromarray(image)

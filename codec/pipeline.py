@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from ..errors import BitstreamError, CodecError, ImageError, ModelError
 from ..models.network import SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 from ..models.registry import CodecModel, load_model
 from . import container, entropy
+from .image_io import DEFAULT_MAX_PIXELS
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
@@ -95,7 +97,11 @@ class EncodeResult:
             "psnr": self.psnr,
             "ms_ssim": self.ms_ssim,
             "bits": {"header": r.header_bits, "z": r.z_bits, "y": r.y_bits, "file": r.file_bits},
-            "estimate_bits": {"z": r.estimate_z_bits, "y": r.estimate_y_bits, "total": r.estimate_bits},
+            "estimate_bits": {
+                "z": r.estimate_z_bits,
+                "y": r.estimate_y_bits,
+                "total": r.estimate_bits,
+            },
             "overhead_percent": r.overhead_percent,
             "encode_seconds": self.encode_seconds,
             "decode_seconds": self.decode_seconds,
@@ -105,7 +111,9 @@ class EncodeResult:
 
 def _check_quality(quality: float) -> int:
     if not (isinstance(quality, (int, float)) and QUALITY_MIN <= quality <= QUALITY_MAX):
-        raise CodecError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}")
+        raise CodecError(
+            f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}"
+        )
     return int(round(quality * 1000))
 
 
@@ -147,14 +155,6 @@ def _quality_tensor(quality_milli: int) -> torch.Tensor:
     return torch.tensor([quality_milli / 1000], dtype=torch.float32)
 
 
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x
-
-
 # The transforms run on overlapping tiles whose borders are cropped away, so memory
 # stays bounded on large photos and no seam shows: the margins exceed the transforms'
 # receptive fields (g_a: 61 px; g_s: about 5 latents). The tiling depends only on the
@@ -169,22 +169,34 @@ def _tiles(size: int):
     return [(a, min(a + TILE_LATENTS, size)) for a in range(0, size, TILE_LATENTS)]
 
 
-def _analysis_tiled(net, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """g_a (times the gain) over overlapping pixel tiles; x is padded to a multiple of 64."""
+def _analysis_tiled(net, image: np.ndarray, q: torch.Tensor) -> torch.Tensor:
+    """g_a (times the gain) over overlapping tiles of the uint8 image.
+
+    Each tile is cut (with edge replication past the border, the padding to a multiple
+    of 64) and converted to float on its own, so no float copy of the whole image exists.
+    """
     gain, _ = net.gains(q)
-    h, w = x.shape[2] // _Y_STRIDE, x.shape[3] // _Y_STRIDE
+    height, width = image.shape[:2]
+    h = -(-height // net.multiple) * net.multiple // _Y_STRIDE
+    w = -(-width // net.multiple) * net.multiple // _Y_STRIDE
     y = torch.empty(1, net.config.M, h, w)
     m = MARGIN_LATENTS
     for t0, t1 in _tiles(h):
         for l0, l1 in _tiles(w):
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            tile = x[:, :, a0 * _Y_STRIDE : a1 * _Y_STRIDE, b0 * _Y_STRIDE : b1 * _Y_STRIDE]
+            rows = np.minimum(np.arange(a0 * _Y_STRIDE, a1 * _Y_STRIDE), height - 1)
+            cols = np.minimum(np.arange(b0 * _Y_STRIDE, b1 * _Y_STRIDE), width - 1)
+            tile = (
+                torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
+            )
             out = net.g_a(tile)
             y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
     return y * gain
 
 
-def _synthesis_tiled(net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int) -> np.ndarray:
+def _synthesis_tiled(
+    net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int
+) -> np.ndarray:
     """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
     _, inv_gain = net.gains(q)
     h, w = y_hat.shape[2:]
@@ -210,16 +222,40 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
 
 
-@torch.no_grad()
+def _fixed_backend(fn):
+    """Run the networks on one convolution backend, whatever the user's torch settings.
+
+    oneDNN (mkldnn) and PyTorch's native convolutions round differently (we measured
+    +-1 in a few pixels), so the codec always uses the native one, whose results did
+    not change with the thread count. Both encoder and decoder go through here.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            # flags() also resets oneDNN's TF32 switch, which warns on CPU-only builds.
+            warnings.simplefilter("ignore", UserWarning)
+            backend = torch.backends.mkldnn.flags(enabled=False)
+            backend.__enter__()
+        try:
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+        finally:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                backend.__exit__(None, None, None)
+
+    return wrapper
+
+
+@_fixed_backend
 def _encode(
     model: CodecModel, image: np.ndarray, quality_milli: int, grayscale: bool = False
 ) -> tuple[bytes, Rate]:
     net = model.network
     height, width = image.shape[:2]
     q = _quality_tensor(quality_milli)
-    x = _pad(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(255), net.multiple)
-    y = _analysis_tiled(net, x, q)
-    del x
+    y = _analysis_tiled(net, image, q)
     z = net.h_a(y)
 
     medians = net.z_medians()[None, :, None, None]
@@ -260,7 +296,8 @@ def _model_for(header: container.Header, model: CodecModel | None) -> CodecModel
         model = load_model(wire_id=header.model_id)
     if header.model_id != model.wire_id or header.weights_hash != model.hash_prefix:
         raise ModelError(
-            f"bitstream needs model id {header.model_id} with weights sha256 {header.weights_hash.hex()}..., "
+            f"bitstream needs model id {header.model_id} with weights sha256 "
+            f"{header.weights_hash.hex()}..., "
             f"but '{model.name}' (id {model.wire_id}) has {model.sha256[:16]}...; "
             "install the rdcodec version that wrote it"
         )
@@ -290,13 +327,24 @@ class Latents:
 @functools.lru_cache(maxsize=8)
 def _table_sets(model: CodecModel) -> tuple[entropy.TableSet, entropy.TableSet]:
     # Built once per model: constriction models are cached inside each TableSet.
-    return entropy.TableSet.from_arrays(model.z_tables), entropy.TableSet.from_arrays(model.y_tables)
+    return entropy.TableSet.from_arrays(model.z_tables), entropy.TableSet.from_arrays(
+        model.y_tables
+    )
 
 
-@torch.no_grad()
-def decode_latents(data: bytes, model: CodecModel | None = None) -> Latents:
+@_fixed_backend
+def decode_latents(
+    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Latents:
     """Parse a file and entropy-decode its z and y symbols."""
     header, z_payload, y_payload = container.unpack(bytes(data))
+    # An empty payload is a valid stream (all symbols at their table's most likely
+    # value), so a 41-byte file may declare any size: bound the work it can demand.
+    if header.width * header.height > max_pixels:
+        raise BitstreamError(
+            f"bitstream declares {header.width}x{header.height} = {header.width * header.height:,} "
+            f"pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
+        )
     model = _model_for(header, model)
     net = model.network
     pad_h = -(-header.height // net.multiple) * net.multiple
@@ -315,19 +363,26 @@ def decode_latents(data: bytes, model: CodecModel | None = None) -> Latents:
             "arithmetic on this machine); refusing to decode a wrong image"
         )
     y_sym = entropy.decode(y_payload, y_idx, y_tables)
-    return Latents(header, model, z_sym, z_hat, y_sym, y_idx, means, scales, len(z_payload), len(y_payload))
+    return Latents(
+        header, model, z_sym, z_hat, y_sym, y_idx, means, scales, len(z_payload), len(y_payload)
+    )
 
 
-@torch.no_grad()
-def decode_array(data: bytes, model: CodecModel | None = None) -> np.ndarray:
+@_fixed_backend
+def decode_array(
+    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Decode a bitstream to an (H, W, 3) uint8 array."""
-    lat = decode_latents(data, model)
+    lat = decode_latents(data, model, max_pixels)
     q = _quality_tensor(lat.header.quality_milli)
     return _synthesis_tiled(lat.model.network, lat.y_hat, q, lat.header.height, lat.header.width)
 
 
 def encode(
-    image, quality: float | None = None, model: CodecModel | None = None, grayscale: bool | None = None
+    image,
+    quality: float | None = None,
+    model: CodecModel | None = None,
+    grayscale: bool | None = None,
 ) -> bytes:
     """Encode an image (PIL image or (H, W, 3) uint8 array) to bitstream bytes.
 
@@ -342,9 +397,11 @@ def encode(
     return data
 
 
-def decode(data: bytes, model: CodecModel | None = None) -> Image.Image:
+def decode(
+    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source)."""
-    image = Image.fromarray(decode_array(data, model))
+    image = Image.fromarray(decode_array(data, model, max_pixels))
     return image.convert("L") if read_header(data).grayscale else image
 
 
@@ -402,7 +459,9 @@ def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -
     lo, hi = int(QUALITY_MIN * 1000), int(QUALITY_MAX * 1000)
     lowest = file_bpp(lo)
     if lowest > target_bpp:
-        raise CodecError(f"target {target_bpp:g} bpp is below the lowest quality's {lowest:.4f} bpp")
+        raise CodecError(
+            f"target {target_bpp:g} bpp is below the lowest quality's {lowest:.4f} bpp"
+        )
     if file_bpp(hi) <= target_bpp:
         return QUALITY_MAX
     while hi - lo > 1:  # invariant: bpp(lo) <= target < bpp(hi)

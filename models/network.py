@@ -89,7 +89,11 @@ class GainedHyperprior(nn.Module):
             _deconv(N, 3),
         )
         self.h_a = nn.Sequential(
-            _conv(M, N, 3, 1), nn.LeakyReLU(inplace=True), _conv(N, N), nn.LeakyReLU(inplace=True), _conv(N, N)
+            _conv(M, N, 3, 1),
+            nn.LeakyReLU(inplace=True),
+            _conv(N, N),
+            nn.LeakyReLU(inplace=True),
+            _conv(N, N),
         )
         self.h_s = nn.Sequential(
             _deconv(N, M),

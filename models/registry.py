@@ -56,7 +56,8 @@ def _compact_state_dict(network: GainedHyperprior) -> dict[str, torch.Tensor]:
     return {
         k: (v.half() if v.dim() >= 4 else v.float()).contiguous()
         for k, v in network.state_dict().items()
-        if not k.startswith("gaussian_conditional") and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
+        if not k.startswith("gaussian_conditional")
+        and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
     }
 
 
@@ -73,7 +74,9 @@ def export_weights(network: GainedHyperprior, path: Path) -> str:
     # the exact medians and table ranges.
     with torch.no_grad():
         rounded.entropy_bottleneck._update_quantiles()
-    state["entropy_bottleneck.quantiles"] = rounded.entropy_bottleneck.quantiles.detach().float().clone()
+    state["entropy_bottleneck.quantiles"] = (
+        rounded.entropy_bottleneck.quantiles.detach().float().clone()
+    )
 
     def as_tensors(tables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v.astype(np.int32)) for k, v in tables.items()}
@@ -95,7 +98,9 @@ def export_weights(network: GainedHyperprior, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_weights_file(path: Path, name: str, wire_id: int, expected_sha256: str | None = None) -> CodecModel:
+def load_weights_file(
+    path: Path, name: str, wire_id: int, expected_sha256: str | None = None
+) -> CodecModel:
     """Load a weight file; with ``expected_sha256`` refuse one that differs."""
     try:
         data = Path(path).read_bytes()
@@ -107,7 +112,9 @@ def load_weights_file(path: Path, name: str, wire_id: int, expected_sha256: str 
     try:
         blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if blob.get("format") != WEIGHTS_FORMAT:
-            raise ModelError(f"weights {path} have format {blob.get('format')}, expected {WEIGHTS_FORMAT}")
+            raise ModelError(
+                f"weights {path} have format {blob.get('format')}, expected {WEIGHTS_FORMAT}"
+            )
         network = GainedHyperprior(ModelConfig(**blob["config"]))
         network.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=False)
     except ModelError:
@@ -121,7 +128,9 @@ def load_weights_file(path: Path, name: str, wire_id: int, expected_sha256: str 
     def as_arrays(tables: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in tables.items()}
 
-    return CodecModel(name, wire_id, digest, network, as_arrays(blob["z_tables"]), as_arrays(blob["y_tables"]))
+    return CodecModel(
+        name, wire_id, digest, network, as_arrays(blob["z_tables"]), as_arrays(blob["y_tables"])
+    )
 
 
 # ---- the manifest of shipped models ----------------------------------------------
@@ -141,7 +150,9 @@ def default_model_name() -> str:
 
 def find_entry(name: str | None = None, wire_id: int | None = None) -> dict:
     for entry in model_entries():
-        if (name is not None and entry["name"] == name) or (wire_id is not None and entry["wire_id"] == wire_id):
+        if (name is not None and entry["name"] == name) or (
+            wire_id is not None and entry["wire_id"] == wire_id
+        ):
             return entry
     known = ", ".join(f"{e['name']} (id {e['wire_id']})" for e in model_entries())
     what = f"'{name}'" if name is not None else f"with wire id {wire_id}"
@@ -191,7 +202,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     return export_weights(network, Path(out))
 
 
-def ship(checkpoint: str | Path, name: str, wire_id: int, description: str, extra: dict | None = None) -> dict:
+def ship(
+    checkpoint: str | Path, name: str, wire_id: int, description: str, extra: dict | None = None
+) -> dict:
     """Export ``checkpoint`` into the package's weights folder and record it in the
     manifest (replacing the entry of the same name); returns the entry."""
     folder = Path(__file__).resolve().parent.parent / "weights"

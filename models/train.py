@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +58,13 @@ def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[st
     mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
     bpp = (bits_y + bits_z) / pixels
     loss = (lmbda * 255**2 * mse + bpp).mean()
-    return {"loss": loss, "bpp": bpp, "bpp_y": bits_y / pixels, "bpp_z": bits_z / pixels, "mse": mse}
+    return {
+        "loss": loss,
+        "bpp": bpp,
+        "bpp_y": bits_y / pixels,
+        "bpp_z": bits_z / pixels,
+        "mse": mse,
+    }
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -96,7 +103,9 @@ def _gather(obj) -> list:
     return out
 
 
-def save_checkpoint(path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, sampler, elapsed: float) -> None:
+def save_checkpoint(
+    path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, sampler, elapsed: float
+) -> None:
     """Atomically write a resumable checkpoint (includes optimiser state: never ship it).
 
     Collective under DDP (every rank's random state is stored); only rank 0 writes.
@@ -147,7 +156,9 @@ ACTIVE_BITS_PER_LOCATION = 1e-3
 
 
 @torch.no_grad()
-def evaluate_estimate(model: GainedHyperprior, images: list[np.ndarray], qualities=(1, 4, 8)) -> dict:
+def evaluate_estimate(
+    model: GainedHyperprior, images: list[np.ndarray], qualities=(1, 4, 8)
+) -> dict:
     """Model-estimated bpp (-log2 p of rounded latents), PSNR, and the per-channel KL of
     y (bits per latent location) with the count of active channels, on centre crops."""
     model.eval()
@@ -159,7 +170,9 @@ def evaluate_estimate(model: GainedHyperprior, images: list[np.ndarray], qualiti
             x = torch.from_numpy(im).permute(2, 0, 1)[None].to(device).float() / 255
             out = model(x, torch.tensor([float(q)], device=device))
             rd = rate_distortion(
-                {**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, torch.tensor([LAMBDAS[q - 1]], device=device)
+                {**out, "x_hat": out["x_hat"].clamp(0, 1)},
+                x,
+                torch.tensor([LAMBDAS[q - 1]], device=device),
             )
             bpps.append(rd["bpp"].item())
             mses.append(rd["mse"].item())
@@ -188,8 +201,21 @@ def _val_crops(folder: str | None, size: int = 256, count: int = 8) -> list[np.n
     return crops
 
 
-def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> Path:
-    """Run (or resume) training; returns the path of the last checkpoint.
+@dataclass(frozen=True)
+class TrainResult:
+    checkpoint: Path
+    model: GainedHyperprior
+    step: int
+
+
+def init_distributed() -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, nccl on GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainResult:
+    """Run (or resume) training; returns the last checkpoint and the trained model.
 
     ``on_checkpoint(path, step)`` is called on rank 0 after each periodic checkpoint
     (the CLI uses it for real-file validation and export).
@@ -235,7 +261,13 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> Path:
     log = open(out / "log.jsonl", "a") if _rank() == 0 else None
     lambdas = torch.tensor(LAMBDAS[: model.config.levels])
     start, last_ckpt_step = time.time(), step
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or _rank() != 0, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not progress or _rank() != 0,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 60,  # a log file gets a line a minute
+    )
     window = time.time()
     while step < cfg.steps:
         if cfg.time_budget is not None and _all_agree(time.time() - start >= cfg.time_budget):
@@ -280,19 +312,27 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> Path:
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(
-                bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}", loss=f"{row['loss']:.3f}", it_s=f"{its:.2f}"
+                bpp=f"{row['bpp']:.3f}",
+                psnr=f"{row['psnr']:.2f}",
+                loss=f"{row['loss']:.3f}",
+                it_s=f"{its:.2f}",
+                refresh=False,  # the bar's own interval decides when to draw
             )
         if _rank() == 0 and val_images and step % cfg.val_every == 0:
             rows = evaluate_estimate(model, val_images)
             log.write(json.dumps({"step": step, "val_estimate": rows}) + "\n")
             log.flush()
         if step - last_ckpt_step >= cfg.ckpt_every:
-            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
+            save_checkpoint(
+                ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start
+            )
             last_ckpt_step = step
             if on_checkpoint is not None and _rank() == 0:
                 on_checkpoint(ckpt_path, step)
     bar.close()
-    save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start)
+    save_checkpoint(
+        ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start
+    )
     if log is not None:
         log.close()
-    return ckpt_path
+    return TrainResult(ckpt_path, model, step)

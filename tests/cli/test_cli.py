@@ -50,7 +50,9 @@ def test_encode_reports_measured_numbers(encoded, tmp_path, runner):
 
 
 def test_encode_text_output(runner, tmp_path):
-    result = runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "a.rdc"), "-q", "2.5"])
+    result = runner.invoke(
+        main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "a.rdc"), "-q", "2.5"]
+    )
     assert result.exit_code == 0, result.output
     assert "bpp" in result.output and "PSNR" in result.output and "JPEG" in result.output
 
@@ -58,7 +60,12 @@ def test_encode_text_output(runner, tmp_path):
 def test_encoding_twice_gives_identical_bytes(encoded, runner, tmp_path):
     out, _ = encoded
     again = tmp_path / "again.rdc"
-    assert runner.invoke(main, ["encode", str(IMAGES / "coffee.png"), str(again), "--no-jpeg"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["encode", str(IMAGES / "coffee.png"), str(again), "--no-jpeg"]
+        ).exit_code
+        == 0
+    )
     assert again.read_bytes() == out.read_bytes()
 
 
@@ -97,12 +104,19 @@ def test_existing_output_needs_force(runner, tmp_path, encoded):
     result = runner.invoke(main, ["decode", str(encoded[0]), str(out)])
     _assert_one_line_error(result)
     assert out.read_bytes() == b"keep me"
-    assert runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(out), "--force", "--no-jpeg"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["encode", str(IMAGES / "astronaut.png"), str(out), "--force", "--no-jpeg"]
+        ).exit_code
+        == 0
+    )
     assert out.read_bytes()[:4] == b"\x89RDC"
 
 
 def test_missing_output_directory(runner, tmp_path):
-    result = runner.invoke(main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "no" / "o.rdc")])
+    result = runner.invoke(
+        main, ["encode", str(IMAGES / "astronaut.png"), str(tmp_path / "no" / "o.rdc")]
+    )
     _assert_one_line_error(result)
 
 
@@ -136,12 +150,42 @@ def test_bad_bitstreams(runner, tmp_path, encoded, damage):
 
 
 def test_decode_missing_file(runner, tmp_path):
-    _assert_one_line_error(runner.invoke(main, ["decode", str(tmp_path / "x.rdc"), str(tmp_path / "x.png")]))
+    _assert_one_line_error(
+        runner.invoke(main, ["decode", str(tmp_path / "x.rdc"), str(tmp_path / "x.png")])
+    )
 
 
 def test_target_bpp(runner, tmp_path):
     result = runner.invoke(
-        main, ["encode", str(IMAGES / "coffee.png"), str(tmp_path / "t.rdc"), "--target-bpp", "0.5", "--json", "--no-jpeg"]
+        main,
+        [
+            "encode",
+            str(IMAGES / "coffee.png"),
+            str(tmp_path / "t.rdc"),
+            "--target-bpp",
+            "0.5",
+            "--json",
+            "--no-jpeg",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["bpp"] <= 0.5
+
+
+def test_inspect_json_accounts_for_every_bit(runner, encoded, tmp_path):
+    out, info = encoded
+    heat = tmp_path / "heat.png"
+    result = runner.invoke(main, ["inspect", str(out), "--json", "--heatmap", str(heat)])
+    assert result.exit_code == 0, result.output
+    diag = json.loads(result.output)
+    bits = diag["bits"]
+    assert bits["file"] == 8 * out.stat().st_size == bits["header"] + bits["z"] + bits["y"]
+    assert sum(diag["y_channel_bits"]) == pytest.approx(diag["table_bits"]["y"], rel=1e-9)
+    assert diag["header"]["quality"] == info["quality"]
+    assert heat.exists()
+
+
+def test_inspect_image_and_text(runner):
+    result = runner.invoke(main, ["inspect", str(IMAGES / "astronaut.png"), "-q", "1"])
+    assert result.exit_code == 0, result.output
+    assert "active" in result.output and "overhead" in result.output

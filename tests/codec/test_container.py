@@ -7,12 +7,28 @@ from rdcodec.codec import container
 from rdcodec.errors import BitstreamError
 
 HEADER = container.Header(
-    model_id=1, weights_hash=bytes(range(8)), height=512, width=769, quality_milli=3500, index_crc=0xDEADBEEF
+    model_id=1,
+    weights_hash=bytes(range(8)),
+    height=512,
+    width=769,
+    quality_milli=3500,
+    index_crc=0xDEADBEEF,
 )
 # The format's golden bytes: if this changes, the format version must change too.
 GOLDEN = bytes.fromhex(
-    "89524443" "01" "01" "00" "0001020304050607" "00000200" "00000301" "0dac" "deadbeef"
-    "00000004" "00000008" "aabbccdd" "0102030405060708"
+    "89524443"
+    "01"
+    "01"
+    "00"
+    "0001020304050607"
+    "00000200"
+    "00000301"
+    "0dac"
+    "deadbeef"
+    "00000004"
+    "00000008"
+    "aabbccdd"
+    "0102030405060708"
 )
 
 

@@ -17,7 +17,9 @@ def test_round_trip_measures_the_decoded_image(tiny_model, coffee):
 
 
 def test_encoding_is_deterministic(tiny_model, astronaut):
-    assert pipeline.encode(astronaut, 5.5, tiny_model) == pipeline.encode(astronaut, 5.5, tiny_model)
+    assert pipeline.encode(astronaut, 5.5, tiny_model) == pipeline.encode(
+        astronaut, 5.5, tiny_model
+    )
 
 
 def test_decode_returns_rgb_pil_image(tiny_model, astronaut):

@@ -3,6 +3,7 @@ path (transforms -> rounding -> Gaussian tables -> constriction) really codes.""
 
 import pytest
 import torch
+
 from rdcodec.codec.toy import HIGH_RATE_GAP, evaluate_toy
 from rdcodec.models.toy import ToyConfig, train_toy
 

@@ -20,8 +20,16 @@ def data_dir(tmp_path_factory):
 
 def _config(data_dir, out, steps):
     return TrainConfig(
-        data=str(data_dir), val=None, out=str(out), steps=steps, batch_size=2, crop=64, arch=TINY,
-        log_every=1, ckpt_every=2, threads=1,
+        data=str(data_dir),
+        val=None,
+        out=str(out),
+        steps=steps,
+        batch_size=2,
+        crop=64,
+        arch=TINY,
+        log_every=1,
+        ckpt_every=2,
+        threads=1,
     )
 
 
@@ -30,9 +38,9 @@ def _weights(path):
 
 
 def test_resume_is_bit_exact(data_dir, tmp_path):
-    straight = train(_config(data_dir, tmp_path / "a", 6), progress=False)
+    straight = train(_config(data_dir, tmp_path / "a", 6), progress=False).checkpoint
     train(_config(data_dir, tmp_path / "b", 3), progress=False)
-    resumed = train(_config(data_dir, tmp_path / "b", 6), progress=False)
+    resumed = train(_config(data_dir, tmp_path / "b", 6), progress=False).checkpoint
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -40,7 +48,7 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
 
 
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
-    ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False)
+    ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False).checkpoint
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] == 3
     log = (tmp_path / "c" / "log.jsonl").read_text().splitlines()
@@ -48,9 +56,46 @@ def test_training_changes_weights_and_logs(data_dir, tmp_path):
 
 
 def test_export_has_no_optimizer_state(data_dir, tmp_path):
-    ckpt = train(_config(data_dir, tmp_path / "d", 1), progress=False)
+    ckpt = train(_config(data_dir, tmp_path / "d", 1), progress=False).checkpoint
     digest = registry.export_checkpoint(ckpt, tmp_path / "w.rdw")
     blob = torch.load(tmp_path / "w.rdw", weights_only=True)
     assert set(blob) == {"format", "config", "state_dict", "z_tables", "y_tables"}
     model = registry.load_weights_file(tmp_path / "w.rdw", "w", 251, digest)
     assert model.network.config.N == 8
+
+
+def _ddp_worker(rank: int, world: int, port: int, data_dir: str, out: str, results: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    import torch.distributed as dist
+
+    from rdcodec.models.train import init_distributed
+
+    init_distributed()
+    try:
+        result = train(_config(data_dir, out, 3), progress=False)
+        torch.save(result.model.state_dict(), f"{results}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_end_with_identical_weights(data_dir, tmp_path):
+    """Two CPU processes (gloo) train the tiny model; DDP must keep them in lockstep."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(
+        _ddp_worker, args=(2, port, str(data_dir), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2
+    )
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    start = torch.load(tmp_path / "ddp" / "last.ckpt", weights_only=False)
+    assert start["step"] == 3 and len(start["sampler_rng"]) == 2
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -35,6 +35,20 @@ def reports_errors(command):
     return wrapper
 
 
+def _read_file(path: Path) -> bytes:
+    """A bitstream file's bytes, or a one-line BitstreamError."""
+    from ..errors import BitstreamError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BitstreamError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BitstreamError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise BitstreamError(f"{path}: {exc.strerror or exc}") from None
+
+
 def _fmt_db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
@@ -148,17 +162,9 @@ def encode(
 def decode(input_path, output_path, force, as_json, max_pixels):
     """Decode bitstream IN into image OUT (format from its extension, e.g. .png)."""
     from ..codec import image_io, pipeline
-    from ..errors import BitstreamError
 
     image_io.check_output(output_path, force)
-    try:
-        data = input_path.read_bytes()
-    except FileNotFoundError:
-        raise BitstreamError(f"{input_path}: no such file") from None
-    except IsADirectoryError:
-        raise BitstreamError(f"{input_path}: is a directory") from None
-    except OSError as exc:
-        raise BitstreamError(f"{input_path}: {exc.strerror}") from None
+    data = _read_file(input_path)
     start = time.perf_counter()
     image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
     seconds = time.perf_counter() - start
@@ -515,14 +521,10 @@ def export(checkpoint, output_path):
 def inspect(input_path, quality, heatmap_path, as_json, force):
     """Account for every bit of FILE (.rdc, or an image to encode): header, z, y per channel."""
     from ..codec import container, diagnostics, image_io, pipeline
-    from ..errors import BitstreamError
 
     if heatmap_path is not None:
         image_io.check_output(heatmap_path, force)
-    try:
-        data = input_path.read_bytes()
-    except OSError as exc:
-        raise BitstreamError(f"{input_path}: {exc.strerror or exc}") from None
+    data = _read_file(input_path)
     if not data.startswith(container.MAGIC):
         loaded = image_io.read_image(input_path)
         data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)

@@ -36,6 +36,21 @@ MAGIC = b"\x89RDC"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">4sBBB8sIIHIII")
 HEADER_BYTES = _HEADER.size
+# (offset, size) of each header field, as in the table above (for tools and tests).
+FIELDS = {
+    "magic": (0, 4),
+    "version": (4, 1),
+    "model_id": (5, 1),
+    "flags": (6, 1),
+    "weights_hash": (7, 8),
+    "height": (15, 4),
+    "width": (19, 4),
+    "quality": (23, 2),
+    "index_crc": (25, 4),
+    "len_z": (29, 4),
+    "len_y": (33, 4),
+}
+assert sum(size for _, size in FIELDS.values()) == HEADER_BYTES
 CRC_BYTES = 4
 OVERHEAD_BYTES = HEADER_BYTES + CRC_BYTES
 

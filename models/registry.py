@@ -223,10 +223,13 @@ def ship(
         "architecture": {"type": "gained mean-scale hyperprior", **model.network.config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,
-        "training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"]), **(extra or {})},
+        "training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"])},
     }
     path = folder / "manifest.json"
     data = json.loads(path.read_text()) if path.exists() else {"default": name, "models": []}
+    previous = next((e for e in data["models"] if e["name"] == name), {})
+    # Keep what earlier shipments recorded (data, recipe) unless this one says otherwise.
+    entry["training"] = {**previous.get("training", {}), **entry["training"], **(extra or {})}
     data["models"] = [e for e in data["models"] if e["name"] != name] + [entry]
     path.write_text(json.dumps(data, indent=2) + "\n")
     load_model.cache_clear()

@@ -36,20 +36,7 @@ from rdcodec.errors import CodecError
 
 IMAGES = Path(__file__).parent / "images"
 CRC = container.CRC_BYTES
-# (offset, size) of each header field, as in codec/container.py's table.
-FIELDS = {
-    "magic": (0, 4),
-    "version": (4, 1),
-    "model_id": (5, 1),
-    "flags": (6, 1),
-    "weights_hash": (7, 8),
-    "height": (15, 4),
-    "width": (19, 4),
-    "quality": (23, 2),
-    "index_crc": (25, 4),
-    "len_z": (29, 4),
-    "len_y": (33, 4),
-}
+FIELDS = container.FIELDS
 EDGES = [0, 1, 2, 3, 4, 7, 8, 63, 64, 65, 255, 256, 999, 1000, 8000, 8001, 65535, 65536, 65537]
 EDGES += [1 << 24, (1 << 28) + 1, 1 << 31, (1 << 32) - 1]
 

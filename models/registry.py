@@ -30,7 +30,7 @@ from .network import GainedHyperprior, ModelConfig
 from .tables import bottleneck_tables, gaussian_tables
 
 WEIGHTS_FORMAT = 1
-DEFAULT_QUALITY = 4.0
+DEFAULT_QUALITY = 2.0
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it

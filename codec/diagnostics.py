@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import container
-from .pipeline import Latents, _table_sets, decode_latents
+from .pipeline import Latents, _channel_indices, _table_sets, decode_latents
 
 # A channel is inactive below this rate, in bits per latent location, over the image.
 INACTIVE_BITS_PER_LOCATION = 1e-3
@@ -100,10 +100,8 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     net = lat.model.network
     z_tables, y_tables = _table_sets(lat.model)
 
-    z_idx = np.broadcast_to(
-        np.arange(lat.z_symbols.shape[1])[None, :, None, None], lat.z_symbols.shape
-    )
-    z_info = z_tables.bits(lat.z_symbols, z_idx)  # (1, N, hz, wz)
+    # The same per-channel table indices the coder used for z.
+    z_info = z_tables.bits(lat.z_symbols, _channel_indices(lat.z_symbols.shape))  # (1, N, hz, wz)
     y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
 
     y_lik = net.gaussian_conditional._likelihood(lat.y_hat, lat.scales, lat.means)

@@ -233,6 +233,13 @@ def models(as_json):
     "--crop", type=int, default=128, show_default=True, help="Crop side (a multiple of 64)."
 )
 @click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option(
+    "--gain-lr-scale",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Learning rate of the per-level gain vectors, as a multiple of --lr.",
+)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option(
     "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
@@ -273,6 +280,7 @@ def train(
     batch_size,
     crop,
     lr,
+    gain_lr_scale,
     threads,
     arch,
     packed,
@@ -301,6 +309,7 @@ def train(
         batch_size=batch_size,
         crop=crop,
         lr=lr,
+        gain_lr_scale=gain_lr_scale,
         threads=threads,
         packed=packed,
         device=device,
@@ -422,6 +431,60 @@ def speed(sizes, quality, threads, as_json):
             f"| {r.megapixels:.1f} | {r.width}x{r.height} | {r.bytes} | {r.bpp:.3f} | "
             f"{r.encode_seconds:.1f} | {r.decode_seconds:.1f} | {r.peak_rss_mib:.0f} |"
         )
+
+
+@main.command("train-speed")
+@click.option(
+    "--arch", "archs", multiple=True, default=["96,128"], show_default=True, help="N,M (repeat)."
+)
+@click.option("--crop", "crops", type=int, multiple=True, default=[128], show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--threads", "threads_list", type=int, multiple=True, default=[2], show_default=True)
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(["eager", "channels_last", "compile", "compile+channels_last"]),
+    multiple=True,
+    default=["eager", "channels_last"],
+    show_default=True,
+)
+@click.option("--steps", type=int, default=20, show_default=True, help="Timed steps per row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@reports_errors
+def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
+    """Training throughput (s/step, pixels/s) of each combination, each in a fresh process."""
+    import itertools
+
+    from ..models import throughput
+
+    try:
+        shapes = [tuple(int(v) for v in a.split(",")) for a in archs]
+    except ValueError:
+        raise CodecError("--arch: expected N,M such as 96,128") from None
+    if any(len(s) != 2 or min(s) < 1 for s in shapes) or min(crops) < 64 or steps < 1:
+        raise CodecError("--arch takes N,M > 0; --crop at least 64; --steps at least 1")
+    if not as_json:
+        click.echo(
+            "| N,M | crop | batch | threads | mode | s/step | kpixels/s | warm-up s "
+            "| sampler ms/batch | JPEG decode ms/batch |"
+        )
+        click.echo("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for (n, m), crop, threads, mode in itertools.product(shapes, crops, threads_list, modes):
+        try:
+            rows.append(throughput.measure(n, m, crop, batch_size, threads, mode, steps))
+        except RuntimeError as exc:
+            raise CodecError(str(exc)) from None
+        if not as_json:
+            r = rows[-1]
+            click.echo(
+                f"| {r.N},{r.M} | {r.crop} | {r.batch_size} | {r.threads} | {r.mode} | "
+                f"{r.seconds_per_step:.3f} | {r.pixels_per_second / 1e3:.0f} | "
+                f"{r.warmup_seconds:.1f} | {r.sampler_ms_per_batch:.2f} | "
+                f"{r.jpeg_decode_ms_per_batch:.1f} |"
+            )
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
 
 
 class _Validator:

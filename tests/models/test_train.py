@@ -47,6 +47,28 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
+    from rdcodec.models.network import GainedHyperprior, ModelConfig
+    from rdcodec.models.train import build_optimizers, load_optimizer_state
+
+    model = GainedHyperprior(ModelConfig(**TINY))
+    cfg = _config(data_dir, "unused", 1)
+    opt, _ = build_optimizers(model, cfg)
+    assert [g["lr"] for g in opt.param_groups] == [cfg.lr, cfg.lr * cfg.gain_lr_scale]
+    assert opt.param_groups[1]["params"] == [model.log_gain, model.log_inv_gain]
+    # An optimiser state from before the split: one group, named_parameters order.
+    legacy = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    old = torch.optim.Adam(legacy, lr=cfg.lr)
+    model(torch.rand(1, 3, 64, 64), torch.tensor([1.0]))["x_hat"].sum().backward()
+    old.step()
+    load_optimizer_state(opt, old.state_dict(), model)
+    assert len(opt.param_groups) == 2
+    assert model.log_gain in old.state and len(old.state) > 2
+    for p in old.state:
+        assert torch.equal(opt.state[p]["exp_avg"], old.state[p]["exp_avg"])
+    opt.step()  # shapes line up
+
+
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
     ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False).checkpoint
     state = torch.load(ckpt, weights_only=False)

@@ -7,6 +7,7 @@ and measures, so a model is kept (exported) only when its *file* BD-rate improve
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import numpy as np
 
 from ..models.registry import CodecModel
 from . import pipeline
+from .baselines import JPEG
 from .bench import bd_rate
 from .image_io import read_image
-from .metrics import jpeg_decode, jpeg_encode, psnr
+from .metrics import mse, psnr_of_mse
 
 JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
@@ -50,42 +52,60 @@ def load_images(
     return images
 
 
-def _mean_points(qualities, measure) -> RdPoints:
-    bpps, psnrs = [], []
-    for q in qualities:
-        rows = measure(q)
-        bpps.append(float(np.mean([r[0] for r in rows])))
-        psnrs.append(float(np.mean([r[1] for r in rows])))
-    return RdPoints(tuple(qualities), tuple(bpps), tuple(psnrs))
+@dataclass(frozen=True)
+class Sweep:
+    """Measured rate and distortion of every image at every quality (real files)."""
+
+    qualities: tuple[float, ...]
+    bpp: np.ndarray  # (qualities, images)
+    mse: np.ndarray  # (qualities, images), 8-bit scale
+
+    def points(self) -> RdPoints:
+        """Mean bpp and mean per-image PSNR per quality."""
+        psnrs = [[psnr_of_mse(m) for m in row] for row in self.mse]
+        return RdPoints(
+            self.qualities,
+            tuple(float(v) for v in self.bpp.mean(axis=1)),
+            tuple(float(np.mean(row)) for row in psnrs),
+        )
+
+
+def sweep(
+    encode: Callable[[np.ndarray, float], bytes],
+    decode: Callable[[bytes], np.ndarray],
+    images: list[np.ndarray],
+    qualities,
+) -> Sweep:
+    """Encode every image at every quality, decode, and measure."""
+    bpp = np.zeros((len(qualities), len(images)))
+    err = np.zeros_like(bpp)
+    for i, q in enumerate(qualities):
+        for j, im in enumerate(images):
+            data = encode(im, q)
+            bpp[i, j] = 8 * len(data) / (im.shape[0] * im.shape[1])
+            err[i, j] = mse(im, decode(data))
+    return Sweep(tuple(qualities), bpp, err)
+
+
+def rdcodec_sweep(
+    model: CodecModel, images: list[np.ndarray], qualities=(1, 2, 3, 4, 5, 6, 7, 8)
+) -> Sweep:
+    return sweep(
+        lambda im, q: pipeline.encode(im, q, model),
+        lambda data: pipeline.decode_array(data, model),
+        images,
+        qualities,
+    )
 
 
 def rdcodec_points(
     model: CodecModel, images: list[np.ndarray], qualities=(1, 2, 3, 4, 5, 6, 7, 8)
 ) -> RdPoints:
-    def measure(q):
-        rows = []
-        for im in images:
-            data = pipeline.encode(im, q, model)
-            rows.append(
-                (
-                    8 * len(data) / (im.shape[0] * im.shape[1]),
-                    psnr(im, pipeline.decode_array(data, model)),
-                )
-            )
-        return rows
-
-    return _mean_points(qualities, measure)
+    return rdcodec_sweep(model, images, qualities).points()
 
 
 def jpeg_points(images: list[np.ndarray], qualities=JPEG_QUALITIES) -> RdPoints:
-    def measure(q):
-        rows = []
-        for im in images:
-            data = jpeg_encode(im, q)
-            rows.append((8 * len(data) / (im.shape[0] * im.shape[1]), psnr(im, jpeg_decode(data))))
-        return rows
-
-    return _mean_points(qualities, measure)
+    return sweep(JPEG.encode, JPEG.decode, images, qualities).points()
 
 
 def bd_rate_vs(anchor: RdPoints, test: RdPoints) -> float:

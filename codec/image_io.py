@@ -241,7 +241,11 @@ def to_rgb(im: Image.Image) -> np.ndarray:
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse an existing output without ``force`` and a missing directory."""
+    """Refuse an existing output without ``force`` and a missing directory.
+
+    Commands call it before any work, so a refused output costs nothing;
+    ``atomic_write`` checks again at the end, in case the file appeared meanwhile.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists (use --force to overwrite)")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+
+from .baselines import JPEG
 
 # MS-SSIM's five scales with an 11-tap window need more than 160 px on each side.
 MS_SSIM_MIN_SIDE = 161
 
 
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared error of two uint8 images on the 8-bit scale, over all channels."""
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def psnr_of_mse(value: float) -> float:
+    """PSNR in dB of an 8-bit-scale MSE (inf for 0)."""
+    return math.inf if value == 0 else 10 * math.log10(255.0**2 / value)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images over all channels (inf when identical)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr_of_mse(mse(a, b))
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -53,17 +62,6 @@ class JpegPoint:
     psnr: float
 
 
-def jpeg_encode(image: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def jpeg_decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def jpeg_at_size(image: np.ndarray, max_bytes: int) -> JpegPoint | None:
     """The JPEG quality whose file is largest without exceeding ``max_bytes``.
 
@@ -74,7 +72,7 @@ def jpeg_at_size(image: np.ndarray, max_bytes: int) -> JpegPoint | None:
 
     def size(q: int) -> int:
         if q not in sizes:
-            sizes[q] = len(jpeg_encode(image, q))
+            sizes[q] = len(JPEG.encode(image, q))
         return sizes[q]
 
     if size(1) > max_bytes:
@@ -88,6 +86,6 @@ def jpeg_at_size(image: np.ndarray, max_bytes: int) -> JpegPoint | None:
             hi = mid
     candidates = [q for q in range(max(1, lo - 2), min(100, lo + 2) + 1) if size(q) <= max_bytes]
     best = max(candidates, key=lambda q: (size(q), q))
-    data = jpeg_encode(image, best)
+    data = JPEG.encode(image, best)
     pixels = image.shape[0] * image.shape[1]
-    return JpegPoint(best, len(data), bpp(len(data), pixels), psnr(image, jpeg_decode(data)))
+    return JpegPoint(best, len(data), bpp(len(data), pixels), psnr(image, JPEG.decode(data)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..models.network import LAMBDAS
 from ..models.registry import CodecModel
-from . import baselines, pipeline
+from . import baselines, evaluate
 
 
 @dataclass(frozen=True)
@@ -28,38 +28,25 @@ class PlanePoint:
     lmbda: float | None = None  # the level's training lambda (per 8-bit MSE)
 
 
-def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-
-
 def rdcodec_plane(model: CodecModel, images: list[np.ndarray]) -> list[PlanePoint]:
     """One point per trained quality level, averaged over images."""
-    points = []
-    for level, lmbda in enumerate(LAMBDAS[: model.network.config.levels], start=1):
-        rates, dists = [], []
-        for im in images:
-            data = pipeline.encode(im, level, model)
-            rates.append(8 * len(data) / (im.shape[0] * im.shape[1]))
-            dists.append(_mse(im, pipeline.decode_array(data, model)))
-        points.append(PlanePoint(f"q{level}", float(np.mean(rates)), float(np.mean(dists)), lmbda))
-    return points
+    levels = range(1, model.network.config.levels + 1)
+    s = evaluate.rdcodec_sweep(model, images, tuple(levels))
+    return [
+        PlanePoint(f"q{level}", float(s.bpp[i].mean()), float(s.mse[i].mean()), LAMBDAS[i])
+        for i, level in enumerate(levels)
+    ]
 
 
 def classical_plane(name: str, images: list[np.ndarray]) -> list[PlanePoint]:
     codec = baselines.CLASSICAL[name]
     if not codec.available():
         return []
-    points = []
-    for q in codec.default_qualities:
-        rates, dists = [], []
-        for im in images:
-            data = codec.encode(im, q)
-            rates.append(8 * len(data) / (im.shape[0] * im.shape[1]))
-            dists.append(_mse(im, codec.decode(data)))
-        points.append(
-            PlanePoint(f"{codec.label} {q:g}", float(np.mean(rates)), float(np.mean(dists)))
-        )
-    return points
+    s = evaluate.sweep(codec.encode, codec.decode, images, codec.default_qualities)
+    return [
+        PlanePoint(f"{codec.label} {q:g}", float(s.bpp[i].mean()), float(s.mse[i].mean()))
+        for i, q in enumerate(s.qualities)
+    ]
 
 
 def plot_plane(

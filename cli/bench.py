@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import CodecError
 from .main import reports_errors
 
 
@@ -45,14 +46,28 @@ from .main import reports_errors
     help="Quality points of one codec, e.g. jpeg=10,50,90 or jpeg2000=0.25,1 "
     "(target bpp); repeatable.",
 )
+@click.option(
+    "--target-bpp",
+    "target_bpp",
+    default=None,
+    metavar="B1,B2,...",
+    help="Also run rdcodec's --target-bpp at these rates on every image and report how "
+    "close the files land (target_bpp.csv, bd_rate.md).",
+)
 @reports_errors
-def bench(folder, codecs, out, workers, compare, qualities):
+def bench(folder, codecs, out, workers, compare, qualities, target_bpp):
     """Rate-distortion benchmark of rdcodec and classical codecs on the images in DIR."""
     start = time.perf_counter()
     from ..codec import bench as bench_lib
 
     names = bench_lib.parse_codecs(codecs)
     points = dict(bench_lib.parse_qualities(spec) for spec in qualities)
+    try:
+        targets = [float(v) for v in (target_bpp or "").split(",") if v.strip()]
+    except ValueError:
+        raise CodecError(
+            f"--target-bpp: expected numbers separated by commas, got {target_bpp!r}"
+        ) from None
     report = bench_lib.run_bench(
         folder,
         codecs=names,
@@ -61,6 +76,7 @@ def bench(folder, codecs, out, workers, compare, qualities):
         compare=compare,
         qualities=points,
         warn=lambda message: click.echo(f"rdcodec: warning: {message}", err=True),
+        targets=targets,
     )
 
     pct = bench_lib.format_percent
@@ -100,6 +116,19 @@ def bench(folder, codecs, out, workers, compare, qualities):
         "BD-rate on PSNR over the averaged curves (MS-SSIM and intervals in bd_rate.md); "
         "times: mean ms per image and point."
     )
+    if report.monotonic is not None:
+        m = report.monotonic
+        click.echo(
+            f"rdcodec levels: bpp and PSNR rise with the level on "
+            f"{m.monotonic} of {m.images} images"
+        )
+    if report.targets is not None:
+        t = report.targets
+        click.echo(
+            f"--target-bpp: mean undershoot {t.undershoot_percent():.2f}% over "
+            f"{len(t.feasible())} files, {t.over_target()} above the target, "
+            f"{t.infeasible()} targets below the lowest quality's rate"
+        )
     for what, path in report.outputs.items():
         click.echo(f"  {what:<16} {path}")
     click.echo(f"total {time.perf_counter() - start:.1f} s")

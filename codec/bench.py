@@ -335,33 +335,165 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> list[Measurement]:
+def _run_tasks(
+    tasks: list, workers: int, progress: bool, work: Callable = None, size: Callable = None
+) -> list:
+    """Run ``work(task)`` (default: measure RD points) over tasks, in ``workers`` processes;
+    ``size(task)`` is the task's number of progress-bar units."""
     from tqdm import tqdm
 
-    results: list[Measurement] = []
-    total = sum(len(t.qualities) for t in tasks)
+    work = work or _measure
+    size = size or (lambda t: len(t.qualities))
+    results: list = []
+    total = sum(size(t) for t in tasks)
     with tqdm(total=total, unit="point", desc="bench", disable=not progress or not tasks) as bar:
         if workers <= 1:
             with _one_torch_thread():
                 for task in tasks:
                     bar.set_postfix_str(f"{task.codec} {task.image.path.name}", refresh=False)
-                    results += _measure(task)
-                    bar.update(len(task.qualities))
+                    results += work(task)
+                    bar.update(size(task))
             return results
         import multiprocessing
 
         # spawn, not fork: forking a process that has torch's thread pools can hang.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            futures = {pool.submit(_measure, t): t for t in tasks}
+            futures = {pool.submit(work, t): t for t in tasks}
             try:
                 for future in as_completed(futures):
                     results += future.result()
-                    bar.update(len(futures[future].qualities))
+                    bar.update(size(futures[future]))
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return results
+
+
+# ---- rdcodec's own checks: monotonic qualities, --target-bpp -------------------------
+@dataclass(frozen=True)
+class MonotonicCheck:
+    """Whether bpp and PSNR rise with the quality level on every image."""
+
+    images: int
+    monotonic: int
+    failures: tuple[str, ...]  # "image: what went down between which levels"
+
+
+def monotonic_check(measurements: Iterable[Measurement]) -> MonotonicCheck:
+    by_image: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        by_image.setdefault(m.image, []).append(m)
+    failures = []
+    for name, rows in sorted(by_image.items()):
+        rows.sort(key=lambda m: m.quality)
+        for a, b in zip(rows, rows[1:], strict=False):
+            for what in ("bpp", "psnr"):
+                if not getattr(b, what) > getattr(a, what):
+                    failures.append(
+                        f"{name}: {what} does not rise from q{a.quality:g} to q{b.quality:g}"
+                    )
+    bad = {f.split(":")[0] for f in failures}
+    return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures))
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """``--target-bpp`` on one image: the quality it chose and the file it wrote."""
+
+    image: str
+    target: float
+    quality: float | None  # None: the target is below the lowest quality's rate
+    bpp: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _TargetTask:
+    image: BenchImage
+    targets: tuple[float, ...]
+    codec: str = "rdcodec"
+
+
+def _measure_targets(task: _TargetTask) -> list[TargetRow]:
+    from . import pipeline
+
+    if "rdcodec" not in _CODECS:
+        _CODECS["rdcodec"] = make_codec("rdcodec")
+    model = _CODECS["rdcodec"]._loaded()
+    array = _read_pixels(task.image.path)
+    pixels = task.image.width * task.image.height
+    rows = []
+    for target in task.targets:
+        start = time.perf_counter()
+        try:
+            quality = pipeline.quality_for_bpp(array, target, model)
+        except CodecError:
+            rows.append(TargetRow(task.image.path.name, target, None, None, 0.0))
+            continue
+        data = pipeline.encode(array, quality, model)
+        seconds = time.perf_counter() - start
+        rows.append(
+            TargetRow(
+                task.image.path.name, target, quality, bits_per_pixel(len(data), pixels), seconds
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """How close ``--target-bpp`` lands, per target and over all feasible rows."""
+
+    rows: tuple[TargetRow, ...]
+
+    def feasible(self, target: float | None = None) -> list[TargetRow]:
+        return [r for r in self.rows if r.bpp is not None and target in (None, r.target)]
+
+    def undershoot_percent(self, target: float | None = None) -> float:
+        """Mean of 100 * (target - bpp) / target; negative would mean overshooting."""
+        rows = self.feasible(target)
+        return (
+            float(np.mean([100 * (r.target - r.bpp) / r.target for r in rows]))
+            if rows
+            else math.nan
+        )
+
+    def over_target(self) -> int:
+        return sum(r.bpp > r.target for r in self.feasible())
+
+    def infeasible(self, target: float | None = None) -> int:
+        return sum(r.bpp is None and target in (None, r.target) for r in self.rows)
+
+    def markdown(self) -> str:
+        lines = [
+            "## rdcodec --target-bpp",
+            "",
+            "Highest quality whose real file is at or below the target (bisection on the file "
+            "size). Undershoot: mean of (target - bpp) / target over the images it could reach.",
+            "",
+            "| target bpp | images reached | mean bpp | mean undershoot | worst undershoot "
+            "| mean s |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for target in sorted({r.target for r in self.rows}):
+            rows = self.feasible(target)
+            n = len([r for r in self.rows if r.target == target])
+            if not rows:
+                lines.append(f"| {target:g} | 0 of {n} | - | - | - | - |")
+                continue
+            worst = max(100 * (r.target - r.bpp) / r.target for r in rows)
+            lines.append(
+                f"| {target:g} | {len(rows)} of {n} | {np.mean([r.bpp for r in rows]):.4f} | "
+                f"{self.undershoot_percent(target):.2f}% | {worst:.2f}% | "
+                f"{np.mean([r.seconds for r in rows]):.1f} |"
+            )
+        lines += [
+            "",
+            f"Over all reached rows: mean undershoot {self.undershoot_percent():.2f}%, "
+            f"{self.over_target()} above the target.",
+        ]
+        return "\n".join(lines) + "\n"
 
 
 # ---- curves ------------------------------------------------------------------------
@@ -680,13 +812,14 @@ def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
         figure.savefig(path, dpi=150)
 
 
-def write_per_image(measurements: list[Measurement], path: Path) -> None:
-    columns = list(Measurement.__dataclass_fields__)
+def write_rows(rows: Sequence, row_type: type, path: Path) -> None:
+    """Dataclass rows as CSV, one column per field (None as an empty cell)."""
+    columns = list(row_type.__dataclass_fields__)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for m in measurements:
-            writer.writerow(["" if v is None else v for v in (getattr(m, c) for c in columns)])
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in (getattr(row, c) for c in columns)])
 
 
 # ---- the command ---------------------------------------------------------------------
@@ -702,6 +835,8 @@ class BenchReport:
     cached_points: int  # read from the cache
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    monotonic: MonotonicCheck | None = None  # rdcodec's levels, when rdcodec ran
+    targets: TargetSummary | None = None  # --target-bpp, when asked for
 
 
 def run_bench(
@@ -713,11 +848,19 @@ def run_bench(
     qualities: dict[str, tuple[float, ...]] | None = None,
     warn: Callable[[str], None] = lambda message: None,
     progress: bool = True,
+    targets: Sequence[float] = (),
 ) -> BenchReport:
-    """Benchmark ``codecs`` on the images of ``folder``; write results under ``out``."""
+    """Benchmark ``codecs`` on the images of ``folder``; write results under ``out``.
+
+    With ``targets``, also run rdcodec's ``--target-bpp`` at each target on each image.
+    """
     start = time.perf_counter()
     if workers < 1:
         raise CodecError("--workers must be at least 1")
+    if targets and "rdcodec" not in codecs:
+        raise CodecError("--target-bpp measures rdcodec: include it in --codecs")
+    if any(not (t > 0 and math.isfinite(t)) for t in targets):
+        raise CodecError("--target-bpp values must be positive numbers")
     qualities = qualities or {}
     published = [load_curve(p) for p in compare]  # fail on a bad file before hours of work
     candidates_skipped: list[str] = []
@@ -785,12 +928,32 @@ def run_bench(
         path.write_text(json.dumps(_json_safe(curve.to_compressai()), indent=2) + "\n")
         outputs[curve.name] = path
     outputs["per-image rows"] = out / "per_image.csv"
-    write_per_image([m for c in selected for m in measured[c.name]], outputs["per-image rows"])
+    rows = [m for c in selected for m in measured[c.name]]
+    write_rows(rows, Measurement, outputs["per-image rows"])
     outputs["plot (PNG)"], outputs["plot (SVG)"] = out / "rd.png", out / "rd.svg"
     title = f"{len(images)} image{'s' * (len(images) != 1)} from {Path(folder).resolve().name}"
     write_plot(all_curves, [outputs["plot (PNG)"], outputs["plot (SVG)"]], title)
     outputs["BD-rate table"] = out / "bd_rate.md"
-    outputs["BD-rate table"].write_text(bd_markdown(all_curves, entries, len(images)))
+    monotonic = monotonic_check(measured["rdcodec"]) if "rdcodec" in measured else None
+    target_summary = None
+    if targets:
+        tasks = [_TargetTask(image, tuple(targets)) for image in images]
+        found = _run_tasks(tasks, workers, progress, _measure_targets, lambda t: len(t.targets))
+        target_summary = TargetSummary(tuple(sorted(found, key=lambda r: (r.image, r.target))))
+        outputs["--target-bpp rows"] = out / "target_bpp.csv"
+        write_rows(target_summary.rows, TargetRow, outputs["--target-bpp rows"])
+    text = bd_markdown(all_curves, entries, len(images))
+    if monotonic is not None:
+        text += (
+            f"\n## rdcodec quality levels\n\nbpp and PSNR rise with the level on "
+            f"{monotonic.monotonic} of {monotonic.images} images.\n"
+        )
+        text += "".join(f"\n- {f}" for f in monotonic.failures) + (
+            "\n" if monotonic.failures else ""
+        )
+    if target_summary is not None:
+        text += "\n" + target_summary.markdown()
+    outputs["BD-rate table"].write_text(text)
 
     return BenchReport(
         curves=all_curves,
@@ -801,4 +964,6 @@ def run_bench(
         cached_points=cached,
         outputs=outputs,
         seconds=time.perf_counter() - start,
+        monotonic=monotonic,
+        targets=target_summary,
     )

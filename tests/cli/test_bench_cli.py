@@ -160,6 +160,9 @@ def test_compare_file_appears_in_summary(runner, tmp_path):
         (["--qualities", "jpeg=200"], "jpeg takes integers from 0 to 100"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--compare", "missing.json"], "missing.json: no such file"),
+        (["--target-bpp", "x"], "--target-bpp: expected numbers"),
+        (["--target-bpp", "0.5,-1"], "--target-bpp values must be positive"),
+        (["--codecs", "jpeg", "--target-bpp", "1"], "include it in --codecs"),
     ],
 )
 def test_bad_options(runner, tmp_path, args, text):

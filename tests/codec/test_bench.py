@@ -114,6 +114,41 @@ def test_rdcodec_points_are_real_bitstreams(tmp_path):
     assert model.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name
 
 
+def _measurement(image: str, quality: float, bpp: float, psnr_db: float) -> bench.Measurement:
+    return bench.Measurement(image, "0" * 64, 8, 8, "rdcodec", quality, 1, bpp, psnr_db, None, 0, 0)
+
+
+def test_monotonic_check_names_the_level_that_goes_down():
+    rows = [_measurement("a.png", q, 0.1 * q, 25 + q) for q in (1, 2, 3)]
+    rows += [_measurement("b.png", 1, 0.1, 25), _measurement("b.png", 2, 0.2, 24.5)]
+    check = bench.monotonic_check(rows)
+    assert (check.images, check.monotonic) == (2, 1)
+    assert check.failures == ("b.png: psnr does not rise from q1 to q2",)
+
+
+def test_target_bpp_rows_land_at_or_below_the_target(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        im.crop((0, 0, 128, 128)).save(folder / "crop.png")
+    out = tmp_path / "out"
+    low = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)}).curves[0].bpp[0]
+    report = _run(
+        folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)}, targets=(0.01, low * 1.5)
+    )
+    infeasible, reached = report.targets.rows
+    assert infeasible.quality is None and infeasible.bpp is None
+    assert 1 <= reached.quality <= 8 and low <= reached.bpp <= reached.target
+    assert report.targets.over_target() == 0 and report.targets.infeasible() == 1
+    assert report.targets.undershoot_percent() == pytest.approx(
+        100 * (reached.target - reached.bpp) / reached.target
+    )
+    assert "## rdcodec --target-bpp" in (out / "bd_rate.md").read_text()
+    assert "on 1 of 1 images" in (out / "bd_rate.md").read_text()
+    with open(out / "target_bpp.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
 # ---- BD-rate -----------------------------------------------------------------------
 RATES = [0.12, 0.25, 0.45, 0.7, 1.0, 1.4, 1.9]
 PSNRS = [26.1, 28.4, 30.2, 31.9, 33.3, 34.8, 36.0]

@@ -487,6 +487,63 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
         click.echo(json.dumps([r.__dict__ for r in rows]))
 
 
+@main.command()
+@click.option(
+    "--weights",
+    "weights_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A .rdw weight file or a training checkpoint (default: the shipped model).",
+)
+@click.option("--data", default="../shared/data/train", show_default=True, help="Training photos.")
+@click.option("--val", default="../shared/data/val", show_default=True, help="Validation photos.")
+@click.option("--crops", type=int, default=24, show_default=True, help="Crops per split.")
+@click.option("--size", type=int, default=256, show_default=True, help="Crop side (px).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@reports_errors
+def probe(weights_path, data, val, crops, size, as_json):
+    """Where the loss goes: train vs validation loss, and the unquantised autoencoder's PSNR
+    (the transforms' ceiling) beside the quantised one, per quality level."""
+    from ..models import probe as probe_lib
+    from ..models import registry
+
+    for folder in (data, val):
+        if not Path(folder).is_dir():
+            raise CodecError(f"{folder}: folder does not exist")
+    if crops < 1 or size < 64 or size % 64:
+        raise CodecError("--crops must be at least 1 and --size a multiple of 64")
+    path = weights_path or registry.weights_path(registry.find_entry(registry.default_model_name()))
+    try:
+        network = probe_lib.load_network(path)
+    except Exception as exc:  # any unreadable file: one line, not a traceback
+        raise CodecError(f"{path}: not a weight file or checkpoint ({exc})") from None
+    splits = probe_lib.default_splits(Path(data), Path(val), size, crops)
+    if not splits["train"] or not splits["val"]:
+        raise CodecError(f"no image of at least {size} px per side in one of the folders")
+    rows = probe_lib.probe(network, splits)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+        return
+    click.echo(f"{path}: {size} px crops")
+    click.echo(
+        "| split | quality | crops | bpp (model) | PSNR | PSNR unquantised | loss | active |"
+    )
+    click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        click.echo(
+            f"| {r.split} | {r.quality} | {r.crops} | {r.bpp:.4f} | {r.psnr:.2f} | "
+            f"{r.psnr_unquantised:.2f} | {r.loss:.4f} | {r.active_channels} |"
+        )
+    by_key = {(r.split, r.quality): r for r in rows}
+    for q in sorted({r.quality for r in rows}):
+        t, v = by_key["train", q], by_key["val", q]
+        click.echo(
+            f"q{q}: val/train loss {v.loss / t.loss:.3f}; on val, rounding costs "
+            f"{v.psnr_unquantised - v.psnr:.2f} dB of the {v.psnr_unquantised:.2f} dB "
+            "the transforms reach unquantised"
+        )
+
+
 class _Validator:
     """Real-file validation after checkpoints; keeps (and optionally ships) the best."""
 

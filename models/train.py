@@ -9,7 +9,6 @@ step, and the states of every random generator the loop draws from.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,8 +20,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .data import CropSampler, list_images, load_rgb
+from .data import CropSampler, centre_crops
 from .network import LAMBDAS, GainedHyperprior, ModelConfig
+from .objective import measure_level, psnr_from_mse, rate_distortion
 
 
 @dataclass
@@ -54,27 +54,6 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" on a GPU machine
     channels_last: bool = False  # NHWC activations (see ``rdcodec train-speed``)
     compile: bool = False  # torch.compile the forward pass
-
-
-def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
-    """Per-sample rate (bits per pixel), distortion (MSE) and the mean loss."""
-    pixels = x.shape[2] * x.shape[3]
-    bits_y = -torch.log2(out["y_likelihoods"]).flatten(1).sum(1)
-    bits_z = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
-    mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
-    bpp = (bits_y + bits_z) / pixels
-    loss = (lmbda * 255**2 * mse + bpp).mean()
-    return {
-        "loss": loss,
-        "bpp": bpp,
-        "bpp_y": bits_y / pixels,
-        "bpp_z": bits_z / pixels,
-        "mse": mse,
-    }
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 def _rank() -> int:
@@ -194,39 +173,23 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     return None
 
 
-# A y channel is counted active above this many bits per latent location.
-ACTIVE_BITS_PER_LOCATION = 1e-3
-
-
 @torch.no_grad()
 def evaluate_estimate(
     model: GainedHyperprior, images: list[np.ndarray], qualities=(1, 4, 8)
 ) -> dict:
-    """Model-estimated bpp (-log2 p of rounded latents), PSNR, and the per-channel KL of
-    y (bits per latent location) with the count of active channels, on centre crops."""
+    """Model-estimated bpp (-log2 p of rounded latents), PSNR, the unquantised
+    autoencoder's PSNR, and the per-channel KL of y (bits per latent location) with the
+    count of active channels, on centre crops."""
     model.eval()
     rows = {}
     for q in qualities:
-        bpps, mses, channel_bits, locations = [], [], 0, 0
-        for im in images:
-            device = next(model.parameters()).device
-            x = torch.from_numpy(im).permute(2, 0, 1)[None].to(device).float() / 255
-            out = model(x, torch.tensor([float(q)], device=device))
-            rd = rate_distortion(
-                {**out, "x_hat": out["x_hat"].clamp(0, 1)},
-                x,
-                torch.tensor([LAMBDAS[q - 1]], device=device),
-            )
-            bpps.append(rd["bpp"].item())
-            mses.append(rd["mse"].item())
-            channel_bits = channel_bits + (-torch.log2(out["y_likelihoods"])).sum(dim=(0, 2, 3))
-            locations += out["y_likelihoods"].shape[2] * out["y_likelihoods"].shape[3]
-        kl = (channel_bits / max(locations, 1)).tolist()
+        stats = measure_level(model, images, q)
         rows[q] = {
-            "bpp": float(np.mean(bpps)),
-            "psnr": float(np.mean([psnr_from_mse(m) for m in mses])),
-            "y_channel_bits_per_location": [round(v, 5) for v in kl],
-            "active_channels": int(sum(v >= ACTIVE_BITS_PER_LOCATION for v in kl)),
+            "bpp": stats.bpp,
+            "psnr": stats.psnr,
+            "psnr_unquantised": stats.psnr_unquantised,
+            "y_channel_bits_per_location": [round(v, 5) for v in stats.channel_bits.tolist()],
+            "active_channels": stats.active_channels,
         }
     model.train()
     return rows
@@ -235,13 +198,7 @@ def evaluate_estimate(
 def _val_crops(folder: str | None, size: int = 256, count: int = 8) -> list[np.ndarray]:
     if not folder or not Path(folder).is_dir():
         return []
-    crops = []
-    for p in list_images(Path(folder))[:count]:
-        im = load_rgb(p)
-        t, lft = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
-        if t >= 0 and lft >= 0:
-            crops.append(im[t : t + size, lft : lft + size])
-    return crops
+    return centre_crops(Path(folder), size, count)
 
 
 def to_batch(crops: np.ndarray, device: torch.device, channels_last: bool = False) -> Tensor:

@@ -1,0 +1,86 @@
+"""The training objective, R + lmbda * 255^2 * MSE, and its measurement on crops.
+
+The rate R is -log2 of the latents' likelihoods in bits per pixel (the KL term of
+the ELBO); the distortion is the MSE of the reconstruction on [0, 1] pixels, scaled
+to 8-bit by 255^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .network import LAMBDAS, GainedHyperprior
+
+# A y channel is counted active above this many bits per latent location.
+ACTIVE_BITS_PER_LOCATION = 1e-3
+
+
+def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
+    """Per-sample rate (bits per pixel), distortion (MSE) and the mean loss."""
+    pixels = x.shape[2] * x.shape[3]
+    bits_y = -torch.log2(out["y_likelihoods"]).flatten(1).sum(1)
+    bits_z = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
+    mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
+    bpp = (bits_y + bits_z) / pixels
+    loss = (lmbda * 255**2 * mse + bpp).mean()
+    return {
+        "loss": loss,
+        "bpp": bpp,
+        "bpp_y": bits_y / pixels,
+        "bpp_z": bits_z / pixels,
+        "mse": mse,
+    }
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 1] pixels."""
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+@dataclass(frozen=True)
+class LevelStats:
+    """One quality level on a set of crops (means over crops)."""
+
+    bpp: float  # model estimate for the rounded latents
+    psnr: float  # after rounding
+    psnr_unquantised: float  # g_s(g_a(x)) without rounding: what the transforms allow
+    loss: float  # bpp + lmbda * 255^2 * MSE
+    channel_bits: np.ndarray  # (M,) bits per latent location of each y channel (its KL)
+
+    @property
+    def active_channels(self) -> int:
+        return int((self.channel_bits >= ACTIVE_BITS_PER_LOCATION).sum())
+
+
+@torch.no_grad()
+def measure_level(network: GainedHyperprior, crops: list[np.ndarray], quality: int) -> LevelStats:
+    """Rate, distortion, loss and the unquantised ceiling of integer level ``quality``."""
+    device = next(network.parameters()).device
+    q = torch.tensor([float(quality)], device=device)
+    lmbda = torch.tensor([LAMBDAS[quality - 1]], device=device)
+    bpps, psnrs, raw, losses, bits, locations = [], [], [], [], 0.0, 0
+    for crop in crops:
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(device)
+        x = x.float() / 255
+        out = network(x, q)
+        rd = rate_distortion({**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, lmbda)
+        y, _ = network.analysis(x, q)
+        raw_mse = ((network.synthesis(y, q).clamp(0, 1) - x) ** 2).mean().item()
+        bpps.append(rd["bpp"].item())
+        psnrs.append(psnr_from_mse(rd["mse"].item()))
+        raw.append(psnr_from_mse(raw_mse))
+        losses.append(rd["loss"].item())
+        bits = bits + (-torch.log2(out["y_likelihoods"])).sum(dim=(0, 2, 3)).cpu().numpy()
+        locations += out["y_likelihoods"].shape[2] * out["y_likelihoods"].shape[3]
+    return LevelStats(
+        float(np.mean(bpps)),
+        float(np.mean(psnrs)),
+        float(np.mean(raw)),
+        float(np.mean(losses)),
+        np.asarray(bits) / max(locations, 1),
+    )

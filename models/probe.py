@@ -1,0 +1,74 @@
+"""Where the loss goes: the measurements behind "capacity, data, optimisation or compute".
+
+For each quality level, on training crops and on validation crops of the same size:
+the model's rate and distortion, their Lagrangian (the training loss), and the PSNR of
+the *unquantised* autoencoder g_s(g_a(x)) beside the PSNR after rounding.
+
+- A training loss well below the validation loss: the model fits its training photos
+  better than new ones (data-limited).
+- Equal losses and an unquantised PSNR close to the quantised one: the transforms, not
+  the entropy model or the rate, limit quality (optimisation or capacity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import CropSampler, centre_crops, list_images, load_rgb
+from .network import GainedHyperprior, ModelConfig
+from .objective import measure_level
+from .train import load_initial_weights
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    split: str  # "train" or "val"
+    quality: int
+    crops: int
+    bpp: float
+    psnr: float
+    psnr_unquantised: float
+    loss: float
+    active_channels: int
+
+
+def load_network(path: str | Path) -> GainedHyperprior:
+    """A network from a shipped weight file or a training checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    arch = state["config"]["arch"] if "opt" in state else state["config"]
+    network = GainedHyperprior(ModelConfig(**arch))
+    load_initial_weights(network, str(path))
+    return network.eval()
+
+
+def train_crops(folder: Path, size: int, count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` random crops, one from each of ``count`` randomly chosen photos."""
+    paths = list_images(folder)
+    picks = np.random.default_rng(seed).permutation(len(paths))[: count * 2]
+    images = [load_rgb(paths[i]) for i in picks]
+    return list(CropSampler(images, size, seed).batch(count).transpose(0, 2, 3, 1))
+
+
+def probe(
+    network: GainedHyperprior, splits: dict[str, list[np.ndarray]], qualities=(1, 4, 8)
+) -> list[ProbeRow]:
+    """Measure every split at every quality."""
+    rows = []
+    for split, crops in splits.items():
+        for q in qualities:
+            s = measure_level(network, crops, q)
+            rows.append(
+                ProbeRow(
+                    split, q, len(crops), s.bpp, s.psnr, s.psnr_unquantised, s.loss,
+                    s.active_channels,
+                )
+            )  # fmt: skip
+    return rows
+
+
+def default_splits(train: Path, val: Path, size: int = 256, count: int = 24) -> dict:
+    return {"train": train_crops(train, size, count), "val": centre_crops(val, size, count)}

@@ -1,0 +1,65 @@
+"""The loss probe (``rdcodec probe``) and the objective measurements behind it."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rdcodec.cli.main import main
+from rdcodec.models.network import LAMBDAS, GainedHyperprior, ModelConfig
+from rdcodec.models.objective import measure_level, psnr_from_mse
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+@pytest.fixture(scope="module")
+def crops():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_level_stats_add_up(crops):
+    torch.manual_seed(0)
+    network = GainedHyperprior(ModelConfig(8, 12)).eval()
+    s = measure_level(network, crops, 8)
+    # The y channels' bits (16 latent locations of a 64 px crop) are part of the total rate.
+    y_bpp = s.channel_bits.sum() * 16 / (64 * 64)
+    assert 0 < y_bpp < s.bpp
+    assert 0 <= s.active_channels <= 12 and s.channel_bits.shape == (12,)
+    # loss = bpp + lmbda * 255^2 * MSE, with the PSNR's MSE (one crop at a time).
+    one = measure_level(network, crops[:1], 8)
+    mse = 10 ** (-one.psnr / 10)
+    assert one.loss == pytest.approx(one.bpp + LAMBDAS[7] * 255**2 * mse, rel=1e-4)
+    assert psnr_from_mse(mse) == pytest.approx(one.psnr)
+
+
+def test_cli_reports_train_and_val_per_level():
+    args = ["probe", "--data", str(IMAGES), "--val", str(IMAGES), "--size", "64", "--crops", "2"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["split"], r["quality"]) for r in rows] == [
+        (split, q) for split in ("train", "val") for q in (1, 4, 8)
+    ]
+    val = [r for r in rows if r["split"] == "val"]
+    assert val[0]["bpp"] < val[1]["bpp"] < val[2]["bpp"]
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 0 and "val/train loss" in text.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "/nonexistent"], "folder does not exist"),
+        (["--size", "100"], "multiple of 64"),
+        (["--weights", __file__], "not a weight file or checkpoint"),
+    ],
+)
+def test_cli_bad_input(args, message):
+    base = ["probe", "--data", str(IMAGES), "--val", str(IMAGES)]
+    result = CliRunner().invoke(main, [*base, *args])
+    assert result.exit_code != 0
+    assert message in result.output and len(result.output.strip().splitlines()) == 1

@@ -325,7 +325,16 @@ def train(
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None
     if val_every and val and Path(val).is_dir():
-        validator = _Validator(Path(out), val, val_images, val_every, ship)
+        from ..codec.evaluate import Validator
+
+        validator = Validator(
+            Path(out),
+            val,
+            val_images,
+            val_every,
+            ship,
+            report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
+        )
     ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
     click.echo(f"checkpoint: {ckpt}")
     if export_path:
@@ -542,69 +551,6 @@ def probe(weights_path, data, val, crops, size, as_json):
             f"{v.psnr_unquantised - v.psnr:.2f} dB of the {v.psnr_unquantised:.2f} dB "
             "the transforms reach unquantised"
         )
-
-
-class _Validator:
-    """Real-file validation after checkpoints; keeps (and optionally ships) the best."""
-
-    def __init__(self, out: Path, val: str, count: int, every: int, ship: bool) -> None:
-        from ..codec import evaluate
-        from ..models import registry
-
-        self.out, self.every, self.ship, self.last = out, every, ship, None
-        self.images = evaluate.load_images(val, count, max_side=512)
-        self.jpeg = evaluate.jpeg_points(self.images)
-        best_file = out / "val_best.json"
-        if best_file.exists():
-            self.best = json.loads(best_file.read_text())["bd_rate_vs_jpeg"]
-        else:  # the bar to clear: the model shipped now
-            shipped = registry.load_model()
-            self.best = evaluate.bd_rate_vs(
-                self.jpeg, evaluate.rdcodec_points(shipped, self.images)
-            )
-            self._log(
-                {"step": None, "model": shipped.name, "bd_rate_vs_jpeg": self.best, "shipped": True}
-            )
-
-    def _log(self, row: dict) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "val.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        click.echo(f"validation: {json.dumps(row)}", err=True)
-
-    def __call__(self, checkpoint: Path, step: int) -> None:
-        from ..codec import evaluate
-        from ..models import registry
-
-        if self.last is not None and step - self.last < self.every:
-            return
-        if self.last is None:
-            self.last = step - step % self.every
-            if step % self.every:
-                return
-        self.last = step
-        candidate = self.out / "candidate.rdw"
-        digest = registry.export_checkpoint(checkpoint, candidate)
-        model = registry.load_weights_file(candidate, "candidate", 0, digest)
-        points = evaluate.rdcodec_points(model, self.images)
-        bd = evaluate.bd_rate_vs(self.jpeg, points)
-        better = evaluate.improved(bd, self.best)
-        self._log({"step": step, "bd_rate_vs_jpeg": bd, "improved": better, **points.to_dict()})
-        if better:
-            self.best = bd
-            candidate.replace(self.out / "best.rdw")
-            (self.out / "val_best.json").write_text(
-                json.dumps({"step": step, "bd_rate_vs_jpeg": bd})
-            )
-            if self.ship:
-                entry = registry.find_entry(registry.default_model_name())
-                registry.ship(
-                    checkpoint,
-                    entry["name"],
-                    entry["wire_id"],
-                    entry.get("description", ""),
-                    {"validation_bd_rate_vs_jpeg": bd},
-                )
 
 
 @main.command("export")

@@ -6,6 +6,7 @@ and measures, so a model is kept (exported) only when its *file* BD-rate improve
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,3 +117,84 @@ def bd_rate_vs(anchor: RdPoints, test: RdPoints) -> float:
 def improved(new: float, best: float | None) -> bool:
     """Whether a BD-rate is better than the best so far (NaN never is)."""
     return not math.isnan(new) and (best is None or math.isnan(best) or new < best)
+
+
+class Validator:
+    """Real-file validation after training checkpoints (``rdcodec train --val-every``).
+
+    Every ``every`` steps: export the checkpoint, encode the validation crops at every
+    quality, measure the BD-rate against JPEG on the real files, log the row to
+    ``out/val.jsonl``, and keep the weights (``best.rdw``; with ``ship``, also as the
+    shipped model) only when the BD-rate beats the best so far. The first bar to clear
+    is the model shipped when the run started.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        val: str | Path,
+        count: int,
+        every: int,
+        ship: bool,
+        report: Callable[[dict], None] = lambda row: None,
+    ) -> None:
+        from ..models import registry
+
+        self.out, self.every, self.ship, self.report, self.last = out, every, ship, report, None
+        self.images = load_images(val, count, max_side=512)
+        self.jpeg = jpeg_points(self.images)
+        best_file = out / "val_best.json"
+        if best_file.exists():
+            self.best = json.loads(best_file.read_text())["bd_rate_vs_jpeg"]
+        else:
+            shipped = registry.load_model()
+            self.best = bd_rate_vs(self.jpeg, rdcodec_points(shipped, self.images))
+            self._log(
+                {"step": None, "model": shipped.name, "bd_rate_vs_jpeg": self.best, "shipped": True}
+            )
+
+    def _log(self, row: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "val.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.report(row)
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a validation step (multiples of ``every``, never twice)."""
+        if self.last is not None and step - self.last < self.every:
+            return False
+        if self.last is None:
+            self.last = step - step % self.every
+            if step % self.every:
+                return False
+        self.last = step
+        return True
+
+    def __call__(self, checkpoint: Path, step: int) -> None:
+        from ..models import registry
+
+        if not self.due(step):
+            return
+        candidate = self.out / "candidate.rdw"
+        digest = registry.export_checkpoint(checkpoint, candidate)
+        model = registry.load_weights_file(candidate, "candidate", 0, digest)
+        points = rdcodec_points(model, self.images)
+        bd = bd_rate_vs(self.jpeg, points)
+        better = improved(bd, self.best)
+        hours = registry.checkpoint_seconds(checkpoint) / 3600  # cumulative, over all sessions
+        row = {"step": step, "train_hours": round(hours, 3), "bd_rate_vs_jpeg": bd}
+        self._log({**row, "improved": better, **points.to_dict()})
+        if not better:
+            return
+        self.best = bd
+        candidate.replace(self.out / "best.rdw")
+        (self.out / "val_best.json").write_text(json.dumps({"step": step, "bd_rate_vs_jpeg": bd}))
+        if self.ship:
+            entry = registry.find_entry(registry.default_model_name())
+            registry.ship(
+                checkpoint,
+                entry["name"],
+                entry["wire_id"],
+                entry.get("description", ""),
+                {"validation_bd_rate_vs_jpeg": bd},
+            )

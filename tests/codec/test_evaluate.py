@@ -1,0 +1,66 @@
+"""Training validation on real files: rows, best-only export, shipping."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rdcodec.codec import evaluate
+from rdcodec.models import registry
+from rdcodec.models.train import TrainConfig, train
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "0.png")
+    cfg = TrainConfig(
+        data=str(folder),
+        val=None,
+        out=str(tmp_path_factory.mktemp("run")),
+        steps=1,
+        batch_size=1,
+        crop=64,
+        arch={"N": 8, "M": 12, "levels": 8},
+        threads=1,
+    )
+    return train(cfg, progress=False).checkpoint
+
+
+@pytest.fixture
+def val_dir(tmp_path):
+    folder = tmp_path / "val"
+    folder.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        im.crop((0, 0, 64, 64)).save(folder / "crop.png")
+    return folder
+
+
+def test_keeps_and_ships_only_improvements(checkpoint, val_dir, tmp_path, monkeypatch):
+    scripted = iter([-10.0, 5.0, -20.0])  # shipped model, then two validations
+    monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: next(scripted))
+    shipped = []
+    monkeypatch.setattr(registry, "ship", lambda *args: shipped.append(args))
+    out, rows = tmp_path / "run", []
+    validator = evaluate.Validator(out, val_dir, 1, 2, ship=True, report=rows.append)
+    assert validator.best == -10.0 and rows[0]["shipped"]
+
+    validator(checkpoint, 1)  # not a multiple of --val-every: nothing
+    validator(checkpoint, 2)  # worse than the shipped model
+    assert not (out / "best.rdw").exists() and not shipped
+    validator(checkpoint, 3)  # too soon
+    validator(checkpoint, 4)  # better
+    assert (out / "best.rdw").exists() and len(shipped) == 1
+    assert json.loads((out / "val_best.json").read_text()) == {"step": 4, "bd_rate_vs_jpeg": -20.0}
+    logged = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [None, 2, 4]
+    assert [r.get("improved") for r in logged[1:]] == [False, True]
+    assert logged[2]["train_hours"] >= 0 and len(logged[2]["bpp"]) == 8
+    # A resumed run clears the best of the run so far, not the shipped model's.
+    again = evaluate.Validator(out, val_dir, 1, 2, ship=False)
+    assert again.best == -20.0

@@ -176,13 +176,12 @@ def _tiles(size: int):
     return [(a, min(a + TILE_LATENTS, size)) for a in range(0, size, TILE_LATENTS)]
 
 
-def _analysis_tiled(net, image: np.ndarray, q: torch.Tensor) -> torch.Tensor:
-    """g_a (times the gain) over overlapping tiles of the uint8 image.
+def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
+    """g_a over overlapping tiles of the uint8 image (before the quality's gain).
 
     Each tile is cut (with edge replication past the border, the padding to a multiple
     of 64) and converted to float on its own, so no float copy of the whole image exists.
     """
-    gain, _ = net.gains(q)
     height, width = image.shape[:2]
     h = -(-height // net.multiple) * net.multiple // _Y_STRIDE
     w = -(-width // net.multiple) * net.multiple // _Y_STRIDE
@@ -198,7 +197,7 @@ def _analysis_tiled(net, image: np.ndarray, q: torch.Tensor) -> torch.Tensor:
             )
             out = net.g_a(tile)
             y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
-    return y * gain
+    return y
 
 
 def _synthesis_tiled(
@@ -256,13 +255,31 @@ def _fixed_backend(fn):
 
 
 @_fixed_backend
+def _analyse(model: CodecModel, image: np.ndarray) -> torch.Tensor:
+    """The quality-independent part of encoding: g_a of the whole image."""
+    return _analysis_tiled(model.network, image)
+
+
 def _encode(
     model: CodecModel, image: np.ndarray, quality_milli: int, grayscale: bool = False
 ) -> tuple[bytes, Rate]:
-    net = model.network
     height, width = image.shape[:2]
-    q = _quality_tensor(quality_milli)
-    y = _analysis_tiled(net, image, q)
+    return _code(model, _analyse(model, image), height, width, quality_milli, grayscale)
+
+
+@_fixed_backend
+def _code(
+    model: CodecModel,
+    y_ungained: torch.Tensor,
+    height: int,
+    width: int,
+    quality_milli: int,
+    grayscale: bool = False,
+) -> tuple[bytes, Rate]:
+    """Everything after g_a, at one quality: gain, hyperprior, entropy coding, container."""
+    net = model.network
+    gain, _ = net.gains(_quality_tensor(quality_milli))
+    y = y_ungained * gain
     z = net.h_a(y)
 
     medians = net.z_medians()[None, :, None, None]
@@ -465,13 +482,20 @@ def read_header(data: bytes) -> container.Header:
 
 def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -> float:
     """Highest quality whose real file stays at or below ``target_bpp`` (bisection on
-    the file size, to 1/1000 of a quality step)."""
+    the file size, to 1/1000 of a quality step).
+
+    g_a does not depend on the quality (the gain comes after it), so it runs once; each
+    bisection step only re-runs the hyperprior and the entropy coder, and writes the
+    same bytes a full encode at that quality would.
+    """
     model = model or load_model()
     array = _as_array(image)
-    pixels = array.shape[0] * array.shape[1]
+    height, width = array.shape[:2]
+    pixels = height * width
+    y_ungained = _analyse(model, array)
 
     def file_bpp(quality_milli: int) -> float:
-        return bpp(len(_encode(model, array, quality_milli)[0]), pixels)
+        return bpp(len(_code(model, y_ungained, height, width, quality_milli)[0]), pixels)
 
     lo, hi = int(QUALITY_MIN * 1000), int(QUALITY_MAX * 1000)
     lowest = file_bpp(lo)

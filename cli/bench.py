@@ -130,5 +130,5 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp):
             f"{t.infeasible()} targets below the lowest quality's rate"
         )
     for what, path in report.outputs.items():
-        click.echo(f"  {what:<16} {path}")
+        click.echo(f"  {what:<17} {path}")
     click.echo(f"total {time.perf_counter() - start:.1f} s")

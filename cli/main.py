@@ -56,7 +56,8 @@ def _fmt_db(value: float) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rdcodec")
 def main() -> None:
-    """rdcodec: a learned image codec. Every number it prints is measured on real files."""
+    """rdcodec: a learned image codec. Rates and qualities it reports for images are
+    measured on real files (the training tools also show the model's own estimates)."""
 
 
 @main.command()
@@ -268,6 +269,8 @@ def models(as_json):
     help="Replace the shipped weights whenever the validation BD-rate improves.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--channels-last", is_flag=True, help="NHWC activations (see `rdcodec train-speed`).")
+@click.option("--compile", "compiled", is_flag=True, help="torch.compile the forward pass.")
 @reports_errors
 def train(
     data,
@@ -289,6 +292,8 @@ def train(
     val_images,
     ship,
     device,
+    channels_last,
+    compiled,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
@@ -313,6 +318,8 @@ def train(
         threads=threads,
         packed=packed,
         device=device,
+        channels_last=channels_last,
+        compile=compiled,
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -470,8 +477,10 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
         shapes = [tuple(int(v) for v in a.split(",")) for a in archs]
     except ValueError:
         raise CodecError("--arch: expected N,M such as 96,128") from None
-    if any(len(s) != 2 or min(s) < 1 for s in shapes) or min(crops) < 64 or steps < 1:
-        raise CodecError("--arch takes N,M > 0; --crop at least 64; --steps at least 1")
+    if any(len(s) != 2 or min(s) < 1 for s in shapes) or steps < 1:
+        raise CodecError("--arch takes N,M > 0 and --steps at least 1")
+    if any(c < 64 or c % 64 for c in crops):
+        raise CodecError("--crop must be a multiple of 64")
     if not as_json:
         click.echo(
             "| N,M | crop | batch | threads | mode | s/step | kpixels/s | warm-up s "
@@ -526,7 +535,10 @@ def probe(weights_path, data, val, crops, size, as_json):
         network = probe_lib.load_network(path)
     except Exception as exc:  # any unreadable file: one line, not a traceback
         raise CodecError(f"{path}: not a weight file or checkpoint ({exc})") from None
-    splits = probe_lib.default_splits(Path(data), Path(val), size, crops)
+    try:
+        splits = probe_lib.default_splits(Path(data), Path(val), size, crops)
+    except (OSError, ValueError) as exc:  # an unreadable photo
+        raise CodecError(f"cannot read the crops: {exc}") from None
     if not splits["train"] or not splits["val"]:
         raise CodecError(f"no image of at least {size} px per side in one of the folders")
     rows = probe_lib.probe(network, splits)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodecError, ImageError
-from . import baselines, image_io
+from . import baselines, container, image_io
 from .metrics import bpp as bits_per_pixel
 from .metrics import ms_ssim, ms_ssim_db, psnr
 
@@ -384,16 +384,16 @@ def monotonic_check(measurements: Iterable[Measurement]) -> MonotonicCheck:
     by_image: dict[str, list[Measurement]] = {}
     for m in measurements:
         by_image.setdefault(m.image, []).append(m)
-    failures = []
+    failures, bad = [], set()
     for name, rows in sorted(by_image.items()):
         rows.sort(key=lambda m: m.quality)
         for a, b in zip(rows, rows[1:], strict=False):
             for what in ("bpp", "psnr"):
                 if not getattr(b, what) > getattr(a, what):
+                    bad.add(name)
                     failures.append(
                         f"{name}: {what} does not rise from q{a.quality:g} to q{b.quality:g}"
                     )
-    bad = {f.split(":")[0] for f in failures}
     return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures))
 
 
@@ -448,7 +448,21 @@ class TargetSummary:
     rows: tuple[TargetRow, ...]
 
     def feasible(self, target: float | None = None) -> list[TargetRow]:
-        return [r for r in self.rows if r.bpp is not None and target in (None, r.target)]
+        """Rows whose target lies within the model's range (neither below its lowest
+        rate nor above its highest, where the best answer is the top quality)."""
+        return [
+            r
+            for r in self.rows
+            if r.bpp is not None and not self._capped(r) and target in (None, r.target)
+        ]
+
+    @staticmethod
+    def _capped(row: TargetRow) -> bool:
+        return row.quality == container.QUALITY_MAX / 1000 and row.bpp < row.target
+
+    def capped(self) -> int:
+        """Targets above the top quality's rate (answered with the top quality)."""
+        return sum(r.bpp is not None and self._capped(r) for r in self.rows)
 
     def undershoot_percent(self, target: float | None = None) -> float:
         """Mean of 100 * (target - bpp) / target; negative would mean overshooting."""
@@ -491,7 +505,9 @@ class TargetSummary:
         lines += [
             "",
             f"Over all reached rows: mean undershoot {self.undershoot_percent():.2f}%, "
-            f"{self.over_target()} above the target.",
+            f"{self.over_target()} above the target; {self.infeasible()} targets below the "
+            f"lowest quality's rate, {self.capped()} above the highest quality's rate "
+            "(left out of the means).",
         ]
         return "\n".join(lines) + "\n"
 
@@ -815,11 +831,13 @@ def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
 def write_rows(rows: Sequence, row_type: type, path: Path) -> None:
     """Dataclass rows as CSV, one column per field (None as an empty cell)."""
     columns = list(row_type.__dataclass_fields__)
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
             writer.writerow(["" if v is None else v for v in (getattr(row, c) for c in columns)])
+    os.replace(tmp, path)
 
 
 # ---- the command ---------------------------------------------------------------------
@@ -911,6 +929,14 @@ def run_bench(
     for m in new:
         measured[m.codec].append(m)
 
+    # Everything is measured before any output is written: an interrupted run leaves
+    # the previous outputs (and the cache) as they were.
+    target_summary = None
+    if targets:
+        tasks = [_TargetTask(image, tuple(targets)) for image in images]
+        found = _run_tasks(tasks, workers, progress, _measure_targets, lambda t: len(t.targets))
+        target_summary = TargetSummary(tuple(sorted(found, key=lambda r: (r.image, r.target))))
+
     curves = []
     for codec in selected:
         rows = measured[codec.name]
@@ -935,13 +961,9 @@ def run_bench(
     write_plot(all_curves, [outputs["plot (PNG)"], outputs["plot (SVG)"]], title)
     outputs["BD-rate table"] = out / "bd_rate.md"
     monotonic = monotonic_check(measured["rdcodec"]) if "rdcodec" in measured else None
-    target_summary = None
-    if targets:
-        tasks = [_TargetTask(image, tuple(targets)) for image in images]
-        found = _run_tasks(tasks, workers, progress, _measure_targets, lambda t: len(t.targets))
-        target_summary = TargetSummary(tuple(sorted(found, key=lambda r: (r.image, r.target))))
-        outputs["--target-bpp rows"] = out / "target_bpp.csv"
-        write_rows(target_summary.rows, TargetRow, outputs["--target-bpp rows"])
+    if target_summary is not None:
+        outputs["target-bpp rows"] = out / "target_bpp.csv"
+        write_rows(target_summary.rows, TargetRow, outputs["target-bpp rows"])
     text = bd_markdown(all_curves, entries, len(images))
     if monotonic is not None:
         text += (

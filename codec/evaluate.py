@@ -19,7 +19,7 @@ from . import pipeline
 from .baselines import JPEG
 from .bench import bd_rate
 from .image_io import read_image
-from .metrics import mse, psnr_of_mse
+from .metrics import mse, psnr_of_mse_8bit
 
 JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 
@@ -63,7 +63,7 @@ class Sweep:
 
     def points(self) -> RdPoints:
         """Mean bpp and mean per-image PSNR per quality."""
-        psnrs = [[psnr_of_mse(m) for m in row] for row in self.mse]
+        psnrs = [[psnr_of_mse_8bit(m) for m in row] for row in self.mse]
         return RdPoints(
             self.qualities,
             tuple(float(v) for v in self.bpp.mean(axis=1)),
@@ -140,7 +140,12 @@ class Validator:
     ) -> None:
         from ..models import registry
 
-        self.out, self.every, self.ship, self.report, self.last = out, every, ship, report, None
+        self.out, self.every, self.ship, self.report = out, every, ship, report
+        self.last = 0  # the last validated step (of this run folder, across resumptions)
+        log = out / "val.jsonl"
+        if log.exists():
+            steps = [json.loads(line).get("step") for line in log.read_text().splitlines()]
+            self.last = max([s for s in steps if s is not None], default=0)
         self.images = load_images(val, count, max_side=512)
         self.jpeg = jpeg_points(self.images)
         best_file = out / "val_best.json"
@@ -160,13 +165,10 @@ class Validator:
         self.report(row)
 
     def due(self, step: int) -> bool:
-        """Whether ``step`` is a validation step (multiples of ``every``, never twice)."""
-        if self.last is not None and step - self.last < self.every:
+        """Whether to validate at this checkpoint: the first one at or past each multiple
+        of ``every`` (checkpoints after a resume need not fall on the multiples)."""
+        if step // self.every <= self.last // self.every:
             return False
-        if self.last is None:
-            self.last = step - step % self.every
-            if step % self.every:
-                return False
         self.last = step
         return True
 

@@ -244,7 +244,8 @@ def check_output(path: str | os.PathLike, force: bool) -> Path:
     """Refuse an existing output without ``force`` and a missing directory.
 
     Commands call it before any work, so a refused output costs nothing;
-    ``atomic_write`` checks again at the end, in case the file appeared meanwhile.
+    ``atomic_write`` checks again before it writes (a file that appears while the
+    temporary file is written is still replaced).
     """
     path = Path(path)
     if path.exists() and not force:

@@ -18,14 +18,14 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
-def psnr_of_mse(value: float) -> float:
+def psnr_of_mse_8bit(value: float) -> float:
     """PSNR in dB of an 8-bit-scale MSE (inf for 0)."""
     return math.inf if value == 0 else 10 * math.log10(255.0**2 / value)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images over all channels (inf when identical)."""
-    return psnr_of_mse(mse(a, b))
+    return psnr_of_mse_8bit(mse(a, b))
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:

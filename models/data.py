@@ -26,14 +26,21 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.array(im.convert("RGB"), dtype=np.uint8)  # writable: torch.from_numpy needs it
 
 
+def centre_crops_of(images, size: int) -> list[np.ndarray]:
+    """The centre ``size`` square of each image large enough for it."""
+    crops = []
+    for im in images:
+        top, left = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
+        if top >= 0 and left >= 0:
+            crops.append(im[top : top + size, left : left + size])
+    return crops
+
+
 def centre_crops(folder: Path, size: int, count: int | None = None) -> list[np.ndarray]:
     """The centre ``size`` square of the first ``count`` images large enough for it."""
     crops = []
     for path in list_images(folder):
-        im = load_rgb(path)
-        top, left = (im.shape[0] - size) // 2, (im.shape[1] - size) // 2
-        if top >= 0 and left >= 0:
-            crops.append(im[top : top + size, left : left + size])
+        crops += centre_crops_of([load_rgb(path)], size)
         if count is not None and len(crops) == count:
             break
     return crops

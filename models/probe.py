@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import CropSampler, centre_crops, list_images, load_rgb
+from .data import centre_crops, centre_crops_of, list_images, load_rgb
 from .network import GainedHyperprior, ModelConfig
 from .objective import measure_level
 from .train import load_initial_weights
@@ -46,11 +46,15 @@ def load_network(path: str | Path) -> GainedHyperprior:
 
 
 def train_crops(folder: Path, size: int, count: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` random crops, one from each of ``count`` randomly chosen photos."""
+    """Centre crops of up to ``count`` randomly chosen photos large enough for them (the
+    same kind of crop as the validation split's, so only the photos differ)."""
     paths = list_images(folder)
-    picks = np.random.default_rng(seed).permutation(len(paths))[: count * 2]
-    images = [load_rgb(paths[i]) for i in picks]
-    return list(CropSampler(images, size, seed).batch(count).transpose(0, 2, 3, 1))
+    crops = []
+    for i in np.random.default_rng(seed).permutation(len(paths)):
+        crops += centre_crops_of([load_rgb(paths[i])], size)
+        if len(crops) == count:
+            break
+    return crops
 
 
 def probe(

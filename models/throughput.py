@@ -115,8 +115,9 @@ def measure(
         check=False,
     )
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{mode} N={N} M={M} crop={crop} failed: {tail[0]}")
+        # The exception's own line, not a trailing hint (torch.compile prints those).
+        lines = [ln for ln in proc.stderr.strip().splitlines() if "Error" in ln] or ["no output"]
+        raise RuntimeError(f"{mode} N={N} M={M} crop={crop} failed: {lines[-1].strip()}")
     return ThroughputRow(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 

@@ -133,10 +133,10 @@ def test_target_bpp_rows_land_at_or_below_the_target(tmp_path):
         im.crop((0, 0, 128, 128)).save(folder / "crop.png")
     out = tmp_path / "out"
     low = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)}).curves[0].bpp[0]
-    report = _run(
-        folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)}, targets=(0.01, low * 1.5)
-    )
-    infeasible, reached = report.targets.rows
+    targets = (0.01, low * 1.5, 50.0)
+    report = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)}, targets=targets)
+    infeasible, reached, capped = report.targets.rows
+    assert capped.quality == 8 and report.targets.capped() == 1
     assert infeasible.quality is None and infeasible.bpp is None
     assert 1 <= reached.quality <= 8 and low <= reached.bpp <= reached.target
     assert report.targets.over_target() == 0 and report.targets.infeasible() == 1
@@ -146,7 +146,7 @@ def test_target_bpp_rows_land_at_or_below_the_target(tmp_path):
     assert "## rdcodec --target-bpp" in (out / "bd_rate.md").read_text()
     assert "on 1 of 1 images" in (out / "bd_rate.md").read_text()
     with open(out / "target_bpp.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 2
+        assert len(list(csv.DictReader(f))) == 3
 
 
 # ---- BD-rate -----------------------------------------------------------------------

@@ -61,6 +61,12 @@ def test_keeps_and_ships_only_improvements(checkpoint, val_dir, tmp_path, monkey
     assert [r["step"] for r in logged] == [None, 2, 4]
     assert [r.get("improved") for r in logged[1:]] == [False, True]
     assert logged[2]["train_hours"] >= 0 and len(logged[2]["bpp"]) == 8
-    # A resumed run clears the best of the run so far, not the shipped model's.
+    # A resumed run clears the best of the run so far, not the shipped model's, and
+    # validates at the first checkpoint past the next multiple even off the multiples.
+    monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: -30.0)
     again = evaluate.Validator(out, val_dir, 1, 2, ship=False)
-    assert again.best == -20.0
+    assert again.best == -20.0 and again.last == 4
+    again(checkpoint, 5)
+    again(checkpoint, 7)
+    logged = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [None, 2, 4, 7]

@@ -56,9 +56,15 @@ def test_cli_reports_train_and_val_per_level():
         (["--data", "/nonexistent"], "folder does not exist"),
         (["--size", "100"], "multiple of 64"),
         (["--weights", __file__], "not a weight file or checkpoint"),
+        (["--size", "1024"], "no image of at least 1024 px"),
+        (["--data", "BROKEN"], "cannot read the crops"),
     ],
 )
-def test_cli_bad_input(args, message):
+def test_cli_bad_input(args, message, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "photo.png").write_text("not an image")
+    args = [str(broken) if a == "BROKEN" else a for a in args]
     base = ["probe", "--data", str(IMAGES), "--val", str(IMAGES)]
     result = CliRunner().invoke(main, [*base, *args])
     assert result.exit_code != 0

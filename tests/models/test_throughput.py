@@ -9,12 +9,16 @@ from rdcodec.cli.main import main
 from rdcodec.models import throughput
 
 
-def test_row_is_consistent():
+def test_row_describes_the_measured_configuration():
     row = throughput.measure(8, 12, 64, 2, 1, "channels_last", steps=2)
-    assert row.seconds_per_step > 0
-    assert row.pixels_per_second == pytest.approx(2 * 64 * 64 / row.seconds_per_step)
+    assert (row.N, row.M, row.crop, row.batch_size, row.mode) == (8, 12, 64, 2, "channels_last")
+    assert row.seconds_per_step > 0 and row.warmup_seconds > 0
     assert row.sampler_ms_per_batch > 0 and row.jpeg_decode_ms_per_batch > 0
-    assert (row.N, row.M, row.crop, row.mode) == (8, 12, 64, "channels_last")
+
+
+def test_unknown_mode_is_refused_before_starting_a_process():
+    with pytest.raises(ValueError, match="unknown mode"):
+        throughput.measure(8, 12, 64, 2, 1, "fast")
 
 
 def test_cli_prints_one_row_per_combination():
@@ -25,7 +29,9 @@ def test_cli_prints_one_row_per_combination():
     assert [r["crop"] for r in rows] == [64, 128]
 
 
-@pytest.mark.parametrize("args", [["--arch", "8"], ["--arch", "a,b"], ["--crop", "32"]])
+@pytest.mark.parametrize(
+    "args", [["--arch", "8"], ["--arch", "a,b"], ["--crop", "32"], ["--crop", "100"]]
+)
 def test_cli_rejects_bad_shapes(args):
     result = CliRunner().invoke(main, ["train-speed", *args])
     assert result.exit_code != 0

@@ -271,6 +271,11 @@ def models(as_json):
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--channels-last", is_flag=True, help="NHWC activations (see `rdcodec train-speed`).")
 @click.option("--compile", "compiled", is_flag=True, help="torch.compile the forward pass.")
+@click.option(
+    "--bf16",
+    is_flag=True,
+    help="bfloat16 autocast for the transforms (fast on CPUs with AVX512-BF16 or AMX).",
+)
 @reports_errors
 def train(
     data,
@@ -294,6 +299,7 @@ def train(
     device,
     channels_last,
     compiled,
+    bf16,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
@@ -320,6 +326,7 @@ def train(
         device=device,
         channels_last=channels_last,
         compile=compiled,
+        bf16=bf16,
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -459,7 +466,7 @@ def speed(sizes, quality, threads, as_json):
 @click.option(
     "--mode",
     "modes",
-    type=click.Choice(["eager", "channels_last", "compile", "compile+channels_last"]),
+    type=click.Choice(["eager", "channels_last", "compile", "compile+channels_last", "bf16"]),
     multiple=True,
     default=["eager", "channels_last"],
     show_default=True,

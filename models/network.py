@@ -146,14 +146,19 @@ class GainedHyperprior(nn.Module):
     # ---- training path -------------------------------------------------------
     def forward(self, x: Tensor, quality: Tensor) -> dict[str, Tensor]:
         """Training/evaluation pass: reconstruction and per-element likelihoods."""
-        y, z = self.analysis(x, quality)
-        _, z_likelihoods = self.entropy_bottleneck(z)
-        medians = self.z_medians()[None, :, None, None]
-        z_hat = ste_round(z - medians) + medians
-        means, scales = self.entropy_parameters(z_hat)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        y_hat = ste_round(y - means) + means
-        x_hat = self.synthesis(y_hat, quality)
+        # Under mixed precision (``torch.autocast``) the transforms may run in bfloat16;
+        # the latents are brought back to float32 and the likelihoods (the rate) are
+        # always computed in float32, as the coder's tables are.
+        y, z = (t.float() for t in self.analysis(x, quality))
+        with torch.autocast(x.device.type, enabled=False):
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            medians = self.z_medians()[None, :, None, None]
+            z_hat = ste_round(z - medians) + medians
+        means, scales = (t.float() for t in self.entropy_parameters(z_hat))
+        with torch.autocast(x.device.type, enabled=False):
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            y_hat = ste_round(y - means) + means
+        x_hat = self.synthesis(y_hat, quality).float()
         return {"x_hat": x_hat, "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
 
     def aux_loss(self) -> Tensor:

@@ -1,9 +1,9 @@
 """Training throughput: seconds per step and pixels per second of one configuration.
 
 Used to choose what a CPU-hour buys (``rdcodec train-speed``): channel counts, crop
-size, threads, channels-last memory format and ``torch.compile``. Each configuration
-runs in a fresh process, so thread settings and compile caches do not leak between
-rows. The steps are the real training step (``train.train_step``) on crops drawn by
+size, threads, channels-last memory format, ``torch.compile`` and bfloat16 autocast.
+Each configuration runs in a fresh process, so thread settings and compile caches do
+not leak between rows. The steps are the real training step (``train.train_step``) on crops drawn by
 the real sampler from synthetic photos, so the sampler's cost is in the numbers and
 is also reported on its own, next to the cost of decoding a JPEG per crop instead.
 """
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-MODES = ("eager", "channels_last", "compile", "compile+channels_last")
+MODES = ("eager", "channels_last", "compile", "compile+channels_last", "bf16")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    channels_last, compiled = "channels_last" in mode, "compile" in mode
+    channels_last, compiled, bf16 = "channels_last" in mode, "compile" in mode, "bf16" in mode
     # Training photos are ~0.15 MP; a few synthetic ones of that size.
     images = [synthetic_photo(480, 320, seed) for seed in range(8)]
     sampler = CropSampler(images, crop, seed=0)
@@ -77,7 +77,7 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
         for _ in range(n):
             batch = to_batch(sampler.batch(batch_size), device, channels_last)
             levels = torch.randint(0, len(lambdas), (batch_size,))
-            train_step(step_model, model, opt, aux_opt, batch, levels, lambdas, 1.0)
+            train_step(step_model, model, opt, aux_opt, batch, levels, lambdas, 1.0, bf16)
         return time.perf_counter() - start
 
     warmup = run(3)

@@ -54,6 +54,7 @@ class TrainConfig:
     device: str = "cpu"  # "cuda" on a GPU machine
     channels_last: bool = False  # NHWC activations (see ``rdcodec train-speed``)
     compile: bool = False  # torch.compile the forward pass
+    bf16: bool = False  # bfloat16 autocast for the transforms (CPUs with AVX512-BF16/AMX, GPUs)
 
 
 def _rank() -> int:
@@ -208,15 +209,26 @@ def to_batch(crops: np.ndarray, device: torch.device, channels_last: bool = Fals
 
 
 def train_step(
-    step_model, model: GainedHyperprior, opt, aux_opt, batch: Tensor, levels: Tensor, lambdas, clip
+    step_model,
+    model: GainedHyperprior,
+    opt,
+    aux_opt,
+    batch: Tensor,
+    levels: Tensor,
+    lambdas,
+    clip,
+    bf16: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One update of the R + lmbda D parameters and one of the tail quantiles.
 
     ``step_model`` is what runs the forward pass (``model`` itself, or wrapped by DDP
     and/or ``torch.compile``); ``levels`` are 0-based quality levels, one per sample.
+    ``bf16``: the transforms run under bfloat16 autocast (weights, optimiser state and
+    the rate terms stay float32).
     """
-    out = step_model(batch, (levels + 1).float().to(batch.device))
-    rd = rate_distortion(out, batch, lambdas[levels].to(batch.device))
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = step_model(batch, (levels + 1).float().to(batch.device))
+        rd = rate_distortion(out, batch, lambdas[levels].to(batch.device))
     opt.zero_grad(set_to_none=True)
     rd["loss"].backward()
     if clip:
@@ -308,7 +320,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             break
         batch = to_batch(sampler.batch(cfg.batch_size), device, cfg.channels_last)
         levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
-        rd, aux = train_step(step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip)
+        rd, aux = train_step(
+            step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip, cfg.bf16
+        )
         step += 1
         bar.update(1)
 

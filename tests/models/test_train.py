@@ -69,6 +69,28 @@ def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
     opt.step()  # shapes line up
 
 
+def test_bf16_autocast_keeps_the_rate_in_float32_and_close(data_dir, tmp_path):
+    from rdcodec.models.network import LAMBDAS, GainedHyperprior, ModelConfig
+    from rdcodec.models.objective import rate_distortion
+
+    torch.manual_seed(0)
+    model = GainedHyperprior(ModelConfig(**TINY)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    q, lmbda = torch.tensor([1.0, 8.0]), torch.tensor([LAMBDAS[0], LAMBDAS[7]])
+    full = rate_distortion(model(x, q), x, lmbda)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, q)
+        mixed = rate_distortion(out, x, lmbda)
+    assert out["y_likelihoods"].dtype == out["z_likelihoods"].dtype == torch.float32
+    assert out["x_hat"].dtype == torch.float32
+    assert torch.allclose(mixed["bpp"], full["bpp"], rtol=0.02)
+    assert torch.allclose(mixed["mse"], full["mse"], rtol=0.05)
+    cfg = _config(data_dir, tmp_path / "bf16", 2)
+    cfg.bf16 = True
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    assert state["config"]["bf16"] and state["model"]["g_a.0.weight"].dtype == torch.float32
+
+
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
     ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False).checkpoint
     state = torch.load(ckpt, weights_only=False)

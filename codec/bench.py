@@ -379,6 +379,16 @@ class MonotonicCheck:
     monotonic: int
     failures: tuple[str, ...]  # "image: what went down between which levels"
 
+    def markdown(self) -> str:
+        lines = [
+            "## rdcodec quality levels",
+            "",
+            f"bpp and PSNR rise with the level on {self.monotonic} of {self.images} images.",
+        ]
+        if self.failures:
+            lines += ["", *(f"- {f}" for f in self.failures)]
+        return "\n".join(lines) + "\n"
+
 
 def monotonic_check(measurements: Iterable[Measurement]) -> MonotonicCheck:
     by_image: dict[str, list[Measurement]] = {}
@@ -427,11 +437,10 @@ def _measure_targets(task: _TargetTask) -> list[TargetRow]:
     for target in task.targets:
         start = time.perf_counter()
         try:
-            quality = pipeline.quality_for_bpp(array, target, model)
+            quality, data = pipeline.encode_at_bpp(array, target, model)
         except CodecError:
             rows.append(TargetRow(task.image.path.name, target, None, None, 0.0))
             continue
-        data = pipeline.encode(array, quality, model)
         seconds = time.perf_counter() - start
         rows.append(
             TargetRow(
@@ -831,13 +840,17 @@ def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
 def write_rows(rows: Sequence, row_type: type, path: Path) -> None:
     """Dataclass rows as CSV, one column per field (None as an empty cell)."""
     columns = list(row_type.__dataclass_fields__)
-    tmp = path.with_name(f".{path.name}.part")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in (getattr(row, c) for c in columns)])
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow(
+                    ["" if v is None else v for v in (getattr(row, c) for c in columns)]
+                )
+
+    image_io.atomic_write(path, write, force=True)
 
 
 # ---- the command ---------------------------------------------------------------------
@@ -966,13 +979,7 @@ def run_bench(
         write_rows(target_summary.rows, TargetRow, outputs["target-bpp rows"])
     text = bd_markdown(all_curves, entries, len(images))
     if monotonic is not None:
-        text += (
-            f"\n## rdcodec quality levels\n\nbpp and PSNR rise with the level on "
-            f"{monotonic.monotonic} of {monotonic.images} images.\n"
-        )
-        text += "".join(f"\n- {f}" for f in monotonic.failures) + (
-            "\n" if monotonic.failures else ""
-        )
+        text += "\n" + monotonic.markdown()
     if target_summary is not None:
         text += "\n" + target_summary.markdown()
     outputs["BD-rate table"].write_text(text)

@@ -172,7 +172,7 @@ class Validator:
         self.last = step
         return True
 
-    def __call__(self, checkpoint: Path, step: int) -> None:
+    def __call__(self, checkpoint: Path, step: int, seconds: float) -> None:
         from ..models import registry
 
         if not self.due(step):
@@ -183,7 +183,7 @@ class Validator:
         points = rdcodec_points(model, self.images)
         bd = bd_rate_vs(self.jpeg, points)
         better = improved(bd, self.best)
-        hours = registry.checkpoint_seconds(checkpoint) / 3600  # cumulative, over all sessions
+        hours = seconds / 3600  # cumulative training time, over all sessions
         row = {"step": step, "train_hours": round(hours, 3), "bd_rate_vs_jpeg": bd}
         self._log({**row, "improved": better, **points.to_dict()})
         if not better:

@@ -482,7 +482,12 @@ def read_header(data: bytes) -> container.Header:
 
 def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -> float:
     """Highest quality whose real file stays at or below ``target_bpp`` (bisection on
-    the file size, to 1/1000 of a quality step).
+    the file size, to 1/1000 of a quality step)."""
+    return encode_at_bpp(image, target_bpp, model)[0]
+
+
+def encode_at_bpp(image, target_bpp: float, model: CodecModel | None = None) -> tuple[float, bytes]:
+    """``quality_for_bpp``'s quality and the file it found there.
 
     g_a does not depend on the quality (the gain comes after it), so it runs once; each
     bisection step only re-runs the hyperprior and the entropy coder, and writes the
@@ -493,9 +498,11 @@ def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -
     height, width = array.shape[:2]
     pixels = height * width
     y_ungained = _analyse(model, array)
+    files: dict[int, bytes] = {}
 
     def file_bpp(quality_milli: int) -> float:
-        return bpp(len(_code(model, y_ungained, height, width, quality_milli)[0]), pixels)
+        files[quality_milli] = _code(model, y_ungained, height, width, quality_milli)[0]
+        return bpp(len(files[quality_milli]), pixels)
 
     lo, hi = int(QUALITY_MIN * 1000), int(QUALITY_MAX * 1000)
     lowest = file_bpp(lo)
@@ -504,11 +511,11 @@ def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -
             f"target {target_bpp:g} bpp is below the lowest quality's {lowest:.4f} bpp"
         )
     if file_bpp(hi) <= target_bpp:
-        return QUALITY_MAX
+        return QUALITY_MAX, files[hi]
     while hi - lo > 1:  # invariant: bpp(lo) <= target < bpp(hi)
         mid = (lo + hi) // 2
         if file_bpp(mid) <= target_bpp:
             lo = mid
         else:
             hi = mid
-    return lo / 1000
+    return lo / 1000, files[lo]

@@ -159,7 +159,12 @@ class GainedHyperprior(nn.Module):
             _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
             y_hat = ste_round(y - means) + means
         x_hat = self.synthesis(y_hat, quality).float()
-        return {"x_hat": x_hat, "y_likelihoods": y_likelihoods, "z_likelihoods": z_likelihoods}
+        return {
+            "x_hat": x_hat,
+            "y": y,  # gained, before rounding (diagnostics decode it unquantised)
+            "y_likelihoods": y_likelihoods,
+            "z_likelihoods": z_likelihoods,
+        }
 
     def aux_loss(self) -> Tensor:
         """Loss that fits the entropy bottleneck's tail quantiles (not part of R + lmbda D)."""

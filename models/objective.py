@@ -69,8 +69,7 @@ def measure_level(network: GainedHyperprior, crops: list[np.ndarray], quality: i
         x = x.float() / 255
         out = network(x, q)
         rd = rate_distortion({**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, lmbda)
-        y, _ = network.analysis(x, q)
-        raw_mse = ((network.synthesis(y, q).clamp(0, 1) - x) ** 2).mean().item()
+        raw_mse = ((network.synthesis(out["y"], q).clamp(0, 1) - x) ** 2).mean().item()
         bpps.append(rd["bpp"].item())
         psnrs.append(psnr_from_mse(rd["mse"].item()))
         raw.append(psnr_from_mse(raw_mse))

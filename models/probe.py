@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from . import registry
 from .data import centre_crops, centre_crops_of, list_images, load_rgb
 from .network import GainedHyperprior, ModelConfig
 from .objective import measure_level
@@ -38,9 +38,7 @@ class ProbeRow:
 
 def load_network(path: str | Path) -> GainedHyperprior:
     """A network from a shipped weight file or a training checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    arch = state["config"]["arch"] if "opt" in state else state["config"]
-    network = GainedHyperprior(ModelConfig(**arch))
+    network = GainedHyperprior(ModelConfig(**registry.config_of(path)))
     load_initial_weights(network, str(path))
     return network.eval()
 

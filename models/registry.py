@@ -202,11 +202,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     return export_weights(network, Path(out))
 
 
-def checkpoint_seconds(checkpoint: str | Path) -> float:
-    """Training wall-clock seconds a checkpoint has accumulated (over all resumptions)."""
-    return float(torch.load(checkpoint, map_location="cpu", weights_only=False)["elapsed"])
-
-
 def ship(
     checkpoint: str | Path, name: str, wire_id: int, description: str, extra: dict | None = None
 ) -> dict:

@@ -261,7 +261,8 @@ def init_distributed() -> None:
 def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainResult:
     """Run (or resume) training; returns the last checkpoint and the trained model.
 
-    ``on_checkpoint(path, step)`` is called on rank 0 after each periodic checkpoint
+    ``on_checkpoint(path, step, seconds)`` is called on rank 0 after each periodic checkpoint
+    (``seconds``: the run's cumulative training time, over all resumptions)
     (the CLI uses it for real-file validation and export).
     """
     from tqdm import tqdm
@@ -357,12 +358,11 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             log.write(json.dumps({"step": step, "val_estimate": rows}) + "\n")
             log.flush()
         if step - last_ckpt_step >= cfg.ckpt_every:
-            save_checkpoint(
-                ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start
-            )
+            seconds = elapsed + time.time() - start
+            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds)
             last_ckpt_step = step
             if on_checkpoint is not None and _rank() == 0:
-                on_checkpoint(ckpt_path, step)
+                on_checkpoint(ckpt_path, step, seconds)
     bar.close()
     save_checkpoint(
         ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start

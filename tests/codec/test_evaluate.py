@@ -50,23 +50,23 @@ def test_keeps_and_ships_only_improvements(checkpoint, val_dir, tmp_path, monkey
     validator = evaluate.Validator(out, val_dir, 1, 2, ship=True, report=rows.append)
     assert validator.best == -10.0 and rows[0]["shipped"]
 
-    validator(checkpoint, 1)  # not a multiple of --val-every: nothing
-    validator(checkpoint, 2)  # worse than the shipped model
+    validator(checkpoint, 1, 60.0 * 1)  # not a multiple of --val-every: nothing
+    validator(checkpoint, 2, 60.0 * 2)  # worse than the shipped model
     assert not (out / "best.rdw").exists() and not shipped
-    validator(checkpoint, 3)  # too soon
-    validator(checkpoint, 4)  # better
+    validator(checkpoint, 3, 60.0 * 3)  # too soon
+    validator(checkpoint, 4, 60.0 * 4)  # better
     assert (out / "best.rdw").exists() and len(shipped) == 1
     assert json.loads((out / "val_best.json").read_text()) == {"step": 4, "bd_rate_vs_jpeg": -20.0}
     logged = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [None, 2, 4]
     assert [r.get("improved") for r in logged[1:]] == [False, True]
-    assert logged[2]["train_hours"] >= 0 and len(logged[2]["bpp"]) == 8
+    assert logged[2]["train_hours"] == round(240 / 3600, 3) and len(logged[2]["bpp"]) == 8
     # A resumed run clears the best of the run so far, not the shipped model's, and
     # validates at the first checkpoint past the next multiple even off the multiples.
     monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: -30.0)
     again = evaluate.Validator(out, val_dir, 1, 2, ship=False)
     assert again.best == -20.0 and again.last == 4
-    again(checkpoint, 5)
-    again(checkpoint, 7)
+    again(checkpoint, 5, 60.0 * 5)
+    again(checkpoint, 7, 60.0 * 7)
     logged = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [None, 2, 4, 7]

@@ -92,6 +92,9 @@ def test_target_bpp_lands_at_or_below(tiny_model, coffee):
     assert achieved <= target
     if quality < 8:
         assert 8 * len(pipeline.encode(coffee, quality + 0.001, tiny_model)) / pixels > target
+    # The file the bisection found is the file a plain encode at that quality writes.
+    found, data = pipeline.encode_at_bpp(coffee, target, tiny_model)
+    assert found == quality and data == pipeline.encode(coffee, quality, tiny_model)
 
 
 def test_grayscale_source_decodes_to_one_channel(tiny_model, astronaut):

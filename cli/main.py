@@ -304,13 +304,19 @@ def train(
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
     from ..models.network import ModelConfig
-    from ..models.train import TrainConfig, init_distributed
+    from ..models.train import TrainConfig, bf16_is_native, init_distributed
     from ..models.train import train as run_training
 
     if crop % 64:
         raise CodecError("--crop must be a multiple of 64")
     if not packed and not Path(data).is_dir():
         raise CodecError(f"{data}: training data folder does not exist")
+    if bf16 and not bf16_is_native(device):
+        click.echo(
+            "warning: this CPU has no AVX512-BF16/AMX, so --bf16 is emulated and about "
+            "10x slower; drop it",
+            err=True,
+        )
     cfg = TrainConfig(
         data=data,
         val=val,

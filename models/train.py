@@ -252,6 +252,16 @@ class TrainResult:
     step: int
 
 
+def bf16_is_native(device: str) -> bool:
+    """Whether bfloat16 autocast runs in hardware here (GPUs; CPUs with AVX512-BF16 or AMX).
+
+    Elsewhere PyTorch emulates it: on an AVX2-only EPYC a step took 5 s instead of 0.5 s.
+    """
+    if device != "cpu":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def init_distributed() -> None:
     """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, nccl on GPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

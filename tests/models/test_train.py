@@ -143,3 +143,19 @@ def test_ddp_ranks_end_with_identical_weights(data_dir, tmp_path):
     assert start["step"] == 3 and len(start["sampler_rng"]) == 2
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_warns_when_bf16_would_be_emulated(data_dir, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from rdcodec.cli.main import main
+    from rdcodec.models import train as train_module
+
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: False)
+    args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--from-scratch"]
+    args += ["--arch", "8,12", "--steps", "1", "--crop", "64", "--batch-size", "2"]
+    args += ["--val-every", "0", "--threads", "1", "--bf16"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "emulated" in result.stderr
+    assert (tmp_path / "run" / "last.ckpt").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -796,8 +797,8 @@ def _json_safe(value):
     return value
 
 
-def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
-    """bpp vs PSNR and bpp vs MS-SSIM (dB), one curve per codec, as PNG and SVG."""
+def rd_figure(curves: list[Curve], title: str):
+    """bpp vs PSNR and bpp vs MS-SSIM (dB), one curve per codec (a matplotlib Figure)."""
     # The object API (no pyplot) renders with Agg/SVG and touches no global backend.
     from matplotlib.figure import Figure
 
@@ -833,24 +834,18 @@ def write_plot(curves: list[Curve], paths: Sequence[Path], title: str) -> None:
         if ax.lines:
             ax.legend(loc="lower right", fontsize=8)
     figure.suptitle(title)
-    for path in paths:
-        figure.savefig(path, dpi=150)
+    return figure
 
 
-def write_rows(rows: Sequence, row_type: type, path: Path) -> None:
+def rows_csv(rows: Sequence, row_type: type) -> str:
     """Dataclass rows as CSV, one column per field (None as an empty cell)."""
     columns = list(row_type.__dataclass_fields__)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow(
-                    ["" if v is None else v for v in (getattr(row, c) for c in columns)]
-                )
-
-    image_io.atomic_write(path, write, force=True)
+    f = io.StringIO(newline="")
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in (getattr(row, c) for c in columns)])
+    return f.getvalue()
 
 
 # ---- the command ---------------------------------------------------------------------
@@ -961,28 +956,34 @@ def run_bench(
     all_curves = curves + published
     entries = bd_table(all_curves)
 
+    # Each output goes to a temporary file first and all are renamed at the end: a run
+    # that fails while writing leaves the previous outputs whole.
     outputs: dict[str, Path] = {}
+    texts: dict[Path, str] = {}
     for curve in curves:
-        path = out / f"{curve.name}.json"
-        path.write_text(json.dumps(_json_safe(curve.to_compressai()), indent=2) + "\n")
-        outputs[curve.name] = path
+        outputs[curve.name] = out / f"{curve.name}.json"
+        texts[outputs[curve.name]] = json.dumps(_json_safe(curve.to_compressai()), indent=2) + "\n"
     outputs["per-image rows"] = out / "per_image.csv"
     rows = [m for c in selected for m in measured[c.name]]
-    write_rows(rows, Measurement, outputs["per-image rows"])
+    texts[outputs["per-image rows"]] = rows_csv(rows, Measurement)
     outputs["plot (PNG)"], outputs["plot (SVG)"] = out / "rd.png", out / "rd.svg"
-    title = f"{len(images)} image{'s' * (len(images) != 1)} from {Path(folder).resolve().name}"
-    write_plot(all_curves, [outputs["plot (PNG)"], outputs["plot (SVG)"]], title)
     outputs["BD-rate table"] = out / "bd_rate.md"
     monotonic = monotonic_check(measured["rdcodec"]) if "rdcodec" in measured else None
     if target_summary is not None:
         outputs["target-bpp rows"] = out / "target_bpp.csv"
-        write_rows(target_summary.rows, TargetRow, outputs["target-bpp rows"])
+        texts[outputs["target-bpp rows"]] = rows_csv(target_summary.rows, TargetRow)
     text = bd_markdown(all_curves, entries, len(images))
     if monotonic is not None:
         text += "\n" + monotonic.markdown()
     if target_summary is not None:
         text += "\n" + target_summary.markdown()
-    outputs["BD-rate table"].write_text(text)
+    texts[outputs["BD-rate table"]] = text
+    title = f"{len(images)} image{'s' * (len(images) != 1)} from {Path(folder).resolve().name}"
+    figure = rd_figure(all_curves, title)
+    writers = {path: (lambda tmp, t=t: tmp.write_text(t)) for path, t in texts.items()}
+    for path in (outputs["plot (PNG)"], outputs["plot (SVG)"]):
+        writers[path] = lambda tmp, fmt=path.suffix[1:]: figure.savefig(tmp, dpi=150, format=fmt)
+    image_io.atomic_write_all(writers)
 
     return BenchReport(
         curves=all_curves,

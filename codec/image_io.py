@@ -16,7 +16,7 @@ import tempfile
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,6 +271,24 @@ def atomic_write(
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
+    """``atomic_write`` for a set of files (overwriting): every file is written to a
+    temporary file first and the renames come only after all of them succeeded."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            os.close(fd)
+            staged[path] = Path(tmp)
+            write(staged[path])
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
         raise
 
 

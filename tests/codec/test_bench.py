@@ -291,6 +291,24 @@ def test_outputs_follow_compressai_schema_and_plots_exist(tmp_path):
     assert not math.isnan(webp_vs_jpeg.percent) and webp_vs_jpeg.low < webp_vs_jpeg.high
 
 
+def test_a_failed_plot_leaves_the_previous_outputs_whole(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    folder, out = _folder(tmp_path, "chelsea.png"), tmp_path / "out"
+    _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (10, 90)})
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def half_written(self, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", half_written)
+    with pytest.raises(OSError):
+        _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (10, 50, 90)})
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before  # no .part leftovers, rd.png not half-written
+
+
 def test_compare_overlays_a_published_curve(tmp_path):
     folder = _folder(tmp_path, "astronaut.png")
     out = tmp_path / "out"

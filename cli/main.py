@@ -530,9 +530,17 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
 @click.option("--val", default="../shared/data/val", show_default=True, help="Validation photos.")
 @click.option("--crops", type=int, default=24, show_default=True, help="Crops per split.")
 @click.option("--size", type=int, default=256, show_default=True, help="Crop side (px).")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--noise-samples",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also measure the gradient noise scale from this many per-sample gradients "
+    "(128 px training crops; 0: skip).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @reports_errors
-def probe(weights_path, data, val, crops, size, as_json):
+def probe(weights_path, data, val, crops, size, noise_samples, as_json):
     """Where the loss goes: train vs validation loss, and the unquantised autoencoder's PSNR
     (the transforms' ceiling) beside the quantised one, per quality level."""
     from ..models import probe as probe_lib
@@ -543,6 +551,8 @@ def probe(weights_path, data, val, crops, size, as_json):
             raise CodecError(f"{folder}: folder does not exist")
     if crops < 1 or size < 64 or size % 64:
         raise CodecError("--crops must be at least 1 and --size a multiple of 64")
+    if noise_samples == 1 or noise_samples < 0:
+        raise CodecError("--noise-samples must be 0 (skip) or at least 2")
     path = weights_path or registry.weights_path(registry.find_entry(registry.default_model_name()))
     try:
         network = probe_lib.load_network(path)
@@ -555,8 +565,15 @@ def probe(weights_path, data, val, crops, size, as_json):
     if not splits["train"] or not splits["val"]:
         raise CodecError(f"no image of at least {size} px per side in one of the folders")
     rows = probe_lib.probe(network, splits)
+    noise = None
+    if noise_samples:
+        try:
+            noise = probe_lib.noise_scale(network, Path(data), noise_samples)
+        except (OSError, ValueError) as exc:  # unreadable or too small photos
+            raise CodecError(f"cannot measure the noise scale: {exc}") from None
     if as_json:
-        click.echo(json.dumps([r.__dict__ for r in rows]))
+        noise_json = None if noise is None else {**noise.__dict__, "b_simple": noise.b_simple}
+        click.echo(json.dumps({"rows": [r.__dict__ for r in rows], "noise_scale": noise_json}))
         return
     click.echo(f"{path}: {size} px crops")
     click.echo(
@@ -575,6 +592,13 @@ def probe(weights_path, data, val, crops, size, as_json):
             f"q{q}: val/train loss {v.loss / t.loss:.3f}; on val, rounding costs "
             f"{v.psnr_unquantised - v.psnr:.2f} dB of the {v.psnr_unquantised:.2f} dB "
             "the transforms reach unquantised"
+        )
+    if noise is not None:
+        click.echo(
+            f"gradient noise scale B_simple = tr(Sigma)/|G|^2 = {noise.b_simple:.1f} "
+            f"({noise.samples} per-sample gradients): below it, samples not steps are the "
+            f"cost; a batch-8 gradient has norm ~{noise.batch_grad_norm(8):.2f}, "
+            f"|G| = {noise.grad_sq**0.5 if noise.grad_sq > 0 else 0:.2f}"
         )
 
 

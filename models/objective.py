@@ -83,3 +83,57 @@ def measure_level(network: GainedHyperprior, crops: list[np.ndarray], quality: i
         float(np.mean(losses)),
         np.asarray(bits) / max(locations, 1),
     )
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """The gradient noise scale of the training loss (McCandlish et al. 2018, "An
+    empirical model of large-batch training", appendix A) from per-sample gradients.
+
+    ``b_simple`` = tr(Sigma) / |G|^2 is the batch size below which a step's gradient is
+    mostly noise: there, doubling the batch nearly halves the steps needed, so samples
+    (pixels), not steps, are what training costs; far above it, extra samples are wasted.
+    """
+
+    samples: int
+    grad_sq: float  # |G|^2, the squared norm of the true gradient (unbiased estimate)
+    trace_sigma: float  # tr(Sigma), the per-sample gradient variance
+
+    @property
+    def b_simple(self) -> float:
+        return self.trace_sigma / self.grad_sq if self.grad_sq > 0 else math.inf
+
+    def batch_grad_norm(self, batch_size: int) -> float:
+        """Expected norm of a ``batch_size`` gradient (what gradient clipping sees)."""
+        return math.sqrt(max(self.grad_sq + self.trace_sigma / batch_size, 0.0))
+
+
+def gradient_noise_scale(network: GainedHyperprior, batch: Tensor, levels: Tensor) -> NoiseScale:
+    """Per-sample gradients of R + lmbda D (training mode: noisy latents for the rate)
+    for a float [0, 1] ``batch`` with 0-based quality ``levels``, one per sample."""
+    n = batch.shape[0]
+    if n < 2:
+        raise ValueError("the noise scale needs at least 2 samples")
+    params = [p for name, p in network.named_parameters() if not name.endswith("quantiles")]
+    was_training = network.training
+    network.train()
+    lambdas = torch.tensor(LAMBDAS, device=batch.device)
+    total = [torch.zeros_like(p) for p in params]
+    sum_sq = 0.0
+    try:
+        for i in range(n):
+            x, level = batch[i : i + 1], levels[i : i + 1]
+            out = network(x, (level + 1).float())
+            loss = rate_distortion(out, x, lambdas[level])["loss"]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = [
+                torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+            ]
+            sum_sq += sum(float((g**2).sum()) for g in grads)
+            for t, g in zip(total, grads, strict=True):
+                t += g
+    finally:
+        network.train(was_training)
+    small = sum_sq / n  # E|g_1|^2 = |G|^2 + tr(Sigma)
+    big = sum(float(((t / n) ** 2).sum()) for t in total)  # E|g_n|^2 = |G|^2 + tr(Sigma)/n
+    return NoiseScale(n, (n * big - small) / (n - 1), n * (small - big) / (n - 1))

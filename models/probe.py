@@ -8,6 +8,9 @@ the *unquantised* autoencoder g_s(g_a(x)) beside the PSNR after rounding.
   better than new ones (data-limited).
 - Equal losses and an unquantised PSNR close to the quantised one: the transforms, not
   the entropy model or the rate, limit quality (optimisation or capacity).
+
+And, on random training crops like the training loop's, the gradient noise scale: whether
+a bigger batch would buy progress per step (optimisation) or only cost compute.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
-from .data import centre_crops, centre_crops_of, list_images, load_rgb
+from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
 from .network import GainedHyperprior, ModelConfig
-from .objective import measure_level
+from .objective import NoiseScale, gradient_noise_scale, measure_level
 from .train import load_initial_weights
 
 
@@ -74,3 +77,19 @@ def probe(
 
 def default_splits(train: Path, val: Path, size: int = 256, count: int = 24) -> dict:
     return {"train": train_crops(train, size, count), "val": centre_crops(val, size, count)}
+
+
+def noise_scale(
+    network: GainedHyperprior, folder: Path, samples: int, size: int = 128, seed: int = 0
+) -> NoiseScale:
+    """The gradient noise scale on ``samples`` random ``size`` crops of as many training
+    photos, each at a uniformly drawn quality level (as in training)."""
+    import torch
+
+    paths = list_images(folder)
+    rng = np.random.default_rng(seed)
+    photos = [load_rgb(paths[i]) for i in rng.permutation(len(paths))[:samples]]
+    crops = CropSampler(photos, size, seed).batch(samples)
+    levels = torch.from_numpy(rng.integers(0, network.config.levels, samples))
+    torch.manual_seed(seed)
+    return gradient_noise_scale(network, torch.from_numpy(crops).float() / 255, levels)

@@ -38,9 +38,11 @@ def test_level_stats_add_up(crops):
 
 def test_cli_reports_train_and_val_per_level():
     args = ["probe", "--data", str(IMAGES), "--val", str(IMAGES), "--size", "64", "--crops", "2"]
-    result = CliRunner().invoke(main, [*args, "--json"])
+    result = CliRunner().invoke(main, [*args, "--json", "--noise-samples", "2"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.output)["rows"]
+    noise = json.loads(result.output)["noise_scale"]
+    assert noise["samples"] == 2 and noise["trace_sigma"] > 0
     assert [(r["split"], r["quality"]) for r in rows] == [
         (split, q) for split in ("train", "val") for q in (1, 4, 8)
     ]
@@ -55,6 +57,7 @@ def test_cli_reports_train_and_val_per_level():
     [
         (["--data", "/nonexistent"], "folder does not exist"),
         (["--size", "100"], "multiple of 64"),
+        (["--noise-samples", "1"], "at least 2"),
         (["--weights", __file__], "not a weight file or checkpoint"),
         (["--size", "1024"], "no image of at least 1024 px"),
         (["--data", "BROKEN"], "cannot read the crops"),
@@ -69,3 +72,34 @@ def test_cli_bad_input(args, message, tmp_path):
     result = CliRunner().invoke(main, [*base, *args])
     assert result.exit_code != 0
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+class _Scale(torch.nn.Module):
+    """x_hat = w * x at zero rate: per-sample gradients known in closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x, quality):
+        ones = torch.ones(x.shape[0], 1, 1, 1)
+        return {"x_hat": self.w * x, "y_likelihoods": ones, "z_likelihoods": ones}
+
+
+def test_noise_scale_matches_closed_form_per_sample_gradients():
+    from rdcodec.models.objective import gradient_noise_scale
+
+    batch = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([0, 7, 3, 3, 5, 1])
+    ns = gradient_noise_scale(_Scale(), batch, levels)
+    # d/dw of lmbda * 255^2 * mean((w x - x)^2) = lmbda * 255^2 * 2 (w - 1) mean(x^2)
+    lam = torch.tensor(LAMBDAS, dtype=torch.float64)[levels]
+    g = (lam * 255**2 * 2 * (0.5 - 1) * (batch.double() ** 2).flatten(1).mean(1)).numpy()
+    n = len(g)
+    assert ns.samples == n
+    assert ns.trace_sigma == pytest.approx(g.var(ddof=1), rel=1e-4)  # unbiased variance
+    assert ns.grad_sq == pytest.approx(g.mean() ** 2 - g.var(ddof=1) / n, rel=1e-4)
+    assert ns.b_simple == pytest.approx(ns.trace_sigma / ns.grad_sq)
+    assert ns.batch_grad_norm(n) == pytest.approx(abs(g.mean()), rel=1e-4)
+    with pytest.raises(ValueError):
+        gradient_noise_scale(_Scale(), batch[:1], levels[:1])

@@ -538,9 +538,17 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
     help="Also measure the gradient noise scale from this many per-sample gradients "
     "(128 px training crops; 0: skip).",
 )
+@click.option(
+    "--overfit-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also train a copy on one fixed batch of 8 training crops (128 px, quality 8) for "
+    "this many steps: can the transforms fit it? (0: skip).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @reports_errors
-def probe(weights_path, data, val, crops, size, noise_samples, as_json):
+def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as_json):
     """Where the loss goes: train vs validation loss, and the unquantised autoencoder's PSNR
     (the transforms' ceiling) beside the quantised one, per quality level."""
     from ..models import probe as probe_lib
@@ -553,6 +561,8 @@ def probe(weights_path, data, val, crops, size, noise_samples, as_json):
         raise CodecError("--crops must be at least 1 and --size a multiple of 64")
     if noise_samples == 1 or noise_samples < 0:
         raise CodecError("--noise-samples must be 0 (skip) or at least 2")
+    if overfit_steps < 0:
+        raise CodecError("--overfit-steps must be 0 (skip) or more")
     path = weights_path or registry.weights_path(registry.find_entry(registry.default_model_name()))
     try:
         network = probe_lib.load_network(path)
@@ -571,9 +581,24 @@ def probe(weights_path, data, val, crops, size, noise_samples, as_json):
             noise = probe_lib.noise_scale(network, Path(data), noise_samples)
         except (OSError, ValueError) as exc:  # unreadable or too small photos
             raise CodecError(f"cannot measure the noise scale: {exc}") from None
+    fit = []
+    if overfit_steps:
+        try:
+            batch = probe_lib.random_crops(Path(data), 8, seed=1)
+        except (OSError, ValueError) as exc:
+            raise CodecError(f"cannot read the crops: {exc}") from None
+        fit = probe_lib.overfit(network, batch, steps=overfit_steps)
     if as_json:
         noise_json = None if noise is None else {**noise.__dict__, "b_simple": noise.b_simple}
-        click.echo(json.dumps({"rows": [r.__dict__ for r in rows], "noise_scale": noise_json}))
+        click.echo(
+            json.dumps(
+                {
+                    "rows": [r.__dict__ for r in rows],
+                    "noise_scale": noise_json,
+                    "overfit": [p.__dict__ for p in fit],
+                }
+            )
+        )
         return
     click.echo(f"{path}: {size} px crops")
     click.echo(

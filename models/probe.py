@@ -10,7 +10,9 @@ the *unquantised* autoencoder g_s(g_a(x)) beside the PSNR after rounding.
   the entropy model or the rate, limit quality (optimisation or capacity).
 
 And, on random training crops like the training loop's, the gradient noise scale: whether
-a bigger batch would buy progress per step (optimisation) or only cost compute.
+a bigger batch would buy progress per step (optimisation) or only cost compute; and how
+far the transforms go when a copy of the network is trained on one fixed batch (a
+network that cannot fit 8 crops is capacity-limited; one that fits them fast is not).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import numpy as np
 
 from . import registry
 from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
-from .network import GainedHyperprior, ModelConfig
-from .objective import NoiseScale, gradient_noise_scale, measure_level
+from .network import LAMBDAS, GainedHyperprior, ModelConfig
+from .objective import NoiseScale, gradient_noise_scale, measure_level, psnr_from_mse
 from .train import load_initial_weights
 
 
@@ -86,10 +88,73 @@ def noise_scale(
     photos, each at a uniformly drawn quality level (as in training)."""
     import torch
 
-    paths = list_images(folder)
+    crops = random_crops(folder, samples, size, seed)
     rng = np.random.default_rng(seed)
-    photos = [load_rgb(paths[i]) for i in rng.permutation(len(paths))[:samples]]
-    crops = CropSampler(photos, size, seed).batch(samples)
     levels = torch.from_numpy(rng.integers(0, network.config.levels, samples))
     torch.manual_seed(seed)
     return gradient_noise_scale(network, torch.from_numpy(crops).float() / 255, levels)
+
+
+@dataclass(frozen=True)
+class OverfitPoint:
+    step: int
+    bpp: float  # model estimate, rounded latents, mean over the batch
+    psnr: float
+    psnr_unquantised: float
+    loss: float
+
+
+def overfit(
+    network: GainedHyperprior,
+    crops: np.ndarray,
+    quality: int = 8,
+    steps: int = 200,
+    lr: float = 1e-4,
+    every: int = 50,
+) -> list[OverfitPoint]:
+    """Train a copy of ``network`` on one fixed (B, 3, H, W) uint8 batch at integer level
+    ``quality`` (the training loop's loss, Adam, clipping) and measure it every ``every``
+    steps; the network itself is left as it was."""
+    import copy
+
+    import torch
+
+    from .objective import rate_distortion
+
+    net = copy.deepcopy(network).train()
+    x = torch.from_numpy(crops).float() / 255
+    q = torch.full((len(x),), float(quality))
+    lmbda = torch.full((len(x),), LAMBDAS[quality - 1])
+    params = [p for name, p in net.named_parameters() if not name.endswith("quantiles")]
+    opt = torch.optim.Adam(params, lr=lr)
+
+    @torch.no_grad()
+    def measure(step: int) -> OverfitPoint:
+        net.eval()
+        out = net(x, q)
+        rd = rate_distortion({**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, lmbda)
+        raw = ((net.synthesis(out["y"], q).clamp(0, 1) - x) ** 2).mean().item()
+        net.train()
+        return OverfitPoint(
+            step, rd["bpp"].mean().item(), psnr_from_mse(rd["mse"].mean().item()),
+            psnr_from_mse(raw), rd["loss"].item(),
+        )  # fmt: skip
+
+    points = [measure(0)]
+    for step in range(1, steps + 1):
+        rd = rate_distortion(net(x, q), x, lmbda)
+        opt.zero_grad(set_to_none=True)
+        rd["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % every == 0 or step == steps:
+            points.append(measure(step))
+    return points
+
+
+def random_crops(folder: Path, count: int, size: int = 128, seed: int = 0) -> np.ndarray:
+    """(count, 3, size, size) uint8 random crops, one from each of ``count`` random photos."""
+    paths = list_images(folder)
+    rng = np.random.default_rng(seed)
+    photos = [load_rgb(paths[i]) for i in rng.permutation(len(paths))[:count]]
+    return CropSampler(photos, size, seed).batch(count)

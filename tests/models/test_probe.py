@@ -38,9 +38,11 @@ def test_level_stats_add_up(crops):
 
 def test_cli_reports_train_and_val_per_level():
     args = ["probe", "--data", str(IMAGES), "--val", str(IMAGES), "--size", "64", "--crops", "2"]
-    result = CliRunner().invoke(main, [*args, "--json", "--noise-samples", "2"])
+    extra = ["--json", "--noise-samples", "2", "--overfit-steps", "3"]
+    result = CliRunner().invoke(main, [*args, *extra])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)["rows"]
+    assert [p["step"] for p in json.loads(result.output)["overfit"]] == [0, 3]
     noise = json.loads(result.output)["noise_scale"]
     assert noise["samples"] == 2 and noise["trace_sigma"] > 0
     assert [(r["split"], r["quality"]) for r in rows] == [
@@ -58,6 +60,7 @@ def test_cli_reports_train_and_val_per_level():
         (["--data", "/nonexistent"], "folder does not exist"),
         (["--size", "100"], "multiple of 64"),
         (["--noise-samples", "1"], "at least 2"),
+        (["--overfit-steps", "-1"], "0 (skip) or more"),
         (["--weights", __file__], "not a weight file or checkpoint"),
         (["--size", "1024"], "no image of at least 1024 px"),
         (["--data", "BROKEN"], "cannot read the crops"),
@@ -103,3 +106,16 @@ def test_noise_scale_matches_closed_form_per_sample_gradients():
     assert ns.batch_grad_norm(n) == pytest.approx(abs(g.mean()), rel=1e-4)
     with pytest.raises(ValueError):
         gradient_noise_scale(_Scale(), batch[:1], levels[:1])
+
+
+def test_overfitting_one_batch_lowers_its_loss_and_leaves_the_network_alone():
+    from rdcodec.models.probe import overfit
+
+    torch.manual_seed(0)
+    network = GainedHyperprior(ModelConfig(8, 12)).eval()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    batch = np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8)
+    points = overfit(network, batch, steps=30, lr=1e-3, every=10)
+    assert [p.step for p in points] == [0, 10, 20, 30]
+    assert points[-1].loss < points[0].loss
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())

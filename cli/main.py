@@ -35,20 +35,6 @@ def reports_errors(command):
     return wrapper
 
 
-def _read_file(path: Path) -> bytes:
-    """A bitstream file's bytes, or a one-line BitstreamError."""
-    from ..errors import BitstreamError
-
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BitstreamError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BitstreamError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise BitstreamError(f"{path}: {exc.strerror or exc}") from None
-
-
 def _fmt_db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
@@ -165,7 +151,7 @@ def decode(input_path, output_path, force, as_json, max_pixels):
     from ..codec import image_io, pipeline
 
     image_io.check_output(output_path, force)
-    data = _read_file(input_path)
+    data = image_io.read_bitstream(input_path)
     start = time.perf_counter()
     image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
     seconds = time.perf_counter() - start
@@ -664,7 +650,7 @@ def inspect(input_path, quality, heatmap_path, as_json, force):
 
     if heatmap_path is not None:
         image_io.check_output(heatmap_path, force)
-    data = _read_file(input_path)
+    data = image_io.read_bitstream(input_path)
     if not data.startswith(container.MAGIC):
         loaded = image_io.read_image(input_path)
         data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)

@@ -19,11 +19,12 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError, OutputError
+from ..errors import BitstreamError, CodecError, ImageError, OutputError
 
 # Pillow's own bomb guard warns at ~89 MP and raises at twice that; we refuse above
 # our limit with a clear message instead (the --max-pixels flag raises it).
@@ -82,17 +83,7 @@ def read_image(
     silently, since nothing is lost.
     """
     path = Path(path)
-    try:
-        fp = path.open("rb")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    with fp:
+    with open_input(path, ImageError, "an image") as fp:
         info = os.fstat(fp.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"{path}: not a regular file")
@@ -100,6 +91,27 @@ def read_image(
             raise ImageError(f"{path}: empty file (0 bytes)")
         with _pillow_limits_ours():
             return _read(fp, path, max_pixels, drop_alpha)
+
+
+def open_input(path: Path, error: type[CodecError], kind: str) -> BinaryIO:
+    """``path`` opened for binary reading, or ``error`` with a one-line reason (``kind``
+    names what the file should have been, for the directory case)."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not {kind}") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def read_bitstream(path: str | os.PathLike) -> bytes:
+    """A bitstream file's bytes, or ``BitstreamError`` with a one-line reason."""
+    with open_input(Path(path), BitstreamError, "a bitstream") as fp:
+        return fp.read()
 
 
 @contextlib.contextmanager

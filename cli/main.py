@@ -581,7 +581,7 @@ def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as
                 {
                     "rows": [r.__dict__ for r in rows],
                     "noise_scale": noise_json,
-                    "overfit": [p.__dict__ for p in fit],
+                    "overfit": [point.__dict__ for point in fit],
                 }
             )
         )
@@ -610,6 +610,12 @@ def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as
             f"({noise.samples} per-sample gradients): below it, samples not steps are the "
             f"cost; a batch-8 gradient has norm ~{noise.batch_grad_norm(8):.2f}, "
             f"|G| = {noise.grad_sq**0.5 if noise.grad_sq > 0 else 0:.2f}"
+        )
+    for point in fit:
+        click.echo(
+            f"one fixed batch of 8, quality 8, step {point.step}: {point.bpp:.3f} bpp, "
+            f"{point.psnr:.2f} dB ({point.psnr_unquantised:.2f} dB unquantised), "
+            f"loss {point.loss:.3f}"
         )
 
 

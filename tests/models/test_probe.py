@@ -50,8 +50,10 @@ def test_cli_reports_train_and_val_per_level():
     ]
     val = [r for r in rows if r["split"] == "val"]
     assert val[0]["bpp"] < val[1]["bpp"] < val[2]["bpp"]
-    text = CliRunner().invoke(main, args)
+    text = CliRunner().invoke(main, [*args, "--noise-samples", "2", "--overfit-steps", "2"])
     assert text.exit_code == 0 and "val/train loss" in text.output
+    assert "gradient noise scale" in text.output
+    assert "fixed batch of 8, quality 8, step 2" in text.output
 
 
 @pytest.mark.parametrize(

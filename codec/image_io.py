@@ -274,21 +274,13 @@ def atomic_write(
     path: str | os.PathLike, write: Callable[[Path], None], force: bool = False
 ) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: never a partial output."""
-    path = check_output(path, force)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    atomic_write_all({check_output(path, force): write})
 
 
 def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
-    """``atomic_write`` for a set of files (overwriting): every file is written to a
-    temporary file first and the renames come only after all of them succeeded."""
+    """Write a set of files (overwriting) with no partial output: each ``write(tmp_path)``
+    goes to a temporary file beside its target, and the renames come only after all of
+    them succeeded."""
     staged: dict[Path, Path] = {}
     try:
         for path, write in writers.items():

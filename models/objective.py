@@ -20,6 +20,12 @@ from .network import LAMBDAS, GainedHyperprior
 ACTIVE_BITS_PER_LOCATION = 1e-3
 
 
+def rd_parameters(network: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The (name, parameter) pairs R + lmbda D trains: all but the entropy bottleneck's
+    tail quantiles, which only the aux loss fits."""
+    return [(n, p) for n, p in network.named_parameters() if not n.endswith("quantiles")]
+
+
 def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
     """Per-sample rate (bits per pixel), distortion (MSE) and the mean loss."""
     pixels = x.shape[2] * x.shape[3]
@@ -114,7 +120,7 @@ def gradient_noise_scale(network: GainedHyperprior, batch: Tensor, levels: Tenso
     n = batch.shape[0]
     if n < 2:
         raise ValueError("the noise scale needs at least 2 samples")
-    params = [p for name, p in network.named_parameters() if not name.endswith("quantiles")]
+    params = [p for _, p in rd_parameters(network)]
     was_training = network.training
     network.train()
     lambdas = torch.tensor(LAMBDAS, device=batch.device)

@@ -25,7 +25,14 @@ import numpy as np
 from . import registry
 from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
 from .network import LAMBDAS, GainedHyperprior, ModelConfig
-from .objective import NoiseScale, gradient_noise_scale, measure_level, psnr_from_mse
+from .objective import (
+    NoiseScale,
+    gradient_noise_scale,
+    measure_level,
+    psnr_from_mse,
+    rate_distortion,
+    rd_parameters,
+)
 from .train import load_initial_weights
 
 
@@ -119,13 +126,11 @@ def overfit(
 
     import torch
 
-    from .objective import rate_distortion
-
     net = copy.deepcopy(network).train()
     x = torch.from_numpy(crops).float() / 255
     q = torch.full((len(x),), float(quality))
     lmbda = torch.full((len(x),), LAMBDAS[quality - 1])
-    params = [p for name, p in net.named_parameters() if not name.endswith("quantiles")]
+    params = [p for _, p in rd_parameters(net)]
     opt = torch.optim.Adam(params, lr=lr)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .data import CropSampler, centre_crops
 from .network import LAMBDAS, GainedHyperprior, ModelConfig
-from .objective import measure_level, psnr_from_mse, rate_distortion
+from .objective import measure_level, psnr_from_mse, rate_distortion, rd_parameters
 
 
 @dataclass
@@ -80,7 +80,7 @@ GAIN_PARAMETERS = ("log_gain", "log_inv_gain")
 def build_optimizers(model: GainedHyperprior, cfg: TrainConfig):
     """Adam on the R + lmbda D parameters (transforms, then gains: two groups whose
     parameter order is that of ``named_parameters``) and Adam on the tail quantiles."""
-    named = [(n, p) for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    named = rd_parameters(model)
     transforms = [p for n, p in named if n not in GAIN_PARAMETERS]
     gains = [p for n, p in named if n in GAIN_PARAMETERS]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
@@ -99,7 +99,7 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, model: nn.Modu
     """Load an optimiser state, also from checkpoints written before the gains had
     their own group (one group over ``named_parameters`` order, gains first)."""
     if len(state["param_groups"]) == 1 and len(opt.param_groups) == 2:
-        legacy = [n for n, _ in model.named_parameters() if not n.endswith("quantiles")]
+        legacy = [n for n, _ in rd_parameters(model)]
         names = {id(p): n for n, p in model.named_parameters()}
         current = [names[id(p)] for g in opt.param_groups for p in g["params"]]
         old_index = {n: i for i, n in enumerate(legacy)}

@@ -29,7 +29,6 @@ from .objective import (
     NoiseScale,
     gradient_noise_scale,
     measure_level,
-    psnr_from_mse,
     rate_distortion,
     rd_parameters,
 )
@@ -105,7 +104,7 @@ def noise_scale(
 @dataclass(frozen=True)
 class OverfitPoint:
     step: int
-    bpp: float  # model estimate, rounded latents, mean over the batch
+    bpp: float  # as in ``measure_level``: model estimate, means over the crops
     psnr: float
     psnr_unquantised: float
     loss: float
@@ -133,17 +132,13 @@ def overfit(
     params = [p for _, p in rd_parameters(net)]
     opt = torch.optim.Adam(params, lr=lr)
 
-    @torch.no_grad()
+    crops_hwc = [crop.transpose(1, 2, 0) for crop in crops]
+
     def measure(step: int) -> OverfitPoint:
         net.eval()
-        out = net(x, q)
-        rd = rate_distortion({**out, "x_hat": out["x_hat"].clamp(0, 1)}, x, lmbda)
-        raw = ((net.synthesis(out["y"], q).clamp(0, 1) - x) ** 2).mean().item()
+        s = measure_level(net, crops_hwc, quality)
         net.train()
-        return OverfitPoint(
-            step, rd["bpp"].mean().item(), psnr_from_mse(rd["mse"].mean().item()),
-            psnr_from_mse(raw), rd["loss"].item(),
-        )  # fmt: skip
+        return OverfitPoint(step, s.bpp, s.psnr, s.psnr_unquantised, s.loss)
 
     points = [measure(0)]
     for step in range(1, steps + 1):

@@ -4,31 +4,37 @@
 >>> data = rdcodec.encode(image, quality=4)      # PIL image or (H, W, 3) uint8 array
 >>> image = rdcodec.decode(data)                 # PIL image
 >>> result = rdcodec.encode_image(image)         # bytes plus measured bpp, PSNR, ...
+
+The codec functions load on first use (PEP 562), so that ``rdcodec --help`` and the
+other commands that do not code images start without importing torch.
 """
 
-from .codec.pipeline import (
-    EncodeResult,
-    Rate,
-    decode,
-    decode_array,
-    encode,
-    encode_image,
-    read_header,
-)
 from .errors import BitstreamError, CodecError, ImageError, ModelError, OutputError
 
-__all__ = [
-    "BitstreamError",
-    "CodecError",
+_PIPELINE = (
     "EncodeResult",
-    "ImageError",
-    "ModelError",
-    "OutputError",
     "Rate",
     "decode",
     "decode_array",
     "encode",
     "encode_image",
     "read_header",
+)
+
+__all__ = [
+    "BitstreamError",
+    "CodecError",
+    "ImageError",
+    "ModelError",
+    "OutputError",
+    *_PIPELINE,
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PIPELINE:
+        from .codec import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'rdcodec' has no attribute {name!r}")

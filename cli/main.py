@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..errors import CodecError
 
@@ -262,6 +261,24 @@ def models(as_json):
     is_flag=True,
     help="bfloat16 autocast for the transforms (fast on CPUs with AVX512-BF16 or AMX).",
 )
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Train the exact model (integer h_s), warm-started from float weights if need be.",
+)
+@click.option(
+    "--levels",
+    type=click.IntRange(2, 11),
+    default=None,
+    help="Quality levels (11 adds three below the shipped eight; default: as --init).",
+)
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.999,
+    show_default=True,
+    help="Decay of the weight average that is validated and exported; 0 disables.",
+)
 @reports_errors
 def train(
     data,
@@ -286,6 +303,9 @@ def train(
     channels_last,
     compiled,
     bf16,
+    exact,
+    levels,
+    ema_decay,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
@@ -319,6 +339,7 @@ def train(
         channels_last=channels_last,
         compile=compiled,
         bf16=bf16,
+        ema_decay=ema_decay,
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -328,6 +349,10 @@ def train(
             registry.weights_path(registry.find_entry(registry.default_model_name()))
         )
         cfg.arch = registry.config_of(cfg.init)
+    cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
+    if levels:
+        cfg.arch["levels"] = levels
+    registry.build_network(cfg.arch)  # a clear error for an impossible combination
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None
     if val_every and val and Path(val).is_dir():
@@ -421,10 +446,44 @@ def plot_log(log, out_path, force):
 @click.option("-q", "--quality", type=float, default=4.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--versus",
+    "versus_image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Instead: time the shipped models and compressai on the same transforms on this "
+    "photo, in one process.",
+)
+@click.option(
+    "--models", "model_names", default=None, help="With --versus: model names (default: all)."
+)
 @reports_errors
-def speed(sizes, quality, threads, as_json):
+def speed(sizes, quality, threads, as_json, versus_image, model_names):
     """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
     from ..codec import speed as bench_speed
+
+    if versus_image is not None:
+        import torch
+
+        from ..codec.image_io import read_image
+        from ..models.registry import model_entries
+
+        if threads:
+            torch.set_num_threads(threads)
+        names = model_names.split(",") if model_names else [e["name"] for e in model_entries()]
+        pixels = read_image(versus_image).pixels
+        rows = bench_speed.versus_compressai(pixels, names, quality)
+        if as_json:
+            click.echo(json.dumps([r.__dict__ for r in rows]))
+            return
+        click.echo(f"{versus_image}: {pixels.shape[1]}x{pixels.shape[0]}, best of 3, one process")
+        click.echo("| implementation | bytes | encode s | decode s |")
+        click.echo("|---|---:|---:|---:|")
+        for r in rows:
+            click.echo(
+                f"| {r.name} | {r.bytes} | {r.encode_seconds:.3f} | {r.decode_seconds:.3f} |"
+            )
+        return
 
     try:
         mps = [float(v) for v in sizes.split(",") if v]
@@ -689,7 +748,7 @@ def inspect(input_path, quality, heatmap_path, as_json, force):
     )
     click.echo(f"  overhead  file is {diag.overhead_percent:+.2f}% over the model's -log2 p")
     rates = diag.channel_rates
-    order = np.argsort(-rates)
+    order = sorted(range(len(rates)), key=lambda c: -rates[c])
     click.echo(
         f"  y channels: {info['active_channels']} of {len(rates)} active "
         f"(>= {diagnostics.INACTIVE_BITS_PER_LOCATION} bit/location)"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodecError, ImageError
-from . import baselines, container, image_io
+from . import baselines, image_io
 from .metrics import bpp as bits_per_pixel
 from .metrics import ms_ssim, ms_ssim_db, psnr
 
@@ -417,6 +417,7 @@ class TargetRow:
     quality: float | None  # None: the target is below the lowest quality's rate
     bpp: float | None
     seconds: float
+    top_quality: float = 8.0  # the model's highest quality (a target above its rate gets it)
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,12 @@ def _measure_targets(task: _TargetTask) -> list[TargetRow]:
         seconds = time.perf_counter() - start
         rows.append(
             TargetRow(
-                task.image.path.name, target, quality, bits_per_pixel(len(data), pixels), seconds
+                task.image.path.name,
+                target,
+                quality,
+                bits_per_pixel(len(data), pixels),
+                seconds,
+                pipeline.quality_range(model)[1],
             )
         )
     return rows
@@ -468,7 +474,7 @@ class TargetSummary:
 
     @staticmethod
     def _capped(row: TargetRow) -> bool:
-        return row.quality == container.QUALITY_MAX / 1000 and row.bpp < row.target
+        return row.quality == row.top_quality and row.bpp < row.target
 
     def capped(self) -> int:
         """Targets above the top quality's rate (answered with the top quality)."""

@@ -57,7 +57,9 @@ OVERHEAD_BYTES = HEADER_BYTES + CRC_BYTES
 # Limits checked before anything is allocated from header fields.
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28
-QUALITY_MIN, QUALITY_MAX = 1000, 8000
+# Quality x 1000; a model's own range (1 to its number of levels) is checked by the
+# pipeline once it knows the model.
+QUALITY_MIN, QUALITY_MAX = 1000, 16000
 
 FLAG_GRAYSCALE = 0x01
 KNOWN_FLAGS = FLAG_GRAYSCALE
@@ -147,7 +149,9 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
         raise BitstreamError(f"bitstream declares an image of {width}x{height}, beyond the limits")
     if not QUALITY_MIN <= quality_milli <= QUALITY_MAX:
-        raise BitstreamError(f"bitstream declares quality {quality_milli / 1000}, outside 1..8")
+        raise BitstreamError(
+            f"bitstream declares quality {quality_milli / 1000}, outside 1..{QUALITY_MAX // 1000}"
+        )
     if len_z % 4 or len_y % 4:
         raise BitstreamError("corrupted bitstream: payload lengths are not whole 32-bit words")
     z_start = HEADER_BYTES

@@ -104,9 +104,11 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     z_info = z_tables.bits(lat.z_symbols, _channel_indices(lat.z_symbols.shape))  # (1, N, hz, wz)
     y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
 
-    y_lik = net.gaussian_conditional._likelihood(lat.y_hat, lat.scales, lat.means)
+    from ..models.layers import gaussian_likelihood
+
+    y_lik = gaussian_likelihood(lat.y_hat, lat.scales.float(), lat.means.float())
     zc = lat.z_hat.permute(1, 0, 2, 3).reshape(lat.z_hat.shape[1], 1, -1)
-    z_lik = net.entropy_bottleneck._likelihood(zc)[0]
+    z_lik = net.z_likelihood(zc)
 
     h, w = lat.y_symbols.shape[2:]
     heat = y_info[0].sum(axis=0)

@@ -88,9 +88,10 @@ def sweep(
     return Sweep(tuple(qualities), bpp, err)
 
 
-def rdcodec_sweep(
-    model: CodecModel, images: list[np.ndarray], qualities=(1, 2, 3, 4, 5, 6, 7, 8)
-) -> Sweep:
+def rdcodec_sweep(model: CodecModel, images: list[np.ndarray], qualities=None) -> Sweep:
+    """Every image at every quality (default: every trained level of the model)."""
+    if qualities is None:
+        qualities = tuple(range(1, model.network.config.levels + 1))
     return sweep(
         lambda im, q: pipeline.encode(im, q, model),
         lambda data: pipeline.decode_array(data, model),
@@ -99,9 +100,7 @@ def rdcodec_sweep(
     )
 
 
-def rdcodec_points(
-    model: CodecModel, images: list[np.ndarray], qualities=(1, 2, 3, 4, 5, 6, 7, 8)
-) -> RdPoints:
+def rdcodec_points(model: CodecModel, images: list[np.ndarray], qualities=None) -> RdPoints:
     return rdcodec_sweep(model, images, qualities).points()
 
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .baselines import JPEG
-
 # MS-SSIM's five scales with an 11-tap window need more than 160 px on each side.
 MS_SSIM_MIN_SIDE = 161
 
@@ -63,29 +61,13 @@ class JpegPoint:
 
 
 def jpeg_at_size(image: np.ndarray, max_bytes: int) -> JpegPoint | None:
-    """The JPEG quality whose file is largest without exceeding ``max_bytes``.
+    """The JPEG quality whose file is largest without exceeding ``max_bytes`` (see
+    ``baselines.at_size``); None when even quality 1 is larger."""
+    from .baselines import JPEG, at_size  # the comparison codecs load only when asked
 
-    File size is not strictly monotonic in quality, so the bisection's answer is
-    checked against its neighbours. None when even quality 1 is larger.
-    """
-    sizes: dict[int, int] = {}
-
-    def size(q: int) -> int:
-        if q not in sizes:
-            sizes[q] = len(JPEG.encode(image, q))
-        return sizes[q]
-
-    if size(1) > max_bytes:
+    found = at_size(JPEG, image, max_bytes)
+    if found is None:
         return None
-    lo, hi = 1, 100  # size(lo) <= max_bytes
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if size(mid) <= max_bytes:
-            lo = mid
-        else:
-            hi = mid
-    candidates = [q for q in range(max(1, lo - 2), min(100, lo + 2) + 1) if size(q) <= max_bytes]
-    best = max(candidates, key=lambda q: (size(q), q))
-    data = JPEG.encode(image, best)
+    quality, data = found
     pixels = image.shape[0] * image.shape[1]
-    return JpegPoint(best, len(data), bpp(len(data), pixels), psnr(image, JPEG.decode(data)))
+    return JpegPoint(quality, len(data), bpp(len(data), pixels), psnr(image, JPEG.decode(data)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -20,15 +19,14 @@ import torch
 from PIL import Image
 
 from ..errors import BitstreamError, CodecError, ImageError, ModelError
-from ..models.network import SCALE_LEVELS, SCALE_MAX, SCALE_MIN
+from ..models.network import scale_indices  # noqa: F401  (re-exported for tools and tests)
 from ..models.registry import CodecModel, load_model
 from . import container, entropy
 from .image_io import DEFAULT_MAX_PIXELS
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
-QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_range)
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
-_LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
 
 
 @dataclass(frozen=True)
@@ -109,11 +107,15 @@ class EncodeResult:
         }
 
 
-def _check_quality(quality: float) -> int:
-    if not (isinstance(quality, (int, float)) and QUALITY_MIN <= quality <= QUALITY_MAX):
-        raise CodecError(
-            f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}"
-        )
+def quality_range(model: CodecModel) -> tuple[float, float]:
+    """The qualities a model codes: 1 to its number of trained levels."""
+    return QUALITY_MIN, float(model.network.config.levels)
+
+
+def _check_quality(quality: float, model: CodecModel) -> int:
+    lo, hi = quality_range(model)
+    if not (isinstance(quality, (int, float)) and lo <= quality <= hi):
+        raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
     return int(round(quality * 1000))
 
 
@@ -128,18 +130,6 @@ def _as_array(image) -> np.ndarray:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError("image has no pixels")
     return arr
-
-
-def scale_indices(scales: torch.Tensor) -> np.ndarray:
-    """Table index of each predicted scale: nearest table scale in the log domain."""
-    s = scales.double().numpy()  # a fresh array: the steps below work in place
-    np.clip(s, SCALE_MIN, SCALE_MAX, out=s)
-    np.log(s, out=s)
-    s -= math.log(SCALE_MIN)
-    s /= _LOG_SCALE_STEP
-    np.rint(s, out=s)
-    np.clip(s, 0, SCALE_LEVELS - 1, out=s)
-    return s.astype(np.uint8)
 
 
 def _index_crc(indices: np.ndarray) -> int:
@@ -161,18 +151,22 @@ def _quality_tensor(quality_milli: int) -> torch.Tensor:
     return torch.tensor([quality_milli / 1000], dtype=torch.float32)
 
 
-# The transforms run on overlapping tiles whose borders are cropped away, so memory
-# stays bounded on large photos and no seam shows: the margins cover the transforms'
-# receptive fields (g_a: 61 px, i.e. +-30 px; g_s: +-2 latents), so the result equals
-# whole-image processing (checked bit for bit on photos). The tiling depends only on
-# the image size, so encoder and decoder compute exactly the same thing.
-TILE_LATENTS = 24  # tile side in y positions (384 px)
+# Large images run the transforms on overlapping tiles whose borders are cropped
+# away, so memory stays bounded and no seam shows: the margins cover the transforms'
+# receptive fields (g_a: 61 px, i.e. +-30 px; g_s: +-2 latents). Up to WHOLE_LATENTS y
+# positions (4 MP) the image is one tile: tiling costs (1 + 2 * margin / tile)^2 more
+# pixels, and memory does not need it there. The tiling depends only on the image
+# size, so encoder and decoder cut the same tiles.
+WHOLE_LATENTS = 4_000_000 // 256  # y positions of a 4 MP image
+TILE_LATENTS = 64  # tile side in y positions (1024 px) beyond that
 MARGIN_LATENTS = 2  # overlap on each side in y positions (32 px)
 _Y_STRIDE = 16
 
 
-def _tiles(size: int):
+def _tiles(size: int, whole: bool):
     """(start, stop) of each tile along one axis of ``size`` y positions."""
+    if whole:
+        return [(0, size)]
     return [(a, min(a + TILE_LATENTS, size)) for a in range(0, size, TILE_LATENTS)]
 
 
@@ -186,9 +180,9 @@ def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
     h = -(-height // net.multiple) * net.multiple // _Y_STRIDE
     w = -(-width // net.multiple) * net.multiple // _Y_STRIDE
     y = torch.empty(1, net.config.M, h, w)
-    m = MARGIN_LATENTS
-    for t0, t1 in _tiles(h):
-        for l0, l1 in _tiles(w):
+    m, whole = MARGIN_LATENTS, h * w <= WHOLE_LATENTS
+    for t0, t1 in _tiles(h, whole):
+        for l0, l1 in _tiles(w, whole):
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
             rows = np.minimum(np.arange(a0 * _Y_STRIDE, a1 * _Y_STRIDE), height - 1)
             cols = np.minimum(np.arange(b0 * _Y_STRIDE, b1 * _Y_STRIDE), width - 1)
@@ -207,9 +201,9 @@ def _synthesis_tiled(
     _, inv_gain = net.gains(q)
     h, w = y_hat.shape[2:]
     image = np.empty((height, width, 3), dtype=np.uint8)
-    m, s = MARGIN_LATENTS, _Y_STRIDE
-    for t0, t1 in _tiles(h):
-        for l0, l1 in _tiles(w):
+    m, s, whole = MARGIN_LATENTS, _Y_STRIDE, h * w <= WHOLE_LATENTS
+    for t0, t1 in _tiles(h, whole):
+        for l0, l1 in _tiles(w, whole):
             if t0 * s >= height or l0 * s >= width:
                 continue  # the tile lies entirely in the padding
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
@@ -228,33 +222,20 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
 
 
-def _fixed_backend(fn):
-    """Run the networks on one convolution backend, whatever the user's torch settings.
-
-    oneDNN (mkldnn) and PyTorch's native convolutions round differently (we measured
-    +-1 in a few pixels), so the codec always uses the native one, whose results did
-    not change with the thread count. Both encoder and decoder go through here.
-    """
+def _no_grad(fn):
+    """Coding never needs gradients. (The convolution backend is torch's choice:
+    oneDNN is 1.4-1.8x faster than the native kernels here, and what it changes, +-1
+    in rare pixels, is within what decoding guarantees; table choice is exact.)"""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with warnings.catch_warnings():
-            # flags() also resets oneDNN's TF32 switch, which warns on CPU-only builds.
-            warnings.simplefilter("ignore", UserWarning)
-            backend = torch.backends.mkldnn.flags(enabled=False)
-            backend.__enter__()
-        try:
-            with torch.no_grad():
-                return fn(*args, **kwargs)
-        finally:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                backend.__exit__(None, None, None)
+        with torch.no_grad():
+            return fn(*args, **kwargs)
 
     return wrapper
 
 
-@_fixed_backend
+@_no_grad
 def _analyse(model: CodecModel, image: np.ndarray) -> torch.Tensor:
     """The quality-independent part of encoding: g_a of the whole image."""
     return _analysis_tiled(model.network, image)
@@ -267,7 +248,7 @@ def _encode(
     return _code(model, _analyse(model, image), height, width, quality_milli, grayscale)
 
 
-@_fixed_backend
+@_no_grad
 def _code(
     model: CodecModel,
     y_ungained: torch.Tensor,
@@ -285,9 +266,8 @@ def _code(
     medians = net.z_medians()[None, :, None, None]
     z_sym = _to_symbols(z - medians)
     z_hat = torch.from_numpy(z_sym).float() + medians
-    means, scales = net.entropy_parameters(z_hat)
-    y_idx = scale_indices(scales)
-    y_sym = _to_symbols(y - means)
+    means, scales, y_idx = net.coding_parameters(z_sym)
+    y_sym = _to_symbols(y.to(means.dtype) - means)
 
     z_tables, y_tables = _table_sets(model)
     z_payload = entropy.encode(z_sym, _channel_indices(z_sym.shape), z_tables)
@@ -303,26 +283,11 @@ def _code(
     )
     data = container.pack(header, z_payload, y_payload)
 
-    y_hat = torch.from_numpy(y_sym).float() + means
-    est_y = _estimate_bits(net, y_hat, scales, means)
-    est_z = -torch.log2(net.entropy_bottleneck._likelihood(_per_channel(z_hat))[0]).sum().item()
+    y_hat = torch.from_numpy(y_sym).to(means.dtype) + means
+    est_y = net.estimate_y_bits(y_hat.float(), scales.float(), means.float())
+    est_z = net.estimate_z_bits(z_hat)
     rate = Rate(8 * container.OVERHEAD_BYTES, 8 * len(z_payload), 8 * len(y_payload), est_z, est_y)
     return data, rate
-
-
-def _estimate_bits(net, y_hat, scales, means, block: int = 16) -> float:
-    """The network's -log2 p of y_hat, a few channels at a time (bounded memory)."""
-    total = 0.0
-    for c in range(0, y_hat.shape[1], block):
-        part = slice(c, c + block)
-        lik = net.gaussian_conditional._likelihood(y_hat[:, part], scales[:, part], means[:, part])
-        total += float(-torch.log2(lik).sum())
-    return total
-
-
-def _per_channel(z: torch.Tensor) -> torch.Tensor:
-    """(1, C, H, W) -> (C, 1, H*W), the layout the entropy bottleneck expects."""
-    return z.permute(1, 0, 2, 3).reshape(z.shape[1], 1, -1)
 
 
 def _model_for(header: container.Header, model: CodecModel | None) -> CodecModel:
@@ -355,7 +320,8 @@ class Latents:
 
     @property
     def y_hat(self) -> torch.Tensor:
-        return torch.from_numpy(self.y_symbols).float() + self.means
+        """symbols + means (exact, in the means' precision), as float32."""
+        return (torch.from_numpy(self.y_symbols).to(self.means.dtype) + self.means).float()
 
 
 @functools.lru_cache(maxsize=8)
@@ -366,7 +332,7 @@ def _table_sets(model: CodecModel) -> tuple[entropy.TableSet, entropy.TableSet]:
     )
 
 
-@_fixed_backend
+@_no_grad
 def decode_latents(
     data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Latents:
@@ -380,6 +346,11 @@ def decode_latents(
             f"pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
         )
     model = _model_for(header, model)
+    if header.quality_milli > 1000 * quality_range(model)[1]:
+        raise BitstreamError(
+            f"bitstream declares quality {header.quality_milli / 1000}, above model "
+            f"'{model.name}''s {quality_range(model)[1]:g} levels"
+        )
     net = model.network
     pad_h = -(-header.height // net.multiple) * net.multiple
     pad_w = -(-header.width // net.multiple) * net.multiple
@@ -389,8 +360,7 @@ def decode_latents(
     z_sym = entropy.decode(z_payload, _channel_indices(z_shape), z_tables)
     medians = net.z_medians()[None, :, None, None]
     z_hat = torch.from_numpy(z_sym).float() + medians
-    means, scales = net.entropy_parameters(z_hat)
-    y_idx = scale_indices(scales)
+    means, scales, y_idx = net.coding_parameters(z_sym)
     if _index_crc(y_idx) != header.index_crc:
         raise BitstreamError(
             "decoder's entropy parameters differ from the encoder's (different weights or "
@@ -402,7 +372,7 @@ def decode_latents(
     )
 
 
-@_fixed_backend
+@_no_grad
 def decode_array(
     data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
@@ -427,7 +397,7 @@ def encode(
     quality = model.default_quality if quality is None else quality
     if grayscale is None:
         grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
-    data, _ = _encode(model, _as_array(image), _check_quality(quality), grayscale)
+    data, _ = _encode(model, _as_array(image), _check_quality(quality, model), grayscale)
     return data
 
 
@@ -450,7 +420,7 @@ def encode_image(
     model = model or load_model()
     quality = model.default_quality if quality is None else quality
     array = _as_array(image)
-    quality_milli = _check_quality(quality)
+    quality_milli = _check_quality(quality, model)
     start = time.perf_counter()
     data, rate = _encode(model, array, quality_milli, grayscale)
     encode_seconds = time.perf_counter() - start
@@ -504,14 +474,15 @@ def encode_at_bpp(image, target_bpp: float, model: CodecModel | None = None) -> 
         files[quality_milli] = _code(model, y_ungained, height, width, quality_milli)[0]
         return bpp(len(files[quality_milli]), pixels)
 
-    lo, hi = int(QUALITY_MIN * 1000), int(QUALITY_MAX * 1000)
+    q_min, q_max = quality_range(model)
+    lo, hi = int(q_min * 1000), int(q_max * 1000)
     lowest = file_bpp(lo)
     if lowest > target_bpp:
         raise CodecError(
             f"target {target_bpp:g} bpp is below the lowest quality's {lowest:.4f} bpp"
         )
     if file_bpp(hi) <= target_bpp:
-        return QUALITY_MAX, files[hi]
+        return q_max, files[hi]
     while hi - lo > 1:  # invariant: bpp(lo) <= target < bpp(hi)
         mid = (lo + hi) // 2
         if file_bpp(mid) <= target_bpp:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.network import LAMBDAS
 from ..models.registry import CodecModel
 from . import baselines, evaluate
 
@@ -33,7 +32,12 @@ def rdcodec_plane(model: CodecModel, images: list[np.ndarray]) -> list[PlanePoin
     levels = range(1, model.network.config.levels + 1)
     s = evaluate.rdcodec_sweep(model, images, tuple(levels))
     return [
-        PlanePoint(f"q{level}", float(s.bpp[i].mean()), float(s.mse[i].mean()), LAMBDAS[i])
+        PlanePoint(
+            f"q{level}",
+            float(s.bpp[i].mean()),
+            float(s.mse[i].mean()),
+            model.network.config.lambdas[i],
+        )
         for i, level in enumerate(levels)
     ]
 

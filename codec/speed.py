@@ -101,6 +101,95 @@ def run(sizes: list[float], quality: float = 4.0, threads: int | None = None) ->
     return rows
 
 
+@dataclass(frozen=True)
+class VersusRow:
+    """One implementation's best-of-n seconds on one photo, in one process."""
+
+    name: str
+    bytes: int
+    encode_seconds: float
+    decode_seconds: float
+
+
+def _best(fn, repeats: int) -> tuple[float, object]:
+    import time
+
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def compressai_twin(model, quality: float):
+    """compressai's ``MeanScaleHyperprior`` running the same transforms as a (float,
+    wire id 1) rdcodec model at one quality: the gain vectors folded into g_a's last
+    and g_s's first convolution. Its coder is compressai's rANS with float CDFs."""
+    import torch
+    from compressai.models import MeanScaleHyperprior
+
+    net = model.network
+    cfg = net.config
+    twin = MeanScaleHyperprior(cfg.N, cfg.M)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith(("log_", "h_s.weight_"))}
+    gain, inv_gain = (g.flatten() for g in net.gains(torch.tensor([float(quality)])))
+    last = f"g_a.{len(net.g_a) - 1}"
+    state[f"{last}.weight"] = state[f"{last}.weight"] * gain[:, None, None, None]
+    state[f"{last}.bias"] = state[f"{last}.bias"] * gain
+    state["g_s.0.weight"] = state["g_s.0.weight"] * inv_gain[:, None, None, None]
+    # Our h_s puts the means first, compressai's the scales.
+    last = f"h_s.{len(net.h_s) - 1}"
+    for key in (f"{last}.weight", f"{last}.bias"):
+        means, scales = state[key].chunk(2, dim=0)
+        state[key] = torch.cat([scales, means])
+    # nn.Module's loader: compressai's own wants its CDF buffers, which update() makes.
+    result = torch.nn.Module.load_state_dict(twin, state, strict=False)
+    skipped = ("gaussian", "_cdf", "_offset", "reparam", "likelihood_lower", "target")
+    assert not [k for k in result.missing_keys if not any(w in k for w in skipped)], result
+    twin.eval()
+    twin.update(force=True)
+    return twin
+
+
+def versus_compressai(
+    image: np.ndarray, model_names: list[str], quality: float, repeats: int = 3
+) -> list[VersusRow]:
+    """Encode and decode seconds of rdcodec's models and of compressai on the same
+    transforms (the first model's), all in this process, best of ``repeats``."""
+    import torch
+
+    from ..models.registry import load_model
+    from . import pipeline
+
+    rows = []
+    models = [load_model(name) for name in model_names]
+    for model in models:
+        q = quality if model.network.config.levels == 8 else quality + 3  # same lambda
+        enc, data = _best(lambda m=model, q=q: pipeline.encode(image, q, m), repeats)
+        dec, _ = _best(lambda m=model, d=data: pipeline.decode_array(d, m), repeats)
+        rows.append(VersusRow(f"rdcodec {model.name} (q{q:g})", len(data), enc, dec))
+    twin = compressai_twin(models[0], quality)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+
+    def compress():
+        with torch.no_grad():
+            return twin.compress(x)
+
+    enc, out = _best(compress, repeats)
+
+    def decompress():
+        with torch.no_grad():
+            return twin.decompress(out["strings"], out["shape"])
+
+    dec, _ = _best(decompress, repeats)
+    size = sum(len(s[0]) for s in out["strings"])
+    rows.append(
+        VersusRow(f"compressai MeanScaleHyperprior, {models[0].name}'s transforms", size, enc, dec)
+    )
+    return rows
+
+
 if __name__ == "__main__":
     mp_arg, q_arg, t_arg = sys.argv[1:4]
     print(json.dumps(_worker(float(mp_arg), float(q_arg), int(t_arg) or None)))

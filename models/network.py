@@ -7,6 +7,9 @@ levels interpolate the gains geometrically.
 
 Names follow the papers: ``g_a``/``g_s`` analysis and synthesis transforms,
 ``h_a``/``h_s`` the hyper transforms, ``y``/``z`` the latents and hyper-latents.
+
+:class:`Hyperprior` is the coding network (no compressai: see ``models/layers.py``);
+``models/trainable.py`` makes it trainable with compressai's modules.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
 from torch import Tensor, nn
+
+from .exact import INPUT_BITS, ExactHyperSynthesis, QuantisedHyperSynthesis
+from .layers import GDN, FactorizedDensity, gaussian_likelihood
 
 # lambda ladder of the eight quality levels, for the loss lmbda * 255^2 * MSE + bpp.
 LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
+# Three more levels below them (the same ~1.93x steps), which reach down to 0.1-0.15 bpp
+# where learned codecs win most: the ladder of the models that have 11 levels.
+LOW_LAMBDAS: tuple[float, ...] = (0.00025, 0.00048, 0.00093)
 
 # Scales of the Gaussian tables the y symbols are coded with (CompressAI's default
 # ladder); the coder picks a table by integer index into this list.
@@ -35,11 +43,23 @@ def scale_table() -> list[float]:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a network: N channels in the transforms, M latent channels."""
+    """Shape of a network: N channels in the transforms, M latent channels, the number
+    of quality levels, and whether its entropy parameters are computed exactly
+    (integer ``h_s``, see ``models/exact.py``)."""
 
     N: int = 128
     M: int = 192
     levels: int = len(LAMBDAS)
+    exact: bool = False
+
+    @property
+    def lambdas(self) -> tuple[float, ...]:
+        """The lambda of each quality level: LAMBDAS, with LOW_LAMBDAS in front of them
+        for a model of more than eight levels."""
+        ladder = LOW_LAMBDAS + LAMBDAS if self.levels > len(LAMBDAS) else LAMBDAS
+        if self.levels > len(ladder):
+            raise ValueError(f"at most {len(ladder)} quality levels, got {self.levels}")
+        return ladder[-self.levels :] if self.levels > len(LAMBDAS) else ladder[: self.levels]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,37 +75,36 @@ def _deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTra
     )
 
 
-def ste_round(x: Tensor) -> Tensor:
-    """Round in the forward pass, identity gradient in the backward pass."""
-    return x + (torch.round(x) - x).detach()
+class Hyperprior(nn.Module):
+    """Variable-rate mean-scale hyperprior: the coding interface.
 
-
-class GainedHyperprior(nn.Module):
-    """Variable-rate mean-scale hyperprior.
-
-    ``forward`` is the training path (noisy latents for the rate, straight-through
-    rounded latents for the synthesis, as in Minnen & Singh 2020); the coding path
-    uses the small methods below, which the codec pipeline calls in the same order
-    on the encoder and the decoder side.
+    The codec pipeline calls only these methods, in the same order on the encoder and
+    the decoder side: ``analysis`` (g_a, gain, h_a), ``coding_parameters`` (z symbols
+    -> means, scales, table indices), ``synthesis`` (inverse gain, g_s), and the rate
+    estimates; ``multiple`` and ``margins`` tell it how to pad and tile.
     """
 
     # The analysis transform downsamples by 16, the hyper analysis by 4 more.
     multiple = 64
+    stride = 16  # pixels per y position
+    # Receptive fields in y positions each side (g_a: 61 px, i.e. +-30 px; g_s: +-2):
+    # a tile with this margin computes exactly what the whole image would.
+    margin = 2
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, gdn: type[nn.Module] = GDN) -> None:
         super().__init__()
         self.config = config
         N, M = config.N, config.M
         self.g_a = nn.Sequential(
-            _conv(3, N), GDN(N), _conv(N, N), GDN(N), _conv(N, N), GDN(N), _conv(N, M)
+            _conv(3, N), gdn(N), _conv(N, N), gdn(N), _conv(N, N), gdn(N), _conv(N, M)
         )
         self.g_s = nn.Sequential(
             _deconv(M, N),
-            GDN(N, inverse=True),
+            gdn(N, inverse=True),
             _deconv(N, N),
-            GDN(N, inverse=True),
+            gdn(N, inverse=True),
             _deconv(N, N),
-            GDN(N, inverse=True),
+            gdn(N, inverse=True),
             _deconv(N, 3),
         )
         self.h_a = nn.Sequential(
@@ -95,19 +114,24 @@ class GainedHyperprior(nn.Module):
             nn.LeakyReLU(inplace=True),
             _conv(N, N),
         )
-        self.h_s = nn.Sequential(
-            _deconv(N, M),
-            nn.LeakyReLU(inplace=True),
-            _deconv(M, M * 3 // 2),
-            nn.LeakyReLU(inplace=True),
-            _conv(M * 3 // 2, M * 2, 3, 1),
-        )
-        self.entropy_bottleneck = EntropyBottleneck(N)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_MIN)
+        if config.exact:
+            self.h_s = QuantisedHyperSynthesis(N, M)
+        else:
+            self.h_s = nn.Sequential(
+                _deconv(N, M),
+                nn.LeakyReLU(inplace=True),
+                _deconv(M, M * 3 // 2),
+                nn.LeakyReLU(inplace=True),
+                _conv(M * 3 // 2, M * 2, 3, 1),
+            )
+        # The integers of the exact h_s as shipped (set by the registry from the weight
+        # file); None: computed from ``h_s``'s current weights when coding.
+        self.exact_h_s: ExactHyperSynthesis | None = None
+        self.entropy_bottleneck = FactorizedDensity(N)
         # Gains start at sqrt(lambda / lambda_mid): the MSE-optimal quantisation step
         # shrinks as 1/sqrt(lambda), so this puts each level near its rate from step 0.
         mid = math.sqrt(LAMBDAS[0] * LAMBDAS[-1])
-        init = torch.tensor([0.5 * math.log(lm / mid) for lm in LAMBDAS[: config.levels]])
+        init = torch.tensor([0.5 * math.log(lm / mid) for lm in config.lambdas])
         self.log_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.log_inv_gain = nn.Parameter(-init[:, None].repeat(1, M).clone())
 
@@ -123,8 +147,12 @@ class GainedHyperprior(nn.Module):
 
     # ---- coding path ---------------------------------------------------------
     def z_medians(self) -> Tensor:
-        """Per-channel offsets z is quantised around (C,)."""
-        return self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+        """Per-channel offsets z is quantised around (C,); on the exact model's input
+        grid when its entropy parameters are exact."""
+        medians = self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+        if self.config.exact:
+            medians = torch.round(medians * (1 << INPUT_BITS)) / (1 << INPUT_BITS)
+        return medians
 
     def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """x in [0, 1] -> (gained y, z)."""
@@ -138,37 +166,61 @@ class GainedHyperprior(nn.Module):
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         return means, scales
 
+    def coding_parameters(self, z_symbols: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray]:
+        """Means, scales and table indices of y from the decoded z symbols: what both
+        the encoder and the decoder run, and all that chooses a table or a y value.
+
+        Exact models compute them with the integer ``h_s`` (identical on every machine);
+        the float model of wire id 1 keeps its float path (files it wrote decode where
+        they did), guarded by the index CRC in the header.
+        """
+        if self.config.exact:
+            exact = self.exact_h_s or ExactHyperSynthesis.from_module(
+                self.h_s, self.z_medians(), scale_table()
+            )
+            return exact(z_symbols)
+        z_hat = torch.from_numpy(z_symbols).float() + self.z_medians()[None, :, None, None]
+        means, scales = self.entropy_parameters(z_hat)
+        return means, scales, scale_indices(scales)
+
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         """Decoded (gained) y -> image in [0, 1] (not clamped)."""
         _, inv_gain = self.gains(quality)
         return self.g_s(y_hat * inv_gain)
 
-    # ---- training path -------------------------------------------------------
-    def forward(self, x: Tensor, quality: Tensor) -> dict[str, Tensor]:
-        """Training/evaluation pass: reconstruction and per-element likelihoods."""
-        # Under mixed precision (``torch.autocast``) the transforms may run in bfloat16;
-        # the latents are brought back to float32 and the likelihoods (the rate) are
-        # always computed in float32, as the coder's tables are.
-        y, z = (t.float() for t in self.analysis(x, quality))
-        with torch.autocast(x.device.type, enabled=False):
-            _, z_likelihoods = self.entropy_bottleneck(z)
-            medians = self.z_medians()[None, :, None, None]
-            z_hat = ste_round(z - medians) + medians
-        means, scales = (t.float() for t in self.entropy_parameters(z_hat))
-        with torch.autocast(x.device.type, enabled=False):
-            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            y_hat = ste_round(y - means) + means
-        x_hat = self.synthesis(y_hat, quality).float()
-        return {
-            "x_hat": x_hat,
-            "y": y,  # gained, before rounding (diagnostics decode it unquantised)
-            "y_likelihoods": y_likelihoods,
-            "z_likelihoods": z_likelihoods,
-        }
+    # ---- rate estimates (the model's -log2 p, beside the file's real bits) ----------
+    def z_likelihood(self, values: Tensor) -> Tensor:
+        """P of quantised z values laid out (C, 1, n)."""
+        return self.entropy_bottleneck.likelihood(values)
 
-    def aux_loss(self) -> Tensor:
-        """Loss that fits the entropy bottleneck's tail quantiles (not part of R + lmbda D)."""
-        return self.entropy_bottleneck.loss()
+    def estimate_z_bits(self, z_hat: Tensor) -> float:
+        per_channel = z_hat.permute(1, 0, 2, 3).reshape(z_hat.shape[1], 1, -1)
+        return float(-torch.log2(self.z_likelihood(per_channel)).sum())
+
+    def estimate_y_bits(self, y_hat: Tensor, scales: Tensor, means: Tensor, block=16) -> float:
+        """-log2 p of y_hat, a few channels at a time (bounded memory)."""
+        total = 0.0
+        for c in range(0, y_hat.shape[1], block):
+            part = slice(c, c + block)
+            lik = gaussian_likelihood(y_hat[:, part], scales[:, part], means[:, part])
+            total += float(-torch.log2(lik).sum())
+        return total
+
+
+_LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
+
+
+def scale_indices(scales: Tensor) -> np.ndarray:
+    """Table index of each float scale: the nearest table scale in the log domain (the
+    float model's index function; exact models use ``ExactHyperSynthesis``)."""
+    s = scales.double().numpy()  # a fresh array: the steps below work in place
+    np.clip(s, SCALE_MIN, SCALE_MAX, out=s)
+    np.log(s, out=s)
+    s -= math.log(SCALE_MIN)
+    s /= _LOG_SCALE_STEP
+    np.rint(s, out=s)
+    np.clip(s, 0, SCALE_LEVELS - 1, out=s)
+    return s.astype(np.uint8)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .network import LAMBDAS, GainedHyperprior
+from .trainable import GainedHyperprior
 
 # A y channel is counted active above this many bits per latent location.
 ACTIVE_BITS_PER_LOCATION = 1e-3
@@ -68,7 +68,7 @@ def measure_level(network: GainedHyperprior, crops: list[np.ndarray], quality: i
     """Rate, distortion, loss and the unquantised ceiling of integer level ``quality``."""
     device = next(network.parameters()).device
     q = torch.tensor([float(quality)], device=device)
-    lmbda = torch.tensor([LAMBDAS[quality - 1]], device=device)
+    lmbda = torch.tensor([network.config.lambdas[quality - 1]], device=device)
     bpps, psnrs, raw, losses, bits, locations = [], [], [], [], 0.0, 0
     for crop in crops:
         x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].to(device)
@@ -123,7 +123,7 @@ def gradient_noise_scale(network: GainedHyperprior, batch: Tensor, levels: Tenso
     params = [p for _, p in rd_parameters(network)]
     was_training = network.training
     network.train()
-    lambdas = torch.tensor(LAMBDAS, device=batch.device)
+    lambdas = torch.tensor(network.config.lambdas, device=batch.device)
     total = [torch.zeros_like(p) for p in params]
     sum_sq = 0.0
     try:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import registry
 from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
-from .network import LAMBDAS, GainedHyperprior, ModelConfig
+from .network import ModelConfig
 from .objective import (
     NoiseScale,
     gradient_noise_scale,
@@ -33,6 +33,7 @@ from .objective import (
     rd_parameters,
 )
 from .train import load_initial_weights
+from .trainable import GainedHyperprior
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def overfit(
     net = copy.deepcopy(network).train()
     x = torch.from_numpy(crops).float() / 255
     q = torch.full((len(x),), float(quality))
-    lmbda = torch.full((len(x),), LAMBDAS[quality - 1])
+    lmbda = torch.full((len(x),), network.config.lambdas[quality - 1])
     params = [p for _, p in rd_parameters(net)]
     opt = torch.optim.Adam(params, lr=lr)
 

@@ -6,10 +6,14 @@ file needs.
 
 Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
 
-    {"format": 1, "config": {"N", "M", "levels"},
+    {"format": 1, "config": {"N", "M", "levels", "exact"},
      "state_dict": {name: tensor},    # convolution kernels fp16, the rest fp32
      "z_tables": {"counts", "lengths", "offsets"},
-     "y_tables": {"counts", "lengths", "offsets"}}
+     "y_tables": {"counts", "lengths", "offsets"},
+     "exact_h_s": {"weight0".., "bias0".., "exponents", "medians", "thresholds"}}
+
+``exact_h_s`` (exact models only) holds the integer ``h_s`` (see ``models/exact.py``);
+the state dict then has no float ``h_s`` kernels.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .network import GainedHyperprior, ModelConfig
-from .tables import bottleneck_tables, gaussian_tables
+from .exact import ACT_BITS, INPUT_BITS, ExactHyperSynthesis
+from .network import Hyperprior, ModelConfig, scale_table
 
 WEIGHTS_FORMAT = 1
 DEFAULT_QUALITY = 2.0
@@ -40,7 +44,7 @@ class CodecModel:
     name: str
     wire_id: int
     sha256: str
-    network: GainedHyperprior
+    network: Hyperprior
     z_tables: dict[str, np.ndarray]
     y_tables: dict[str, np.ndarray]
     default_quality: float = DEFAULT_QUALITY
@@ -50,30 +54,70 @@ class CodecModel:
         return bytes.fromhex(self.sha256[:16])
 
 
-def _compact_state_dict(network: GainedHyperprior) -> dict[str, torch.Tensor]:
+def build_network(arch: dict, trainable: bool = False) -> Hyperprior:
+    """The network of an architecture entry (a manifest's, a weight file's or a
+    checkpoint's ``config``): the one place a network is built from a description.
+    ``trainable``: with compressai's training modules (``models/trainable.py``)."""
+    try:
+        config = ModelConfig(**{k: v for k, v in arch.items() if k != "type"})
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"unknown architecture {arch}: {exc}") from None
+    if trainable:
+        from .trainable import GainedHyperprior
+
+        return GainedHyperprior(config)
+    return Hyperprior(config)
+
+
+def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
     # Kernels dominate the size and lose nothing measurable in fp16; GDN, gains and
     # the entropy bottleneck keep fp32 (small, and GDN's reparametrisation needs it).
+    # An exact model's h_s is stored as its integers instead.
     return {
         k: (v.half() if v.dim() >= 4 else v.float()).contiguous()
         for k, v in network.state_dict().items()
         if not k.startswith("gaussian_conditional")
         and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
+        and not (network.config.exact and k.startswith("h_s."))
     }
 
 
-def export_weights(network: GainedHyperprior, path: Path) -> str:
+def _int_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def set_exact_h_s(network: Hyperprior, exact: ExactHyperSynthesis) -> None:
+    """Make ``exact`` the network's coding-path h_s, and set its float h_s (used by
+    training and the probe) to the same numbers."""
+    network.exact_h_s = exact
+    with torch.no_grad():
+        in_bits = INPUT_BITS
+        for i, layer in enumerate(network.h_s.layers()):
+            p = exact.exponents[i]
+            layer.weight.copy_(exact.weights[i] / 2.0**p)
+            layer.bias.copy_(exact.biases[i] / 2.0 ** (in_bits + p))
+            network.h_s.weight_exponents[i] = p
+            in_bits = ACT_BITS
+
+
+def export_weights(network: Hyperprior, path: Path) -> str:
     """Write a shipped weight file for ``network``; returns its sha256 (hex).
 
     Tables are computed from the weights as they will be loaded (after the fp16
     rounding), so encoder, decoder and tables all see the same numbers.
     """
+    from .tables import bottleneck_tables, gaussian_tables  # training-side (compressai)
+
     state = _compact_state_dict(network)
-    rounded = GainedHyperprior(network.config)
+    rounded = build_network(network.config.to_dict(), trainable=True)
     rounded.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     # The aux loss fits the tail quantiles slowly; bisection on the learned CDF gives
     # the exact medians and table ranges.
     with torch.no_grad():
         rounded.entropy_bottleneck._update_quantiles()
+        # Tables are built around the medians the coder uses (an exact model's are on
+        # its input grid).
+        rounded.entropy_bottleneck.quantiles[:, 0, 1] = rounded.z_medians()
     state["entropy_bottleneck.quantiles"] = (
         rounded.entropy_bottleneck.quantiles.detach().float().clone()
     )
@@ -88,6 +132,9 @@ def export_weights(network: GainedHyperprior, path: Path) -> str:
         "z_tables": as_tensors(bottleneck_tables(rounded)),
         "y_tables": as_tensors(gaussian_tables()),
     }
+    if network.config.exact:
+        exact = ExactHyperSynthesis.from_module(network.h_s, rounded.z_medians(), scale_table())
+        blob["exact_h_s"] = _int_tensors(exact.arrays())
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()
@@ -115,8 +162,11 @@ def load_weights_file(
             raise ModelError(
                 f"weights {path} have format {blob.get('format')}, expected {WEIGHTS_FORMAT}"
             )
-        network = GainedHyperprior(ModelConfig(**blob["config"]))
+        network = build_network(blob["config"])
         network.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()}, strict=False)
+        if network.config.exact:
+            arrays = {k: v.numpy() for k, v in blob["exact_h_s"].items()}
+            set_exact_h_s(network, ExactHyperSynthesis.from_arrays(arrays))
     except ModelError:
         raise
     except Exception as exc:  # a damaged file can fail in many ways inside torch
@@ -195,15 +245,21 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     """Export a training checkpoint's model as a shipped weight file; returns sha256."""
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        network = GainedHyperprior(ModelConfig(**ckpt["config"]["arch"]))
-        network.load_state_dict(ckpt["model"])
+        network = build_network(ckpt["config"]["arch"], trainable=True)
+        # The weight average is what validation measures and what ships, when kept.
+        network.load_state_dict(ckpt.get("ema") or ckpt["model"])
     except Exception as exc:
         raise ModelError(f"cannot read checkpoint {checkpoint}: {exc}") from None
     return export_weights(network, Path(out))
 
 
 def ship(
-    checkpoint: str | Path, name: str, wire_id: int, description: str, extra: dict | None = None
+    checkpoint: str | Path,
+    name: str,
+    wire_id: int,
+    description: str,
+    extra: dict | None = None,
+    default_quality: float = DEFAULT_QUALITY,
 ) -> dict:
     """Export ``checkpoint`` into the package's weights folder and record it in the
     manifest (replacing the entry of the same name); returns the entry."""
@@ -219,7 +275,7 @@ def ship(
         "sha256": digest,
         "bytes": (folder / file).stat().st_size,
         "qualities": [1, model.network.config.levels],
-        "default_quality": DEFAULT_QUALITY,
+        "default_quality": default_quality,
         "architecture": {"type": "gained mean-scale hyperprior", **model.network.config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import torch
 
-from .network import GainedHyperprior, scale_table
+from .network import scale_table
+from .trainable import GainedHyperprior
 
 TABLE_PRECISION = 20
 # Tail mass left outside a table's range: P(|value| > bound) for the y Gaussians.

@@ -55,8 +55,9 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
 
     from ..codec.speed import synthetic_photo
     from .data import CropSampler
-    from .network import LAMBDAS, GainedHyperprior, ModelConfig
+    from .network import ModelConfig
     from .train import TrainConfig, build_optimizers, to_batch, train_step
+    from .trainable import GainedHyperprior
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -69,7 +70,7 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
         model.to(memory_format=torch.channels_last)
     opt, aux_opt = build_optimizers(model, TrainConfig())
     step_model = torch.compile(model) if compiled else model
-    lambdas = torch.tensor(LAMBDAS)
+    lambdas = torch.tensor(model.config.lambdas)
     device = torch.device("cpu")
 
     def run(n: int) -> float:

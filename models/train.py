@@ -21,8 +21,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .data import CropSampler, centre_crops
-from .network import LAMBDAS, GainedHyperprior, ModelConfig
+from .network import ModelConfig
 from .objective import measure_level, psnr_from_mse, rate_distortion, rd_parameters
+from .trainable import GainedHyperprior
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC activations (see ``rdcodec train-speed``)
     compile: bool = False  # torch.compile the forward pass
     bf16: bool = False  # bfloat16 autocast for the transforms (CPUs with AVX512-BF16/AMX, GPUs)
+    # Exponential moving average of the weights (validated and shipped instead of the
+    # raw weights); 0 disables. 0.999 averages over ~1000 steps.
+    ema_decay: float = 0.999
 
 
 def _rank() -> int:
@@ -126,8 +130,42 @@ def _gather(obj) -> list:
     return out
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (parameters and
+    buffers alike; integer buffers are copied). Averaging the weights over the last
+    ~1/(1-decay) steps removes most of the gradient noise a small batch leaves in them."""
+
+    def __init__(self, model: nn.Module, decay: float, state: dict | None = None) -> None:
+        self.decay = decay
+        source = state if state is not None else model.state_dict()
+        self.state = {
+            k: v.detach().clone().float() if v.is_floating_point() else v.clone()
+            for k, v in source.items()
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            avg = self.state[k]
+            if v.is_floating_point():
+                avg.mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+            else:
+                avg.copy_(v)
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
 def save_checkpoint(
-    path: Path, model, opt, aux_opt, step: int, cfg: TrainConfig, sampler, elapsed: float
+    path: Path,
+    model,
+    opt,
+    aux_opt,
+    step: int,
+    cfg: TrainConfig,
+    sampler,
+    elapsed: float,
+    ema: WeightAverage | None = None,
 ) -> None:
     """Atomically write a resumable checkpoint (includes optimiser state: never ship it).
 
@@ -139,6 +177,7 @@ def save_checkpoint(
         return
     state = {
         "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
         "opt": opt.state_dict(),
         "aux_opt": aux_opt.state_dict(),
         "step": step,
@@ -164,14 +203,50 @@ def _restore_rng(ckpt: dict, sampler: CropSampler) -> None:
 
 
 def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
-    """Load model weights from a checkpoint or a shipped weight file; returns the checkpoint."""
+    """Load model weights from a checkpoint or a shipped weight file; returns the
+    checkpoint when ``path`` is one of the same architecture (to resume from).
+
+    Weights of another architecture warm-start ``model`` function-preservingly: an exact
+    model from the float one (h_s's grids calibrated on the loaded weights), and a model
+    with more quality levels from one with fewer (see ``_fit_levels``)."""
+    from . import registry
+    from .exact import ExactHyperSynthesis
+
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "opt" in state:
-        model.load_state_dict(state["model"])
-        return state
-    weights = state["state_dict"] if "state_dict" in state else state
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+        if ModelConfig(**state["config"]["arch"]) == model.config:
+            model.load_state_dict(state["model"])
+            return state
+        weights = state.get("ema") or state["model"]
+    else:
+        weights = state["state_dict"] if "state_dict" in state else state
+    weights = {k: v.float() for k, v in weights.items() if v.is_floating_point()}
+    _fit_levels(weights, model)
+    model.load_state_dict(weights, strict=False)
+    if "exact_h_s" in state:  # a shipped exact model: its h_s is stored as integers
+        arrays = {k: v.numpy() for k, v in state["exact_h_s"].items()}
+        registry.set_exact_h_s(model, ExactHyperSynthesis.from_arrays(arrays))
+        model.exact_h_s = None  # training moves h_s: the coding path must follow it
+    elif model.config.exact and "h_s.weight_exponents" not in weights:
+        model.h_s.calibrate()
     return None
+
+
+def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
+    """Give weights of a model with fewer (top) levels the lower levels of ``model``:
+    their log-gains continue each channel's step between the two lowest trained
+    levels (the ladders' lambdas are in the same ~1.93x steps)."""
+    for name in ("log_gain", "log_inv_gain"):
+        old = weights.get(name)
+        new = getattr(model, name)
+        if old is None or old.shape == new.shape:
+            continue
+        extra = new.shape[0] - old.shape[0]
+        if extra < 0 or old.shape[0] < 2:
+            raise ValueError(f"cannot fit {old.shape[0]} quality levels into {new.shape[0]}")
+        step = old[1] - old[0]
+        low = [old[0] - k * step for k in range(extra, 0, -1)]
+        weights[name] = torch.cat([torch.stack(low), old])
 
 
 @torch.no_grad()
@@ -302,6 +377,10 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
         set_learning_rates(opt, cfg)  # a new --lr applies on resume
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         _restore_rng(ckpt, sampler)
+    ema = None
+    if cfg.ema_decay:
+        saved = ckpt.get("ema") if ckpt is not None and resume_from == str(ckpt_path) else None
+        ema = WeightAverage(model, cfg.ema_decay, saved)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     ddp_model = model
@@ -316,7 +395,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
 
     val_images = _val_crops(cfg.val) if _rank() == 0 else []
     log = open(out / "log.jsonl", "a") if _rank() == 0 else None
-    lambdas = torch.tensor(LAMBDAS[: model.config.levels])
+    lambdas = torch.tensor(model.config.lambdas)
     start, last_ckpt_step = time.time(), step
     bar = tqdm(
         total=cfg.steps,
@@ -334,6 +413,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
         rd, aux = train_step(
             step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip, cfg.bf16
         )
+        if ema is not None:
+            ema.update(model)
         step += 1
         bar.update(1)
 
@@ -369,13 +450,13 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             log.flush()
         if step - last_ckpt_step >= cfg.ckpt_every:
             seconds = elapsed + time.time() - start
-            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds)
+            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds, ema)
             last_ckpt_step = step
             if on_checkpoint is not None and _rank() == 0:
                 on_checkpoint(ckpt_path, step, seconds)
     bar.close()
     save_checkpoint(
-        ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start
+        ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start, ema
     )
     if log is not None:
         log.close()

@@ -24,14 +24,34 @@ def tiny_model(tmp_path_factory):
     Untrained weights give poor images but exercise every step of the code path:
     tables, coding, container, synthesis.
     """
-    from rdcodec.models.network import GainedHyperprior, ModelConfig
+    from rdcodec.models.network import ModelConfig
     from rdcodec.models.registry import export_weights, load_weights_file
+    from rdcodec.models.trainable import GainedHyperprior
 
     torch.manual_seed(0)
     net = GainedHyperprior(ModelConfig(N=8, M=12))
     path = tmp_path_factory.mktemp("tiny") / "tiny.rdw"
     export_weights(net, path)
     return load_weights_file(path, "tiny", 250)
+
+
+@pytest.fixture(scope="session")
+def tiny_exact_weights(tmp_path_factory) -> Path:
+    """Weight file of a tiny model with exact (integer) entropy parameters, 11 levels."""
+    from rdcodec.models.registry import build_network, export_weights
+
+    torch.manual_seed(1)
+    net = build_network({"N": 8, "M": 12, "levels": 11, "exact": True})
+    path = tmp_path_factory.mktemp("tiny_exact") / "tiny_exact.rdw"
+    export_weights(net, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_exact_model(tiny_exact_weights):
+    from rdcodec.models.registry import load_weights_file
+
+    return load_weights_file(tiny_exact_weights, "tiny-exact", 251)
 
 
 @pytest.fixture(scope="session")

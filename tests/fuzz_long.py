@@ -43,8 +43,9 @@ EDGES += [1 << 24, (1 << 28) + 1, 1 << 31, (1 << 32) - 1]
 
 def tiny_model():
     """The 8-channel untrained model of tests/conftest.py."""
-    from rdcodec.models.network import GainedHyperprior, ModelConfig
+    from rdcodec.models.network import ModelConfig
     from rdcodec.models.registry import export_weights, load_weights_file
+    from rdcodec.models.trainable import GainedHyperprior
 
     torch.manual_seed(0)
     net = GainedHyperprior(ModelConfig(N=8, M=12))

@@ -64,7 +64,7 @@ def _recrc(body: bytes) -> bytes:
         (lambda d: _recrc(d[:6] + b"\x80" + d[7:-4]), "flags"),
         (lambda d: _recrc(d[:15] + b"\x00\x00\x00\x00" + d[19:-4]), "beyond the limits"),
         (lambda d: _recrc(d[:15] + b"\x00\x01\x00\x01" + d[19:-4]), "beyond the limits"),
-        (lambda d: _recrc(d[:23] + b"\x00\x00" + d[25:-4]), "outside 1..8"),
+        (lambda d: _recrc(d[:23] + b"\x00\x00" + d[25:-4]), "outside 1..16"),
     ],
 )
 def test_unpack_rejects(mutate, message):

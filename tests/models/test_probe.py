@@ -9,8 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from rdcodec.cli.main import main
-from rdcodec.models.network import LAMBDAS, GainedHyperprior, ModelConfig
+from rdcodec.models.network import LAMBDAS, ModelConfig
 from rdcodec.models.objective import measure_level, psnr_from_mse
+from rdcodec.models.trainable import GainedHyperprior
 
 IMAGES = Path(__file__).parents[1] / "images"
 
@@ -81,6 +82,8 @@ def test_cli_bad_input(args, message, tmp_path):
 
 class _Scale(torch.nn.Module):
     """x_hat = w * x at zero rate: per-sample gradients known in closed form."""
+
+    config = ModelConfig(8, 12)  # the eight-level ladder
 
     def __init__(self):
         super().__init__()

@@ -48,8 +48,9 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
 
 
 def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
-    from rdcodec.models.network import GainedHyperprior, ModelConfig
+    from rdcodec.models.network import ModelConfig
     from rdcodec.models.train import build_optimizers, load_optimizer_state
+    from rdcodec.models.trainable import GainedHyperprior
 
     model = GainedHyperprior(ModelConfig(**TINY))
     cfg = _config(data_dir, "unused", 1)
@@ -70,8 +71,9 @@ def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
 
 
 def test_bf16_autocast_keeps_the_rate_in_float32_and_close(data_dir, tmp_path):
-    from rdcodec.models.network import LAMBDAS, GainedHyperprior, ModelConfig
+    from rdcodec.models.network import LAMBDAS, ModelConfig
     from rdcodec.models.objective import rate_distortion
+    from rdcodec.models.trainable import GainedHyperprior
 
     torch.manual_seed(0)
     model = GainedHyperprior(ModelConfig(**TINY)).eval()

@@ -54,8 +54,16 @@ from .main import reports_errors
     help="Also run rdcodec's --target-bpp at these rates on every image and report how "
     "close the files land (target_bpp.csv, bd_rate.md).",
 )
+@click.option(
+    "--html",
+    is_flag=True,
+    help="Also write OUT/report.html, one self-contained page: the RD plot, the BD-rate "
+    "tables and each image compared at rdcodec's middle quality (every other codec at the "
+    "same or lower size; one 256x256 full-resolution crop per image). Codes each image "
+    "once more per codec.",
+)
 @reports_errors
-def bench(folder, codecs, out, workers, compare, qualities, target_bpp):
+def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html):
     """Rate-distortion benchmark of rdcodec and classical codecs on the images in DIR."""
     start = time.perf_counter()
     from ..codec import bench as bench_lib
@@ -77,6 +85,7 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp):
         qualities=points,
         warn=lambda message: click.echo(f"rdcodec: warning: {message}", err=True),
         targets=targets,
+        html=html,
     )
 
     pct = bench_lib.format_percent

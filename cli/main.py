@@ -49,7 +49,11 @@ def main() -> None:
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
 @click.option(
-    "-q", "--quality", type=float, default=None, help="1 (smallest) .. 8 (best); fractions allowed."
+    "-q",
+    "--quality",
+    type=float,
+    default=None,
+    help="1 (smallest) to the model's top level (11; 8 for hp-gain-n96m128); fractions allowed.",
 )
 @click.option(
     "--target-bpp",
@@ -766,8 +770,10 @@ def inspect(input_path, quality, heatmap_path, as_json, force):
 # Commands in modules of their own (each only parses and prints); imported last
 # because they use reports_errors from this module.
 from .bench import bench  # noqa: E402
+from .compare import compare  # noqa: E402
 
 main.add_command(bench)
+main.add_command(compare)
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,8 @@ class PillowCodec:
     default_qualities: tuple[float, ...]
     options: dict = field(default_factory=dict)
     quality_meaning: str = "quality"
+    # The quality grid that at_size searches: lowest, highest, step.
+    search_grid: tuple[float, float, float] = (1, 100, 1)
 
     def available(self) -> bool:
         return bool(features.check(self.feature))
@@ -99,6 +101,7 @@ WEBP = PillowCodec(
     feature="webp",
     default_qualities=(0, 10, 25, 45, 65, 80, 90, 95),
     options={"method": 6},
+    search_grid=(0, 100, 1),
 )
 AVIF = PillowCodec(
     name="avif",
@@ -107,6 +110,7 @@ AVIF = PillowCodec(
     feature="avif",
     default_qualities=(5, 20, 35, 50, 62, 72, 82, 90),
     options={"subsampling": "4:4:4", "speed": 6, "max_threads": 1},
+    search_grid=(0, 100, 1),
 )
 JPEG2000 = Jpeg2000Codec(
     name="jpeg2000",
@@ -117,6 +121,41 @@ JPEG2000 = Jpeg2000Codec(
     # no_jp2: the bare codestream, without the JP2 box wrapper.
     options={"irreversible": True, "mct": 1, "no_jp2": True},
     quality_meaning="target bpp",
+    search_grid=(0.001, 24.0, 0.001),
 )
 
 CLASSICAL = {codec.name: codec for codec in (JPEG, WEBP, AVIF, JPEG2000)}
+
+
+def at_size(codec: PillowCodec, image: np.ndarray, max_bytes: int) -> tuple[float, bytes] | None:
+    """The quality of ``codec.search_grid`` whose file is the largest without exceeding
+    ``max_bytes``, and that file; None when even the lowest quality is larger.
+
+    File size is not strictly monotonic in quality, so the bisection's answer is
+    checked against its neighbours (two grid steps each side).
+    """
+    low, high, step = codec.search_grid
+    last = round((high - low) / step)
+    files: dict[int, bytes] = {}
+
+    def quality(i: int) -> float:
+        value = round(low + i * step, 6)
+        return int(value) if value == int(value) else value
+
+    def size(i: int) -> int:
+        if i not in files:
+            files[i] = codec.encode(image, quality(i))
+        return len(files[i])
+
+    if size(0) > max_bytes:
+        return None
+    lo, hi = 0, last  # size(lo) <= max_bytes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(mid) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid
+    candidates = [i for i in range(max(0, lo - 2), min(last, lo + 2) + 1) if size(i) <= max_bytes]
+    best = max(candidates, key=lambda i: (size(i), i))
+    return quality(best), files[best]

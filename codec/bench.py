@@ -283,35 +283,44 @@ def _measure(task: _Task) -> list[Measurement]:
         _WARMED.add(task.codec)
     results = []
     for quality in task.qualities:
-        start = time.perf_counter()
-        data = codec.encode(array, quality)
-        encoded = time.perf_counter()
-        decoded = codec.decode(data)
-        done = time.perf_counter()
-        if decoded.shape != array.shape:
-            raise CodecError(
-                f"{task.codec} decoded {image.path.name} at quality {quality:g} to shape "
-                f"{decoded.shape}, expected {array.shape}"
-            )
-        m = Measurement(
-            image=image.path.name,
-            sha256=image.sha256,
-            width=image.width,
-            height=image.height,
-            codec=task.codec,
-            quality=quality,
-            num_bytes=len(data),
-            bpp=bits_per_pixel(len(data), image.width * image.height),
-            psnr=psnr(array, decoded),
-            ms_ssim=ms_ssim(array, decoded),
-            encode_seconds=encoded - start,
-            decode_seconds=done - encoded,
-        )
+        m, _ = measure_point(codec, image, array, quality)
         _write_cached(
             _cache_path(task.cache_dir, image.sha256, task.codec, task.settings_id, quality), m
         )
         results.append(m)
     return results
+
+
+def measure_point(
+    codec, image: BenchImage, array: np.ndarray, quality: float
+) -> tuple[Measurement, np.ndarray]:
+    """Encode and decode ``array`` once, each timed, and measure the decoded pixels
+    (returned too)."""
+    start = time.perf_counter()
+    data = codec.encode(array, quality)
+    encoded = time.perf_counter()
+    decoded = codec.decode(data)
+    done = time.perf_counter()
+    if decoded.shape != array.shape:
+        raise CodecError(
+            f"{codec.name} decoded {image.path.name} at quality {quality:g} to shape "
+            f"{decoded.shape}, expected {array.shape}"
+        )
+    m = Measurement(
+        image=image.path.name,
+        sha256=image.sha256,
+        width=image.width,
+        height=image.height,
+        codec=codec.name,
+        quality=quality,
+        num_bytes=len(data),
+        bpp=bits_per_pixel(len(data), image.width * image.height),
+        psnr=psnr(array, decoded),
+        ms_ssim=ms_ssim(array, decoded),
+        encode_seconds=encoded - start,
+        decode_seconds=done - encoded,
+    )
+    return m, decoded
 
 
 def _init_worker() -> None:
@@ -881,10 +890,12 @@ def run_bench(
     warn: Callable[[str], None] = lambda message: None,
     progress: bool = True,
     targets: Sequence[float] = (),
+    html: bool = False,
 ) -> BenchReport:
     """Benchmark ``codecs`` on the images of ``folder``; write results under ``out``.
 
-    With ``targets``, also run rdcodec's ``--target-bpp`` at each target on each image.
+    With ``targets``, also run rdcodec's ``--target-bpp`` at each target on each image;
+    with ``html``, also write ``report.html`` (see ``compare.bench_page``).
     """
     start = time.perf_counter()
     if workers < 1:
@@ -986,6 +997,16 @@ def run_bench(
     texts[outputs["BD-rate table"]] = text
     title = f"{len(images)} image{'s' * (len(images) != 1)} from {Path(folder).resolve().name}"
     figure = rd_figure(all_curves, title)
+    if html:
+        from .compare import bench_page
+
+        outputs["HTML report"] = out / "report.html"
+        points = tuple(qualities.get("rdcodec", RdcodecCodec.default_qualities))
+        middle = points[len(points) // 2] if "rdcodec" in measured else None
+        names = [c.name for c in selected]
+        paths = [image.path for image in images]
+        page = bench_page(Path(folder).resolve().name, paths, names, middle, figure, text, progress)
+        texts[outputs["HTML report"]] = page
     writers = {path: (lambda tmp, t=t: tmp.write_text(t)) for path, t in texts.items()}
     for path in (outputs["plot (PNG)"], outputs["plot (SVG)"]):
         writers[path] = lambda tmp, fmt=path.suffix[1:]: figure.savefig(tmp, dpi=150, format=fmt)

@@ -1,0 +1,111 @@
+"""``rdcodec compare``: argument parsing and printing only (the work is in codec/compare.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import CodecError
+from .main import _fmt_db, reports_errors
+
+
+@click.command()
+@click.argument("input_path", metavar="IMAGE", type=click.Path(path_type=Path))
+@click.option(
+    "-q", "--quality", type=float, default=None, help="rdcodec's quality, 1 .. 8 (default 2)."
+)
+@click.option(
+    "--target-bpp",
+    type=float,
+    default=None,
+    help="rdcodec at the highest quality whose file stays at or below this bpp.",
+)
+@click.option(
+    "--codecs",
+    default="jpeg,webp,avif",
+    show_default=True,
+    help="The codecs beside rdcodec, comma-separated: jpeg, webp, avif, jpeg2000.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The HTML page to write.",
+)
+@click.option("--no-heatmaps", is_flag=True, help="Leave the error maps out of the page.")
+@click.option(
+    "--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the table as one JSON object.")
+@click.option("--force", is_flag=True, help="Overwrite the page if it exists.")
+@click.option("--max-pixels", type=int, default=None, help="Refuse larger images (default 100 MP).")
+@click.option(
+    "--drop-alpha",
+    is_flag=True,
+    help="Composite a transparent image onto white instead of refusing it.",
+)
+@reports_errors
+def compare(
+    input_path,
+    quality,
+    target_bpp,
+    codecs,
+    out_path,
+    no_heatmaps,
+    model_name,
+    as_json,
+    force,
+    max_pixels,
+    drop_alpha,
+):
+    """Code IMAGE with rdcodec, and with each other codec at its largest quality whose
+    file is at most rdcodec's bytes; write one self-contained HTML page (no network, no
+    server: images inside as data URIs) with a swipe slider, zoom, error maps and a table
+    of bytes, bpp, PSNR, MS-SSIM and times.
+
+    Size cap: each version is embedded losslessly, the whole image at full resolution
+    up to 1600 px on the long side; a larger image as an overview downscaled to 1024 px
+    plus 4 full-resolution crops of 512x512 px (where the image has the most detail),
+    so any image costs at most about 1.8 megapixels per version (a few MB).
+    """
+    from ..codec import bench, image_io
+    from ..codec import compare as lib
+
+    if quality is not None and target_bpp is not None:
+        raise CodecError("give --quality or --target-bpp, not both")
+    image_io.check_output(out_path, force)
+    if input_path.resolve() == out_path.resolve():
+        raise CodecError("--out is the same file as IMAGE; refusing to overwrite the input")
+    names = bench.parse_codecs(codecs)
+    loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
+    result = lib.compare_image(
+        loaded.pixels, input_path.name, quality, target_bpp, names, model_name
+    )
+    page = lib.render_page([result], f"{input_path.name}", heatmaps=not no_heatmaps)
+    image_io.atomic_write(out_path, lambda tmp: tmp.write_text(page, "utf-8"), force)
+    for notice in loaded.notices:
+        click.echo(f"rdcodec: note: {notice}", err=True)
+    if as_json:
+        info = {"input": str(input_path), "output": str(out_path), **result.to_dict()}
+        info["page_bytes"] = len(page.encode())
+        click.echo(json.dumps({**info, "notices": list(loaded.notices)}))
+        return
+    click.echo(
+        f"{input_path} {result.width}x{result.height} -> {out_path} ({lib.page_summary(page)})"
+    )
+    header = (
+        f"  {'codec':<26} {'setting':<16} {'bytes':>9} {'bpp':>7} {'PSNR dB':>8} "
+        f"{'MS-SSIM':>8} {'enc s':>7} {'dec s':>7}"
+    )
+    click.echo(header)
+    for r in result.rows:
+        ssim = "n/a" if r.ms_ssim is None else f"{r.ms_ssim:.4f}"
+        click.echo(
+            f"  {r.label:<26} {r.setting:<16} {r.num_bytes:>9} {r.bpp:>7.4f} "
+            f"{_fmt_db(r.psnr):>8} {ssim:>8} {r.encode_seconds:>7.2f} {r.decode_seconds:>7.2f}"
+        )
+    for label, why in result.skipped:
+        click.echo(f"  {label}: left out, {why}")

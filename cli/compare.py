@@ -14,7 +14,11 @@ from .main import _fmt_db, reports_errors
 @click.command()
 @click.argument("input_path", metavar="IMAGE", type=click.Path(path_type=Path))
 @click.option(
-    "-q", "--quality", type=float, default=None, help="rdcodec's quality, 1 .. 8 (default 2)."
+    "-q",
+    "--quality",
+    type=float,
+    default=None,
+    help="rdcodec's quality, 1 to the model's top level (default: the model's, 5).",
 )
 @click.option(
     "--target-bpp",

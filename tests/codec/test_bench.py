@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rdcodec.codec import baselines, bench
@@ -105,10 +106,22 @@ def test_rdcodec_points_are_real_bitstreams(tmp_path):
     report = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)})
     rows = _rows(out)
     model = load_model()
+    # The bench codes on one thread. The transforms are floating point, so another thread
+    # count may move a few pixels by 1 (the documented guarantee): on one thread the numbers
+    # are exact, and a decode on the default count stays within what +-1 allows.
+    threads = torch.get_num_threads()
     for row in rows:
-        data = pipeline.encode(crop, float(row["quality"]), model)
+        torch.set_num_threads(1)
+        try:
+            data = pipeline.encode(crop, float(row["quality"]), model)
+            one_thread = psnr(crop, pipeline.decode_array(data, model))
+        finally:
+            torch.set_num_threads(threads)
         assert int(row["num_bytes"]) == len(data)
-        assert float(row["psnr"]) == pytest.approx(psnr(crop, pipeline.decode_array(data, model)))
+        assert float(row["psnr"]) == pytest.approx(one_thread, abs=1e-9)
+        assert float(row["psnr"]) == pytest.approx(
+            psnr(crop, pipeline.decode_array(data, model)), abs=0.01
+        )
     (curve,) = report.curves
     assert curve.bpp[0] < curve.bpp[1]
     assert model.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name

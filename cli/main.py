@@ -685,12 +685,20 @@ def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @reports_errors
-def export(checkpoint, output_path):
+def export(checkpoint, output_path, force):
     """Export a training checkpoint as a compact shipped weight file (no optimiser state)."""
+    from ..codec import image_io
     from ..models import registry
 
-    digest = registry.export_checkpoint(checkpoint, output_path)
+    digests = []
+    image_io.atomic_write(
+        output_path,
+        lambda tmp: digests.append(registry.export_checkpoint(checkpoint, tmp)),
+        force,
+    )
+    digest = digests[0]
     click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")
 
 

@@ -171,6 +171,10 @@ def versus_compressai(
         rows.append(VersusRow(f"rdcodec {model.name} (q{q:g})", len(data), enc, dec))
     twin = compressai_twin(models[0], quality)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    # compressai's transforms need sides that are multiples of 64 (its own evaluation pads
+    # the same way); rdcodec codes any size.
+    pad_h, pad_w = (-x.shape[2]) % 64, (-x.shape[3]) % 64
+    x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
     def compress():
         with torch.no_grad():

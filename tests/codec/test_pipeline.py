@@ -38,6 +38,21 @@ def test_any_image_size(tiny_model, shape):
 def test_quality_changes_the_rate(tiny_model, coffee):
     header = pipeline.read_header(pipeline.encode(coffee, 7.25, tiny_model))
     assert header.quality == 7.25
+    # The gains scale the latents, so a higher level writes more bits (the untrained tiny
+    # model decodes noise at every level; the shipped one must also decode closer).
+    low, high = (pipeline.encode(coffee, q, tiny_model) for q in (1.0, 8.0))
+    assert len(low) < len(high)
+
+
+def test_shipped_levels_trade_bits_for_quality(coffee):
+    from rdcodec.models.registry import load_model
+
+    model = load_model()
+    crop = coffee[:64, :96]
+    files = [pipeline.encode(crop, q, model) for q in (1.0, 5.0, 11.0)]
+    assert [len(f) for f in files] == sorted(len(f) for f in files)
+    scores = [psnr(crop, pipeline.decode_array(f, model)) for f in files]
+    assert scores == sorted(scores) and scores[-1] - scores[0] > 5
 
 
 @pytest.mark.parametrize("quality", [0.5, 8.01, float("nan")])

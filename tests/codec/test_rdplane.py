@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from rdcodec.codec import rdplane
 from rdcodec.models.network import LAMBDAS
@@ -9,6 +10,13 @@ def test_plane_points_are_measured_per_level(tiny_model, astronaut, tmp_path):
     assert [p.label for p in points] == [f"q{i}" for i in range(1, 9)]
     assert [p.lmbda for p in points] == list(LAMBDAS)
     assert all(p.rate > 0 and p.distortion >= 0 for p in points)
+    # Each point is that level's real file: its rate is 8 * bytes / pixels of an encode.
+    from rdcodec.codec import pipeline
+
+    crop = astronaut[:64, :64]
+    for level, p in zip((1, 8), (points[0], points[-1]), strict=True):
+        data = pipeline.encode(crop, float(level), tiny_model)
+        assert p.rate == pytest.approx(8 * len(data) / crop[..., 0].size, rel=1e-9)
     jpeg = rdplane.classical_plane("jpeg", [astronaut[:64, :64]])
     assert (
         len(jpeg) == 8 and jpeg[0].rate < jpeg[-1].rate and jpeg[0].distortion > jpeg[-1].distortion

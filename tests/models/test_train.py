@@ -94,9 +94,13 @@ def test_bf16_autocast_keeps_the_rate_in_float32_and_close(data_dir, tmp_path):
 
 
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
+    before = _weights(train(_config(data_dir, tmp_path / "c", 1), progress=False).checkpoint)
     ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False).checkpoint
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] == 3
+    # Every trained tensor of the transforms moved (the lr is far above float resolution).
+    for name in ("g_a.0.weight", "g_s.0.weight", "h_a.0.weight", "h_s.0.weight"):
+        assert not torch.equal(before[name], state["model"][name]), name
     log = (tmp_path / "c" / "log.jsonl").read_text().splitlines()
     assert len(log) == 3 and '"bpp"' in log[0]
 

@@ -1,0 +1,146 @@
+"""The tool commands (speed, rdplane, plot-log, export) through click's CliRunner."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from rdcodec.cli.main import main
+from rdcodec.models import registry
+from rdcodec.models.train import TrainConfig, train
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A 2-step tiny training run: its folder holds last.ckpt and log.jsonl."""
+    photos = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(
+        data=str(photos),
+        val=None,
+        out=str(out),
+        steps=2,
+        batch_size=2,
+        crop=64,
+        arch={"N": 8, "M": 12, "levels": 8},
+        log_every=1,
+        ckpt_every=2,
+        threads=1,
+    )
+    checkpoint = train(cfg, progress=False).checkpoint
+    return out, Path(checkpoint)
+
+
+def test_export_writes_loadable_weights_and_refuses_to_overwrite(runner, run_folder, tmp_path):
+    _, checkpoint = run_folder
+    out = tmp_path / "w.rdw"
+    result = runner.invoke(main, ["export", str(checkpoint), str(out)])
+    assert result.exit_code == 0, result.output
+    digest = result.output.split("sha256 ")[1].split(",")[0]
+    model = registry.load_weights_file(out, "w", 251, digest)
+    assert model.network.config.M == 12
+    before = out.read_bytes()
+    again = runner.invoke(main, ["export", str(checkpoint), str(out)])
+    assert again.exit_code != 0 and "already exists" in again.output
+    assert out.read_bytes() == before
+    assert runner.invoke(main, ["export", str(checkpoint), str(out), "--force"]).exit_code == 0
+
+
+def test_export_of_a_non_checkpoint_is_one_line(runner, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    result = runner.invoke(main, ["export", str(bad), str(tmp_path / "w.rdw")])
+    assert result.exit_code != 0
+    assert result.output.count("\n") == 1 and "cannot read checkpoint" in result.output
+    assert not (tmp_path / "w.rdw").exists()
+    assert not list(tmp_path.glob(".w.rdw.*"))
+
+
+def test_plot_log_draws_the_run(runner, run_folder, tmp_path):
+    folder, _ = run_folder
+    out = tmp_path / "log.png"
+    result = runner.invoke(main, ["plot-log", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.size[0] > 300 and np.array(im.convert("L")).std() > 5
+    assert runner.invoke(main, ["plot-log", str(folder), "--out", str(out)]).exit_code != 0
+
+
+def test_plot_log_of_a_broken_log_is_one_line(runner, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("{not json\n")
+    result = runner.invoke(main, ["plot-log", str(log), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code != 0 and result.output.startswith("rdcodec: error:")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_rdplane_prints_every_level_and_plots(runner, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        im.convert("RGB").crop((0, 0, 96, 64)).save(folder / "crop.png")
+    out = tmp_path / "plane.png"
+    result = runner.invoke(main, ["rdplane", str(folder), "--out", str(out), "--reference", "jpeg"])
+    assert result.exit_code == 0, result.output
+    levels = registry.find_entry(registry.default_model_name())["qualities"][1]
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("q")]
+    assert len(lines) == levels
+    rates = [float(line.split("R ")[1].split(" bpp")[0]) for line in lines]
+    assert rates == sorted(rates)
+    assert out.stat().st_size > 10_000
+
+
+def test_rdplane_needs_a_folder_of_images(runner, tmp_path):
+    result = runner.invoke(main, ["rdplane", str(tmp_path), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code != 0 and "no images" in result.output
+
+
+def test_speed_measures_in_a_fresh_process(runner):
+    result = runner.invoke(main, ["speed", "--sizes", "0.02", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["bytes"] > 0 and row["encode_seconds"] > 0 and row["decode_seconds"] > 0
+    assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["width"] * row["height"]))
+
+
+def test_speed_rejects_bad_sizes(runner):
+    result = runner.invoke(main, ["speed", "--sizes", "big"])
+    assert result.exit_code != 0 and "--sizes" in result.output
+
+
+def test_speed_versus_times_the_same_bytes_as_encode(runner, tmp_path):
+    from rdcodec.codec import pipeline
+    from rdcodec.models.registry import default_model_name, load_model
+
+    photo = tmp_path / "crop.png"
+    with Image.open(IMAGES / "coffee.png") as im:
+        im.convert("RGB").crop((0, 0, 128, 96)).save(photo)
+    name = default_model_name()
+    threads = torch.get_num_threads()
+    try:
+        result = runner.invoke(
+            main, ["speed", "--versus", str(photo), "--models", name, "--threads", "1", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output)
+        ours = next(r for r in rows if r["name"].startswith(f"rdcodec {name} "))
+        quality = float(ours["name"].rsplit("(q", 1)[1].rstrip(")"))
+        pixels = np.array(Image.open(photo).convert("RGB"))
+        assert ours["bytes"] == len(pipeline.encode(pixels, quality, load_model()))
+    finally:
+        torch.set_num_threads(threads)
+    assert any(r["name"].startswith("compressai") and r["bytes"] > 0 for r in rows)

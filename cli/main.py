@@ -314,8 +314,8 @@ def train(
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..models import registry
     from ..models.network import ModelConfig
-    from ..models.train import TrainConfig, bf16_is_native, init_distributed
-    from ..models.train import train as run_training
+    from ..models.training.train import TrainConfig, bf16_is_native, init_distributed
+    from ..models.training.train import train as run_training
 
     if crop % 64:
         raise CodecError("--crop must be a multiple of 64")
@@ -432,7 +432,7 @@ def rdplane(folder, out_path, count, reference, force):
 def plot_log(log, out_path, force):
     """Plot a training log (run folder or log.jsonl): rate split, distortion, active channels."""
     from ..codec import image_io
-    from ..models.logplot import plot_log as plot
+    from ..models.training.logplot import plot_log as plot
 
     if log.is_dir():
         log = log / "log.jsonl"
@@ -533,7 +533,7 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
     """Training throughput (s/step, pixels/s) of each combination, each in a fresh process."""
     import itertools
 
-    from ..models import throughput
+    from ..models.training import throughput
 
     try:
         shapes = [tuple(int(v) for v in a.split(",")) for a in archs]
@@ -600,8 +600,8 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
 def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as_json):
     """Where the loss goes: train vs validation loss, and the unquantised autoencoder's PSNR
     (the transforms' ceiling) beside the quantised one, per quality level."""
-    from ..models import probe as probe_lib
     from ..models import registry
+    from ..models.training import probe as probe_lib
 
     for folder in (data, val):
         if not Path(folder).is_dir():

@@ -40,7 +40,7 @@ def load_images(
     folder: str | Path, count: int | None = None, max_side: int | None = None
 ) -> list[np.ndarray]:
     """The first ``count`` images of a folder, centre-cropped to ``max_side``."""
-    from ..models.data import list_images
+    from ..models.training.data import list_images
 
     images = []
     for path in list_images(Path(folder))[:count]:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from rdcodec.cli.main import main
 from rdcodec.models import registry
-from rdcodec.models.train import TrainConfig, train
+from rdcodec.models.training.train import TrainConfig, train
 
 IMAGES = Path(__file__).parents[1] / "images"
 

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from rdcodec.cli.main import main
 from rdcodec.models.network import LAMBDAS, ModelConfig
-from rdcodec.models.objective import measure_level, psnr_from_mse
 from rdcodec.models.trainable import GainedHyperprior
+from rdcodec.models.training.objective import measure_level, psnr_from_mse
 
-IMAGES = Path(__file__).parents[1] / "images"
+IMAGES = Path(__file__).parents[2] / "images"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ class _Scale(torch.nn.Module):
 
 
 def test_noise_scale_matches_closed_form_per_sample_gradients():
-    from rdcodec.models.objective import gradient_noise_scale
+    from rdcodec.models.training.objective import gradient_noise_scale
 
     batch = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     levels = torch.tensor([0, 7, 3, 3, 5, 1])
@@ -114,7 +114,7 @@ def test_noise_scale_matches_closed_form_per_sample_gradients():
 
 
 def test_overfitting_one_batch_lowers_its_loss_and_leaves_the_network_alone():
-    from rdcodec.models.probe import overfit
+    from rdcodec.models.training.probe import overfit
 
     torch.manual_seed(0)
     network = GainedHyperprior(ModelConfig(8, 12)).eval()

@@ -53,11 +53,11 @@ def _jpeg_decode_ms(images: list[np.ndarray], batch_size: int) -> float:
 def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str, steps: int):
     import torch
 
-    from ..codec.speed import synthetic_photo
+    from ...codec.speed import synthetic_photo
+    from ..network import ModelConfig
+    from ..trainable import GainedHyperprior
     from .data import CropSampler
-    from .network import ModelConfig
     from .train import TrainConfig, build_optimizers, to_batch, train_step
-    from .trainable import GainedHyperprior
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def measure(
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     args = [str(v) for v in (N, M, crop, batch_size, threads, mode, steps)]
     proc = subprocess.run(
-        [sys.executable, "-m", "rdcodec.models.throughput", *args],
+        [sys.executable, "-m", "rdcodec.models.training.throughput", *args],
         capture_output=True,
         text=True,
         check=False,

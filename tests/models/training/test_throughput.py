@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from rdcodec.cli.main import main
-from rdcodec.models import throughput
+from rdcodec.models.training import throughput
 
 
 def test_row_describes_the_measured_configuration():

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .trainable import GainedHyperprior
+from ..trainable import GainedHyperprior
 
 # A y channel is counted active above this many bits per latent location.
 ACTIVE_BITS_PER_LOCATION = 1e-3

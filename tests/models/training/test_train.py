@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from rdcodec.models import registry
-from rdcodec.models.train import TrainConfig, train
+from rdcodec.models.training.train import TrainConfig, train
 
 TINY = {"N": 8, "M": 12, "levels": 8}
 
@@ -49,8 +49,8 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
 
 def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
     from rdcodec.models.network import ModelConfig
-    from rdcodec.models.train import build_optimizers, load_optimizer_state
     from rdcodec.models.trainable import GainedHyperprior
+    from rdcodec.models.training.train import build_optimizers, load_optimizer_state
 
     model = GainedHyperprior(ModelConfig(**TINY))
     cfg = _config(data_dir, "unused", 1)
@@ -72,8 +72,8 @@ def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):
 
 def test_bf16_autocast_keeps_the_rate_in_float32_and_close(data_dir, tmp_path):
     from rdcodec.models.network import LAMBDAS, ModelConfig
-    from rdcodec.models.objective import rate_distortion
     from rdcodec.models.trainable import GainedHyperprior
+    from rdcodec.models.training.objective import rate_distortion
 
     torch.manual_seed(0)
     model = GainedHyperprior(ModelConfig(**TINY)).eval()
@@ -122,7 +122,7 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, out: str, resul
     )
     import torch.distributed as dist
 
-    from rdcodec.models.train import init_distributed
+    from rdcodec.models.training.train import init_distributed
 
     init_distributed()
     try:
@@ -155,7 +155,7 @@ def test_cli_warns_when_bf16_would_be_emulated(data_dir, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from rdcodec.cli.main import main
-    from rdcodec.models import train as train_module
+    from rdcodec.models.training import train as train_module
 
     monkeypatch.setattr(train_module, "bf16_is_native", lambda device: False)
     args = ["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--from-scratch"]

@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..network import ModelConfig
+from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops
-from .network import ModelConfig
 from .objective import measure_level, psnr_from_mse, rate_distortion, rd_parameters
-from .trainable import GainedHyperprior
 
 
 @dataclass
@@ -209,8 +209,8 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     Weights of another architecture warm-start ``model`` function-preservingly: an exact
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
-    from . import registry
-    from .exact import ExactHyperSynthesis
+    from .. import registry
+    from ..exact import ExactHyperSynthesis
 
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "opt" in state:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import registry
+from .. import registry
+from ..network import ModelConfig
+from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
-from .network import ModelConfig
 from .objective import (
     NoiseScale,
     gradient_noise_scale,
@@ -33,7 +34,6 @@ from .objective import (
     rd_parameters,
 )
 from .train import load_initial_weights
-from .trainable import GainedHyperprior
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 import json
 
-from rdcodec.models.logplot import read_log
+from rdcodec.models.training.logplot import read_log
 
 
 def test_read_log_keeps_the_last_of_repeated_steps(tmp_path):

@@ -18,7 +18,7 @@ from ..models.registry import CodecModel
 from . import pipeline
 from .baselines import JPEG
 from .bench import bd_rate
-from .image_io import read_image
+from .image_io import list_images, read_image
 from .metrics import mse, psnr_of_mse_8bit
 
 JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
@@ -40,8 +40,6 @@ def load_images(
     folder: str | Path, count: int | None = None, max_side: int | None = None
 ) -> list[np.ndarray]:
     """The first ``count`` images of a folder, centre-cropped to ``max_side``."""
-    from ..models.training.data import list_images
-
     images = []
     for path in list_images(Path(folder))[:count]:
         pixels = read_image(path).pixels

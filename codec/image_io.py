@@ -72,6 +72,23 @@ class LoadedImage:
         return self.pixels.shape[1]
 
 
+# The image files a folder command (bench, training, validation, rdplane) picks up.
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder`` (by suffix), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """A photo for training or measurement: (H, W, 3) writable uint8 RGB in display
+    orientation (EXIF applied), read exactly as ``read_image`` reads what it codes."""
+    return read_image(path, drop_alpha=True).pixels
+
+
 def read_image(
     path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, drop_alpha: bool = False
 ) -> LoadedImage:

@@ -11,19 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"), dtype=np.uint8)  # writable: torch.from_numpy needs it
+from ...codec.image_io import list_images, read_rgb
 
 
 def centre_crops_of(images, size: int) -> list[np.ndarray]:
@@ -40,7 +29,7 @@ def centre_crops(folder: Path, size: int, count: int | None = None) -> list[np.n
     """The centre ``size`` square of the first ``count`` images large enough for it."""
     crops = []
     for path in list_images(folder):
-        crops += centre_crops_of([load_rgb(path)], size)
+        crops += centre_crops_of([read_rgb(path)], size)
         if count is not None and len(crops) == count:
             break
     return crops
@@ -62,7 +51,7 @@ class CropSampler:
 
     @classmethod
     def from_folder(cls, folder: Path, size: int, seed: int = 0) -> CropSampler:
-        return cls([load_rgb(p) for p in list_images(folder)], size, seed)
+        return cls([read_rgb(p) for p in list_images(folder)], size, seed)
 
     @classmethod
     def from_packed(cls, path: Path, size: int, seed: int = 0) -> CropSampler:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...codec.image_io import list_images, read_rgb
 from .. import registry
-from ..network import ModelConfig
 from ..trainable import GainedHyperprior
-from .data import CropSampler, centre_crops, centre_crops_of, list_images, load_rgb
+from .data import CropSampler, centre_crops, centre_crops_of
 from .objective import (
     NoiseScale,
     gradient_noise_scale,
@@ -50,7 +50,7 @@ class ProbeRow:
 
 def load_network(path: str | Path) -> GainedHyperprior:
     """A network from a shipped weight file or a training checkpoint."""
-    network = GainedHyperprior(ModelConfig(**registry.config_of(path)))
+    network = registry.build_network(registry.config_of(path), trainable=True)
     load_initial_weights(network, str(path))
     return network.eval()
 
@@ -61,7 +61,7 @@ def train_crops(folder: Path, size: int, count: int, seed: int = 0) -> list[np.n
     paths = list_images(folder)
     crops = []
     for i in np.random.default_rng(seed).permutation(len(paths)):
-        crops += centre_crops_of([load_rgb(paths[i])], size)
+        crops += centre_crops_of([read_rgb(paths[i])], size)
         if len(crops) == count:
             break
     return crops
@@ -157,5 +157,5 @@ def random_crops(folder: Path, count: int, size: int = 128, seed: int = 0) -> np
     """(count, 3, size, size) uint8 random crops, one from each of ``count`` random photos."""
     paths = list_images(folder)
     rng = np.random.default_rng(seed)
-    photos = [load_rgb(paths[i]) for i in rng.permutation(len(paths))[:count]]
+    photos = [read_rgb(paths[i]) for i in rng.permutation(len(paths))[:count]]
     return CropSampler(photos, size, seed).batch(count)

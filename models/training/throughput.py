@@ -54,8 +54,7 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
     import torch
 
     from ...codec.speed import synthetic_photo
-    from ..network import ModelConfig
-    from ..trainable import GainedHyperprior
+    from ..registry import build_network
     from .data import CropSampler
     from .train import TrainConfig, build_optimizers, to_batch, train_step
 
@@ -65,7 +64,7 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
     # Training photos are ~0.15 MP; a few synthetic ones of that size.
     images = [synthetic_photo(480, 320, seed) for seed in range(8)]
     sampler = CropSampler(images, crop, seed=0)
-    model = GainedHyperprior(ModelConfig(N, M))
+    model = build_network({"N": N, "M": M}, trainable=True)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt, aux_opt = build_optimizers(model, TrainConfig())

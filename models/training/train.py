@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..network import ModelConfig
+from ..registry import build_network
 from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops
 from .objective import measure_level, psnr_from_mse, rate_distortion, rd_parameters
@@ -359,7 +360,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     ckpt_path = out / "last.ckpt"
     torch.manual_seed(cfg.seed + _rank())
 
-    model = GainedHyperprior(ModelConfig(**cfg.arch))
+    model = build_network(cfg.arch, trainable=True)
     device = torch.device(cfg.device)
     sampler = (
         CropSampler.from_packed(Path(cfg.packed), cfg.crop, cfg.seed + _rank())

@@ -66,7 +66,7 @@ def test_cli_reports_train_and_val_per_level():
         (["--overfit-steps", "-1"], "0 (skip) or more"),
         (["--weights", __file__], "not a weight file or checkpoint"),
         (["--size", "1024"], "no image of at least 1024 px"),
-        (["--data", "BROKEN"], "cannot read the crops"),
+        (["--data", "BROKEN"], "photo.png: not an image file"),
     ],
 )
 def test_cli_bad_input(args, message, tmp_path):

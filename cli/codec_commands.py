@@ -1,0 +1,244 @@
+"""The codec's own commands: encode, decode, models, inspect."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import CodecError
+from .common import fmt_db, reports_errors
+
+
+@click.command()
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option(
+    "-q",
+    "--quality",
+    type=float,
+    default=None,
+    help="1 (smallest) to the model's top level (11; 8 for hp-gain-n96m128); fractions allowed.",
+)
+@click.option(
+    "--target-bpp",
+    type=float,
+    default=None,
+    help="Pick the highest quality whose file stays at or below this bpp.",
+)
+@click.option(
+    "--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--no-jpeg", is_flag=True, help="Skip the JPEG-at-the-same-bpp comparison.")
+@click.option("--max-pixels", type=int, default=None, help="Refuse larger images (default 100 MP).")
+@click.option(
+    "--drop-alpha",
+    is_flag=True,
+    help="Composite a transparent image onto white instead of refusing it.",
+)
+@reports_errors
+def encode(
+    input_path,
+    output_path,
+    quality,
+    target_bpp,
+    model_name,
+    as_json,
+    force,
+    no_jpeg,
+    max_pixels,
+    drop_alpha,
+):
+    """Encode image IN into bitstream OUT and report what was measured."""
+    from ..codec import image_io, pipeline
+    from ..models.registry import load_model
+
+    if quality is not None and target_bpp is not None:
+        raise CodecError("give --quality or --target-bpp, not both")
+    image_io.check_output(output_path, force)
+    if input_path.resolve() == output_path.resolve():
+        raise CodecError("OUT is the same file as IN; refusing to overwrite the input")
+    loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
+    model = load_model(model_name)
+    if target_bpp is not None:
+        quality = pipeline.quality_for_bpp(loaded.pixels, target_bpp, model)
+    result = pipeline.encode_image(loaded.pixels, quality, model, not no_jpeg, loaded.grayscale)
+    image_io.write_bytes(output_path, result.data, force)
+    for notice in loaded.notices:
+        click.echo(f"rdcodec: note: {notice}", err=True)
+    if as_json:
+        info = {"input": str(input_path), "output": str(output_path), **result.to_dict()}
+        click.echo(json.dumps({**info, "notices": list(loaded.notices)}))
+        return
+    r = result.rate
+    click.echo(f"{input_path} {result.width}x{result.height} -> {output_path}")
+    click.echo(f"  model     {result.model}, quality {result.quality:g}")
+    click.echo(f"  size      {result.num_bytes} bytes, {result.bpp:.4f} bpp")
+    line = f"  quality   PSNR {fmt_db(result.psnr)} dB"
+    if result.ms_ssim is not None:
+        line += f", MS-SSIM {result.ms_ssim:.4f}"
+    click.echo(line)
+    click.echo(
+        f"  rate      header {r.header_bits} b + z {r.z_bits} b + y {r.y_bits} b = {r.file_bits} b"
+    )
+    click.echo(
+        f"  estimate  -log2 p = {r.estimate_bits:.0f} b "
+        f"(z {r.estimate_z_bits:.0f}, y {r.estimate_y_bits:.0f}); "
+        f"file is {r.overhead_percent:+.2f}% over it"
+    )
+    if result.jpeg is not None:
+        j = result.jpeg
+        click.echo(
+            f"  JPEG      q{j.quality}: {j.num_bytes} bytes, {j.bpp:.4f} bpp, "
+            f"PSNR {fmt_db(j.psnr)} dB -> rdcodec {result.psnr - j.psnr:+.2f} dB "
+            "at the same or lower size"
+        )
+    elif not no_jpeg:
+        click.echo("  JPEG      cannot get this small (quality 1 is larger)")
+    click.echo(
+        f"  time      encode {result.encode_seconds:.2f} s, decode {result.decode_seconds:.2f} s"
+    )
+
+
+@click.command()
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=None,
+    help="Refuse files declaring larger images (default 100 MP).",
+)
+@reports_errors
+def decode(input_path, output_path, force, as_json, max_pixels):
+    """Decode bitstream IN into image OUT (format from its extension, e.g. .png)."""
+    from ..codec import image_io, pipeline
+
+    image_io.check_output(output_path, force)
+    data = image_io.read_bitstream(input_path)
+    start = time.perf_counter()
+    image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
+    seconds = time.perf_counter() - start
+    image_io.save_image(output_path, image, force)
+    pixels = image.width * image.height
+    info = {
+        "input": str(input_path),
+        "output": str(output_path),
+        "width": image.width,
+        "height": image.height,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / pixels,
+        "decode_seconds": seconds,
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(
+            f"{input_path} -> {output_path} {image.width}x{image.height}, {len(data)} bytes "
+            f"({info['bpp']:.4f} bpp), decoded in {seconds:.2f} s"
+        )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")
+@reports_errors
+def models(as_json):
+    """List the shipped models, their quality levels and weight hashes."""
+    from ..models.registry import default_model_name, model_entries
+
+    entries = model_entries()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    default = default_model_name()
+    for e in entries:
+        mark = " (default)" if e["name"] == default else ""
+        lo, hi = e["qualities"]
+        click.echo(
+            f"{e['name']}{mark}: wire id {e['wire_id']}, quality {lo}..{hi} "
+            f"(default {e.get('default_quality')}), sha256 {e['sha256'][:16]}..., "
+            f"{e.get('parameters', 0) / 1e6:.2f} M parameters, {e.get('description', '')}"
+        )
+
+
+@click.command()
+@click.argument("input_path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option(
+    "-q",
+    "--quality",
+    type=float,
+    default=None,
+    help="When FILE is an image: encode it at this quality first.",
+)
+@click.option(
+    "--heatmap",
+    "heatmap_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a bits-per-location heatmap PNG here.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--force", is_flag=True, help="Overwrite the heatmap file if it exists.")
+@reports_errors
+def inspect(input_path, quality, heatmap_path, as_json, force):
+    """Account for every bit of FILE (.rdc, or an image to encode): header, z, y per channel."""
+    from ..codec import container, diagnostics, image_io, pipeline
+
+    if heatmap_path is not None:
+        image_io.check_output(heatmap_path, force)
+    data = image_io.read_bitstream(input_path)
+    if not data.startswith(container.MAGIC):
+        loaded = image_io.read_image(input_path)
+        data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
+    elif quality is not None:
+        raise CodecError("--quality applies to images; FILE is already a bitstream")
+    diag = diagnostics.diagnose(data)
+    if heatmap_path is not None:
+        diagnostics.save_heatmap(diag, heatmap_path, force)
+    info = diag.to_dict()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    h = info["header"]
+    click.echo(
+        f"{input_path}: {h['width']}x{h['height']}, model {h['model']} (id {h['model_id']}, "
+        f"weights {h['weights_sha256_prefix']}), quality {h['quality']:g}"
+        + (", greyscale" if h["grayscale"] else "")
+    )
+    b = info["bits"]
+    px = diag.pixels
+    click.echo(f"  file      {b['file']} bits = {info['bpp']:.4f} bpp")
+    click.echo(f"  header    {b['header']} bits ({100 * b['header'] / b['file']:.2f}%)")
+    click.echo(
+        f"  z         {b['z']} bits ({b['z'] / px:.4f} bpp), -log2 p {diag.estimate_z_bits:.0f}, "
+        f"tables {diag.table_z_bits:.0f}"
+    )
+    click.echo(
+        f"  y         {b['y']} bits ({b['y'] / px:.4f} bpp), -log2 p {diag.estimate_y_bits:.0f}, "
+        f"tables {diag.table_y_bits:.0f}"
+    )
+    click.echo(f"  overhead  file is {diag.overhead_percent:+.2f}% over the model's -log2 p")
+    rates = diag.channel_rates
+    order = sorted(range(len(rates)), key=lambda c: -rates[c])
+    click.echo(
+        f"  y channels: {info['active_channels']} of {len(rates)} active "
+        f"(>= {diagnostics.INACTIVE_BITS_PER_LOCATION} bit/location)"
+    )
+    top = ", ".join(f"{c}:{rates[c]:.3f}" for c in order[:8])
+    click.echo(f"  busiest   channel:bits/location {top}")
+    if diag.inactive_channels:
+        click.echo(f"  inactive  {', '.join(map(str, diag.inactive_channels))}")
+    if heatmap_path is not None:
+        click.echo(
+            f"  heatmap   {heatmap_path} (bits per 16x16 block, max {diag.heatmap.max():.1f})"
+        )
+
+
+# Commands in modules of their own (each only parses and prints); imported last
+# because they use reports_errors from this module.

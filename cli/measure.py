@@ -1,0 +1,118 @@
+"""Measurement tools beside the benchmark: rdplane, speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import CodecError
+from .common import reports_errors
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("rdplane.png"),
+    show_default=True,
+)
+@click.option(
+    "--images", "count", type=int, default=6, show_default=True, help="Images of FOLDER to use."
+)
+@click.option(
+    "--reference", default="jpeg,avif", show_default=True, help="Classical codecs to plot."
+)
+@click.option("--force", is_flag=True, help="Overwrite the plot if it exists.")
+@reports_errors
+def rdplane(folder, out_path, count, reference, force):
+    """Plot the shipped model's levels on the distortion-rate plane with iso-Lagrangian lines."""
+    from ..codec import evaluate, image_io
+    from ..codec import rdplane as plane
+    from ..models.registry import load_model
+
+    image_io.check_output(out_path, force)
+    if not folder.is_dir():
+        raise CodecError(f"{folder}: not a directory")
+    images = evaluate.load_images(folder, count)
+    if not images:
+        raise CodecError(f"{folder}: no images")
+    ours = plane.rdcodec_plane(load_model(), images)
+    refs = {name: plane.classical_plane(name, images) for name in reference.split(",") if name}
+    fmt = out_path.suffix.lstrip(".") or "png"
+    image_io.atomic_write(out_path, lambda tmp: plane.plot_plane(ours, refs, [tmp], fmt), force)
+    for p in ours:
+        click.echo(
+            f"  {p.label}: R {p.rate:.4f} bpp, D {p.distortion:.2f} (MSE), "
+            f"lambda {p.lmbda:g}, R + lambda*D = {p.rate + p.lmbda * p.distortion:.3f}"
+        )
+    click.echo(f"wrote {out_path}")
+
+
+@click.command()
+@click.option("--sizes", default="1,4,12,24", show_default=True, help="Image sizes in megapixels.")
+@click.option("-q", "--quality", type=float, default=4.0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option(
+    "--versus",
+    "versus_image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Instead: time the shipped models and compressai on the same transforms on this "
+    "photo, in one process.",
+)
+@click.option(
+    "--models", "model_names", default=None, help="With --versus: model names (default: all)."
+)
+@reports_errors
+def speed(sizes, quality, threads, as_json, versus_image, model_names):
+    """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
+    from ..codec import speed as bench_speed
+
+    if versus_image is not None:
+        import torch
+
+        from ..codec.image_io import read_image
+        from ..models.registry import model_entries
+
+        if threads:
+            torch.set_num_threads(threads)
+        names = model_names.split(",") if model_names else [e["name"] for e in model_entries()]
+        pixels = read_image(versus_image).pixels
+        rows = bench_speed.versus_compressai(pixels, names, quality)
+        if as_json:
+            click.echo(json.dumps([r.__dict__ for r in rows]))
+            return
+        click.echo(f"{versus_image}: {pixels.shape[1]}x{pixels.shape[0]}, best of 3, one process")
+        click.echo("| implementation | bytes | encode s | decode s |")
+        click.echo("|---|---:|---:|---:|")
+        for r in rows:
+            click.echo(
+                f"| {r.name} | {r.bytes} | {r.encode_seconds:.3f} | {r.decode_seconds:.3f} |"
+            )
+        return
+
+    try:
+        mps = [float(v) for v in sizes.split(",") if v]
+    except ValueError:
+        raise CodecError(f"--sizes: expected numbers separated by commas, got {sizes!r}") from None
+    if not mps or min(mps) <= 0:
+        raise CodecError("--sizes: give positive megapixel counts")
+    try:
+        rows = bench_speed.run(mps, quality, threads)
+    except RuntimeError as exc:
+        raise CodecError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+        return
+    click.echo("| MP | size | bytes | bpp | encode s | decode s | peak RSS MiB |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        click.echo(
+            f"| {r.megapixels:.1f} | {r.width}x{r.height} | {r.bytes} | {r.bpp:.3f} | "
+            f"{r.encode_seconds:.1f} | {r.decode_seconds:.1f} | {r.peak_rss_mib:.0f} |"
+        )

@@ -1,0 +1,406 @@
+"""Training and its diagnostics: train, train-speed, probe, plot-log, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import CodecError
+from .common import reports_errors
+
+
+@click.command()
+@click.option(
+    "--data", default="../shared/data/train", show_default=True, help="Folder of training photos."
+)
+@click.option(
+    "--val", default="../shared/data/val", show_default=True, help="Folder of validation photos."
+)
+@click.option(
+    "--out", default="runs/default", show_default=True, help="Run folder (checkpoints, log)."
+)
+@click.option(
+    "--init", default=None, help="Weights or checkpoint to start from (default: the shipped model)."
+)
+@click.option("--from-scratch", is_flag=True, help="Start from random weights.")
+@click.option(
+    "--steps", type=int, default=10000, show_default=True, help="Stop at this global step."
+)
+@click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option(
+    "--crop", type=int, default=128, show_default=True, help="Crop side (a multiple of 64)."
+)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option(
+    "--gain-lr-scale",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Learning rate of the per-level gain vectors, as a multiple of --lr.",
+)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option(
+    "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
+)
+@click.option("--packed", default=None, help="A .npy of uint8 crops to train on instead of --data.")
+@click.option(
+    "--export", "export_path", default=None, help="Write shipped-format weights here at the end."
+)
+@click.option(
+    "--val-every",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Steps between real-file validations (BD-rate vs JPEG on --val); 0 disables.",
+)
+@click.option(
+    "--val-images",
+    type=int,
+    default=6,
+    show_default=True,
+    help="Validation images used (centre 512 px).",
+)
+@click.option(
+    "--ship",
+    is_flag=True,
+    help="Replace the shipped weights whenever the validation BD-rate improves.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--channels-last", is_flag=True, help="NHWC activations (see `rdcodec train-speed`).")
+@click.option("--compile", "compiled", is_flag=True, help="torch.compile the forward pass.")
+@click.option(
+    "--bf16",
+    is_flag=True,
+    help="bfloat16 autocast for the transforms (fast on CPUs with AVX512-BF16 or AMX).",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Train the exact model (integer h_s), warm-started from float weights if need be.",
+)
+@click.option(
+    "--levels",
+    type=click.IntRange(2, 11),
+    default=None,
+    help="Quality levels (11 adds three below the shipped eight; default: as --init).",
+)
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.999,
+    show_default=True,
+    help="Decay of the weight average that is validated and exported; 0 disables.",
+)
+@reports_errors
+def train(
+    data,
+    val,
+    out,
+    init,
+    from_scratch,
+    steps,
+    time_budget,
+    batch_size,
+    crop,
+    lr,
+    gain_lr_scale,
+    threads,
+    arch,
+    packed,
+    export_path,
+    val_every,
+    val_images,
+    ship,
+    device,
+    channels_last,
+    compiled,
+    bf16,
+    exact,
+    levels,
+    ema_decay,
+):
+    """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
+    from ..models import registry
+    from ..models.network import ModelConfig
+    from ..models.training.train import TrainConfig, bf16_is_native, init_distributed
+    from ..models.training.train import train as run_training
+
+    if crop % 64:
+        raise CodecError("--crop must be a multiple of 64")
+    if not packed and not Path(data).is_dir():
+        raise CodecError(f"{data}: training data folder does not exist")
+    if bf16 and not bf16_is_native(device):
+        click.echo(
+            "warning: this CPU has no AVX512-BF16/AMX, so --bf16 is emulated and about "
+            "10x slower; drop it",
+            err=True,
+        )
+    cfg = TrainConfig(
+        data=data,
+        val=val,
+        out=out,
+        steps=steps,
+        time_budget=time_budget,
+        batch_size=batch_size,
+        crop=crop,
+        lr=lr,
+        gain_lr_scale=gain_lr_scale,
+        threads=threads,
+        packed=packed,
+        device=device,
+        channels_last=channels_last,
+        compile=compiled,
+        bf16=bf16,
+        ema_decay=ema_decay,
+    )
+    if from_scratch:
+        n, m = (int(v) for v in arch.split(","))
+        cfg.arch = ModelConfig(n, m).to_dict()
+    else:
+        cfg.init = init or str(
+            registry.weights_path(registry.find_entry(registry.default_model_name()))
+        )
+        cfg.arch = registry.config_of(cfg.init)
+    cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
+    if levels:
+        cfg.arch["levels"] = levels
+    registry.build_network(cfg.arch)  # a clear error for an impossible combination
+    init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
+    validator = None
+    if val_every and val and Path(val).is_dir():
+        from ..codec.evaluate import Validator
+
+        validator = Validator(
+            Path(out),
+            val,
+            val_images,
+            val_every,
+            ship,
+            report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
+        )
+    ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
+    click.echo(f"checkpoint: {ckpt}")
+    if export_path:
+        digest = registry.export_checkpoint(ckpt, Path(export_path))
+        click.echo(f"exported {export_path} sha256 {digest}")
+
+
+@click.command("train-speed")
+@click.option(
+    "--arch", "archs", multiple=True, default=["96,128"], show_default=True, help="N,M (repeat)."
+)
+@click.option("--crop", "crops", type=int, multiple=True, default=[128], show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--threads", "threads_list", type=int, multiple=True, default=[2], show_default=True)
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(["eager", "channels_last", "compile", "compile+channels_last", "bf16"]),
+    multiple=True,
+    default=["eager", "channels_last"],
+    show_default=True,
+)
+@click.option("--steps", type=int, default=20, show_default=True, help="Timed steps per row.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@reports_errors
+def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
+    """Training throughput (s/step, pixels/s) of each combination, each in a fresh process."""
+    import itertools
+
+    from ..models.training import throughput
+
+    try:
+        shapes = [tuple(int(v) for v in a.split(",")) for a in archs]
+    except ValueError:
+        raise CodecError("--arch: expected N,M such as 96,128") from None
+    if any(len(s) != 2 or min(s) < 1 for s in shapes) or steps < 1:
+        raise CodecError("--arch takes N,M > 0 and --steps at least 1")
+    if any(c < 64 or c % 64 for c in crops):
+        raise CodecError("--crop must be a multiple of 64")
+    if not as_json:
+        click.echo(
+            "| N,M | crop | batch | threads | mode | s/step | kpixels/s | warm-up s "
+            "| sampler ms/batch | JPEG decode ms/batch |"
+        )
+        click.echo("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for (n, m), crop, threads, mode in itertools.product(shapes, crops, threads_list, modes):
+        try:
+            rows.append(throughput.measure(n, m, crop, batch_size, threads, mode, steps))
+        except RuntimeError as exc:
+            raise CodecError(str(exc)) from None
+        if not as_json:
+            r = rows[-1]
+            click.echo(
+                f"| {r.N},{r.M} | {r.crop} | {r.batch_size} | {r.threads} | {r.mode} | "
+                f"{r.seconds_per_step:.3f} | {r.pixels_per_second / 1e3:.0f} | "
+                f"{r.warmup_seconds:.1f} | {r.sampler_ms_per_batch:.2f} | "
+                f"{r.jpeg_decode_ms_per_batch:.1f} |"
+            )
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows]))
+
+
+@click.command()
+@click.option(
+    "--weights",
+    "weights_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A .rdw weight file or a training checkpoint (default: the shipped model).",
+)
+@click.option("--data", default="../shared/data/train", show_default=True, help="Training photos.")
+@click.option("--val", default="../shared/data/val", show_default=True, help="Validation photos.")
+@click.option("--crops", type=int, default=24, show_default=True, help="Crops per split.")
+@click.option("--size", type=int, default=256, show_default=True, help="Crop side (px).")
+@click.option(
+    "--noise-samples",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also measure the gradient noise scale from this many per-sample gradients "
+    "(128 px training crops; 0: skip).",
+)
+@click.option(
+    "--overfit-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also train a copy on one fixed batch of 8 training crops (128 px, quality 8) for "
+    "this many steps: can the transforms fit it? (0: skip).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@reports_errors
+def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as_json):
+    """Where the loss goes: train vs validation loss, and the unquantised autoencoder's PSNR
+    (the transforms' ceiling) beside the quantised one, per quality level."""
+    from ..models import registry
+    from ..models.training import probe as probe_lib
+
+    for folder in (data, val):
+        if not Path(folder).is_dir():
+            raise CodecError(f"{folder}: folder does not exist")
+    if crops < 1 or size < 64 or size % 64:
+        raise CodecError("--crops must be at least 1 and --size a multiple of 64")
+    if noise_samples == 1 or noise_samples < 0:
+        raise CodecError("--noise-samples must be 0 (skip) or at least 2")
+    if overfit_steps < 0:
+        raise CodecError("--overfit-steps must be 0 (skip) or more")
+    path = weights_path or registry.weights_path(registry.find_entry(registry.default_model_name()))
+    try:
+        network = probe_lib.load_network(path)
+    except Exception as exc:  # any unreadable file: one line, not a traceback
+        raise CodecError(f"{path}: not a weight file or checkpoint ({exc})") from None
+    try:
+        splits = probe_lib.default_splits(Path(data), Path(val), size, crops)
+    except (OSError, ValueError) as exc:  # an unreadable photo
+        raise CodecError(f"cannot read the crops: {exc}") from None
+    if not splits["train"] or not splits["val"]:
+        raise CodecError(f"no image of at least {size} px per side in one of the folders")
+    rows = probe_lib.probe(network, splits)
+    noise = None
+    if noise_samples:
+        try:
+            noise = probe_lib.noise_scale(network, Path(data), noise_samples)
+        except (OSError, ValueError) as exc:  # unreadable or too small photos
+            raise CodecError(f"cannot measure the noise scale: {exc}") from None
+    fit = []
+    if overfit_steps:
+        try:
+            batch = probe_lib.random_crops(Path(data), 8, seed=1)
+        except (OSError, ValueError) as exc:
+            raise CodecError(f"cannot read the crops: {exc}") from None
+        fit = probe_lib.overfit(network, batch, steps=overfit_steps)
+    if as_json:
+        noise_json = None if noise is None else {**noise.__dict__, "b_simple": noise.b_simple}
+        click.echo(
+            json.dumps(
+                {
+                    "rows": [r.__dict__ for r in rows],
+                    "noise_scale": noise_json,
+                    "overfit": [point.__dict__ for point in fit],
+                }
+            )
+        )
+        return
+    click.echo(f"{path}: {size} px crops")
+    click.echo(
+        "| split | quality | crops | bpp (model) | PSNR | PSNR unquantised | loss | active |"
+    )
+    click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        click.echo(
+            f"| {r.split} | {r.quality} | {r.crops} | {r.bpp:.4f} | {r.psnr:.2f} | "
+            f"{r.psnr_unquantised:.2f} | {r.loss:.4f} | {r.active_channels} |"
+        )
+    by_key = {(r.split, r.quality): r for r in rows}
+    for q in sorted({r.quality for r in rows}):
+        t, v = by_key["train", q], by_key["val", q]
+        click.echo(
+            f"q{q}: val/train loss {v.loss / t.loss:.3f}; on val, rounding costs "
+            f"{v.psnr_unquantised - v.psnr:.2f} dB of the {v.psnr_unquantised:.2f} dB "
+            "the transforms reach unquantised"
+        )
+    if noise is not None:
+        click.echo(
+            f"gradient noise scale B_simple = tr(Sigma)/|G|^2 = {noise.b_simple:.1f} "
+            f"({noise.samples} per-sample gradients): below it, samples not steps are the "
+            f"cost; a batch-8 gradient has norm ~{noise.batch_grad_norm(8):.2f}, "
+            f"|G| = {noise.grad_sq**0.5 if noise.grad_sq > 0 else 0:.2f}"
+        )
+    for point in fit:
+        click.echo(
+            f"one fixed batch of 8, quality 8, step {point.step}: {point.bpp:.3f} bpp, "
+            f"{point.psnr:.2f} dB ({point.psnr_unquantised:.2f} dB unquantised), "
+            f"loss {point.loss:.3f}"
+        )
+
+
+@click.command("plot-log")
+@click.argument("log", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(path_type=Path),
+    default=Path("training.png"),
+    show_default=True,
+)
+@click.option("--force", is_flag=True, help="Overwrite the plot if it exists.")
+@reports_errors
+def plot_log(log, out_path, force):
+    """Plot a training log (run folder or log.jsonl): rate split, distortion, active channels."""
+    from ..codec import image_io
+    from ..models.training.logplot import plot_log as plot
+
+    if log.is_dir():
+        log = log / "log.jsonl"
+    image_io.check_output(out_path, force)
+    try:
+        fmt = out_path.suffix.lstrip(".") or "png"
+        image_io.atomic_write(out_path, lambda tmp: plot(log, [tmp], fmt=fmt), force)
+    except (ValueError, OSError) as exc:
+        raise CodecError(str(exc)) from None
+    click.echo(f"wrote {out_path}")
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@reports_errors
+def export(checkpoint, output_path, force):
+    """Export a training checkpoint as a compact shipped weight file (no optimiser state)."""
+    from ..codec import image_io
+    from ..models import registry
+
+    digests = []
+    image_io.atomic_write(
+        output_path,
+        lambda tmp: digests.append(registry.export_checkpoint(checkpoint, tmp)),
+        force,
+    )
+    digest = digests[0]
+    click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")

@@ -309,12 +309,14 @@ def render_page(
         "images": [{**c.to_dict(), "views": _views(c, limits, heatmaps)} for c in comparisons],
     }
     template = resources.files("rdcodec.codec").joinpath("compare_page.html").read_text("utf-8")
-    return (
-        template.replace("{{title}}", html.escape(title))
-        .replace("{{extra}}", extra_html)
-        .replace("{{limits}}", html.escape(limits.describe()))
-        .replace("{{data}}", _json_for_script(data))
-    )
+    fields = {
+        "title": html.escape(title),
+        "extra": extra_html,
+        "limits": html.escape(limits.describe()),
+        "data": _json_for_script(data),
+    }
+    # One pass: a file name or report that itself contains "{{data}}" is left as text.
+    return re.sub(r"\{\{(title|extra|limits|data)\}\}", lambda m: fields[m[1]], template)
 
 
 # ---- rdcodec bench --html ----------------------------------------------------------

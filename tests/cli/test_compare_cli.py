@@ -131,6 +131,10 @@ def test_help_states_the_size_cap(runner):
     assert f"up to {limits.full_side} px on the long side" in text
     assert f"downscaled to {limits.overview_side} px" in text
     assert f"{limits.crops} full-resolution crops of {limits.crop_side}x{limits.crop_side}" in text
+    # The most pixels one version can take: the largest image shown whole, or an
+    # overview (at most square) plus the crops, whichever is more.
+    most = max(limits.full_side**2, limits.overview_side**2 + limits.crops * limits.crop_side**2)
+    assert f"at most {most / 1e6:.1f} megapixels (a {limits.full_side}x{limits.full_side}" in text
 
 
 def test_cli_import_leaves_the_page_code_alone():

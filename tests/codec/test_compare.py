@@ -163,6 +163,17 @@ def test_page_is_self_contained(page):
         assert uris and all(u.startswith("data:image/") for u in uris)
 
 
+def test_placeholders_in_a_file_name_stay_text(comparison):
+    # The template's fields are filled in one pass: a name holding "{{data}}" is not filled.
+    name = "{{data}} & {{limits}} <{{extra}}>.png"
+    page = compare.render_page([comparison], name, extra_html="<p>{{title}}</p>")
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert title == "{{data}} &amp; {{limits}} &lt;{{extra}}&gt;.png"
+    plain = compare.render_page([comparison], "x")
+    assert "<p>{{title}}</p>" in page and len(page) < 2 * len(plain)  # the data is in once
+    assert _page_data(page)["title"] == name
+
+
 def test_page_shows_the_decoded_pixels_and_the_table(page, comparison):
     image = _page_data(page)["images"][0]
     assert image["rows"] == [r.to_dict() for r in comparison.rows]
@@ -427,4 +438,38 @@ def test_page_in_a_real_browser(browser, page, tmp_path):
         return np.abs(a[middle].astype(int) - b[middle].astype(int)).mean()
 
     assert difference(only_a, moved) > 5 and difference(only_b, moved) < 0.5
+    assert browser.problems() == []
+
+
+def test_page_fits_a_laptop_and_a_narrow_window(browser, page, tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text(page, "utf-8")
+    # 1280 px wide: the controls stay on one row above the viewer.
+    browser.open(path.as_uri(), width=1280, height=800)
+    tops = browser.evaluate(
+        "[...document.querySelectorAll('.controls > :not([hidden])')]"
+        ".map((e) => Math.round(e.getBoundingClientRect().top))"
+    )
+    assert len(tops) >= 6 and len(set(tops)) == 1, tops
+    # Narrow: only the table scrolls sideways, not the page (and with it the viewer).
+    browser.open(path.as_uri(), width=640, height=800)
+    widths = browser.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+        " document.getElementById('results').parentElement.scrollWidth,"
+        " document.getElementById('results').parentElement.clientWidth]"
+    )
+    page_scroll, page_width, table_scroll, table_width = widths
+    assert page_scroll <= page_width, widths
+    assert table_scroll > table_width, widths  # the table is wider: its box scrolls
+    assert browser.problems() == []
+
+
+def test_a_page_without_images_shows_only_the_report(browser, tmp_path):
+    # rdcodec bench --html without rdcodec: no viewer, no controls, no keys button.
+    path = tmp_path / "empty.html"
+    path.write_text(compare.render_page([], "bench", compare.BENCH_LIMITS, extra_html="<p>RD</p>"))
+    browser.open(path.as_uri())
+    assert browser.evaluate("document.getElementById('viewer')") is None
+    assert browser.evaluate("document.getElementById('help-button').hidden") is True
+    assert browser.evaluate("document.body.innerText.includes('RD')") is True
     assert browser.problems() == []

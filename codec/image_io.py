@@ -305,12 +305,29 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
             os.close(fd)
             staged[path] = Path(tmp)
             write(staged[path])
+        mode = _new_file_mode()
         for path, tmp in staged.items():
+            # mkstemp makes 0600 files; an output gets what open() would have given it.
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
     except BaseException:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode() -> int:
+    """0666 less the process umask (read without changing it for other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, force: bool = False) -> None:

@@ -433,3 +433,21 @@ def test_save_image_round_trips_and_refuses_overwrite(tmp_path):
     with pytest.raises(image_io.OutputError, match="already exists"):
         image_io.save_image(path, array)
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary left behind
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from rdcodec.codec import image_io
+
+    mask = os.umask(0o022)
+    try:
+        out = tmp_path / "out.bin"
+        image_io.write_bytes(out, b"data")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644  # not mkstemp's 0600
+        os.umask(0o077)
+        image_io.write_bytes(out, b"more", force=True)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    finally:
+        os.umask(mask)

@@ -63,11 +63,6 @@ from .common import reports_errors
     show_default=True,
     help="Validation images used (centre 512 px).",
 )
-@click.option(
-    "--ship",
-    is_flag=True,
-    help="Replace the shipped weights whenever the validation BD-rate improves.",
-)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--channels-last", is_flag=True, help="NHWC activations (see `rdcodec train-speed`).")
 @click.option("--compile", "compiled", is_flag=True, help="torch.compile the forward pass.")
@@ -113,7 +108,6 @@ def train(
     export_path,
     val_every,
     val_images,
-    ship,
     device,
     channels_last,
     compiled,
@@ -178,7 +172,6 @@ def train(
             val,
             val_images,
             val_every,
-            ship,
             report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
         )
     ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
@@ -404,3 +397,35 @@ def export(checkpoint, output_path, force):
     )
     digest = digests[0]
     click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")
+
+
+@click.command()
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="The release's name (new; e.g. hp-exact-n96m128-r2).")
+@click.option("--description", default="", help="One line for `rdcodec models`.")
+@click.option(
+    "--run",
+    "run_folder",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The training run the weights come from: its best validation goes in the manifest.",
+)
+@click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
+@reports_errors
+def release(weights, name, description, run_folder, make_default):
+    """Ship WEIGHTS (a .rdw, e.g. RUN/best.rdw) as a new model with the next wire id.
+    A shipped model never changes: existing names are refused."""
+    from ..models import registry
+
+    training = {}
+    if run_folder is not None and (run_folder / "val_best.json").exists():
+        best = json.loads((run_folder / "val_best.json").read_text())
+        training = {
+            "run_step": best.get("step"),
+            "validation_bd_rate_vs_jpeg": best.get("bd_rate_vs_jpeg"),
+        }
+    entry = registry.release(weights, name, description, training, make_default)
+    click.echo(
+        f"released {entry['name']} (wire id {entry['wire_id']}, sha256 {entry['sha256'][:16]}..., "
+        f"{entry['bytes']} bytes){'; now the default' if make_default else ''}"
+    )

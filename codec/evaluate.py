@@ -121,9 +121,9 @@ class Validator:
 
     Every ``every`` steps: export the checkpoint, encode the validation crops at every
     quality, measure the BD-rate against JPEG on the real files, log the row to
-    ``out/val.jsonl``, and keep the weights (``best.rdw``; with ``ship``, also as the
-    shipped model) only when the BD-rate beats the best so far. The first bar to clear
-    is the model shipped when the run started.
+    ``out/val.jsonl``, and keep the weights as ``best.rdw`` only when the BD-rate beats
+    the best so far. The first bar to clear is the model shipped when the run started.
+    Shipping is a separate, deliberate step (``rdcodec release``): a release never changes.
     """
 
     def __init__(
@@ -132,12 +132,11 @@ class Validator:
         val: str | Path,
         count: int,
         every: int,
-        ship: bool,
         report: Callable[[dict], None] = lambda row: None,
     ) -> None:
         from ..models import registry
 
-        self.out, self.every, self.ship, self.report = out, every, ship, report
+        self.out, self.every, self.report = out, every, report
         self.last = 0  # the last validated step (of this run folder, across resumptions)
         log = out / "val.jsonl"
         if log.exists():
@@ -187,13 +186,4 @@ class Validator:
             return
         self.best = bd
         candidate.replace(self.out / "best.rdw")
-        (self.out / "val_best.json").write_text(json.dumps({"step": step, "bd_rate_vs_jpeg": bd}))
-        if self.ship:
-            entry = registry.find_entry(registry.default_model_name())
-            registry.ship(
-                checkpoint,
-                entry["name"],
-                entry["wire_id"],
-                entry.get("description", ""),
-                {"validation_bd_rate_vs_jpeg": bd},
-            )
+        (self.out / "val_best.json").write_text(json.dumps(row))

@@ -22,6 +22,8 @@ import functools
 import hashlib
 import io
 import json
+import re
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -253,40 +255,61 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     return export_weights(network, Path(out))
 
 
-def ship(
-    checkpoint: str | Path,
+def _default_quality_for(manifest_data: dict, levels: int) -> float:
+    """The default model's default quality when the new one has its levels."""
+    for e in manifest_data["models"]:
+        if e["name"] == manifest_data["default"] and e["qualities"][1] == levels:
+            return float(e["default_quality"])
+    return DEFAULT_QUALITY
+
+
+def release(
+    weights: str | Path,
     name: str,
-    wire_id: int,
     description: str,
-    extra: dict | None = None,
-    default_quality: float = DEFAULT_QUALITY,
+    training: dict | None = None,
+    make_default: bool = False,
+    default_quality: float | None = None,
+    folder: Path | None = None,
 ) -> dict:
-    """Export ``checkpoint`` into the package's weights folder and record it in the
-    manifest (replacing the entry of the same name); returns the entry."""
-    folder = Path(__file__).resolve().parent.parent / "weights"
-    file = f"{name}.rdw"
-    digest = export_checkpoint(checkpoint, folder / file)
-    model = load_weights_file(folder / file, name, wire_id, digest)
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    """Add a weight file to the shipped models as a new release and return its entry.
+
+    A release is for ever: a name or wire id already in the manifest is refused (files
+    written by a model must keep decoding to the same picture), the next free wire id
+    is assigned, and the file is copied into the package's weights folder.
+    """
+    folder = folder or Path(__file__).resolve().parent.parent / "weights"
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}", name):
+        raise ModelError(f"release name '{name}': use lower-case letters, digits, '.' and '-'")
+    if any(e["name"] == name for e in data["models"]):
+        raise ModelError(f"release '{name}' exists; a shipped model never changes, pick a new name")
+    wire_id = max(e["wire_id"] for e in data["models"]) + 1
+    if wire_id > 255:
+        raise ModelError("no free wire id (1..255) is left")
+    model = load_weights_file(Path(weights), name, wire_id)
+    target = folder / f"{name}.rdw"
+    if target.exists():
+        raise ModelError(f"{target} exists; a shipped weight file never changes")
+    shutil.copyfile(weights, target)
+    config = model.network.config
     entry = {
         "name": name,
         "wire_id": wire_id,
-        "file": file,
-        "sha256": digest,
-        "bytes": (folder / file).stat().st_size,
-        "qualities": [1, model.network.config.levels],
-        "default_quality": default_quality,
-        "architecture": {"type": "gained mean-scale hyperprior", **model.network.config.to_dict()},
+        "file": target.name,
+        "sha256": model.sha256,
+        "bytes": target.stat().st_size,
+        "qualities": [1, config.levels],
+        "default_quality": default_quality or _default_quality_for(data, config.levels),
+        "architecture": {"type": "gained mean-scale hyperprior", **config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,
-        "training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"])},
+        "training": training or {},
     }
-    path = folder / "manifest.json"
-    data = json.loads(path.read_text()) if path.exists() else {"default": name, "models": []}
-    previous = next((e for e in data["models"] if e["name"] == name), {})
-    # Keep what earlier shipments recorded (data, recipe) unless this one says otherwise.
-    entry["training"] = {**previous.get("training", {}), **entry["training"], **(extra or {})}
-    data["models"] = [e for e in data["models"] if e["name"] != name] + [entry]
+    data["models"].append(entry)
+    if make_default:
+        data["default"] = name
     path.write_text(json.dumps(data, indent=2) + "\n")
     load_model.cache_clear()
     return entry

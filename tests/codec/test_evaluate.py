@@ -1,4 +1,4 @@
-"""Training validation on real files: rows, best-only export, shipping."""
+"""Training validation on real files: rows, best-only export (shipping is `release`)."""
 
 import json
 from pathlib import Path
@@ -41,22 +41,24 @@ def val_dir(tmp_path):
     return folder
 
 
-def test_keeps_and_ships_only_improvements(checkpoint, val_dir, tmp_path, monkeypatch):
+def test_keeps_only_improvements_and_never_ships(checkpoint, val_dir, tmp_path, monkeypatch):
     scripted = iter([-10.0, 5.0, -20.0])  # shipped model, then two validations
     monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: next(scripted))
-    shipped = []
-    monkeypatch.setattr(registry, "ship", lambda *args: shipped.append(args))
+    before = (registry.manifest(), registry.weights_path(registry.find_entry("hp-gain-n96m128")))
     out, rows = tmp_path / "run", []
-    validator = evaluate.Validator(out, val_dir, 1, 2, ship=True, report=rows.append)
+    validator = evaluate.Validator(out, val_dir, 1, 2, report=rows.append)
     assert validator.best == -10.0 and rows[0]["shipped"]
 
     validator(checkpoint, 1, 60.0 * 1)  # not a multiple of --val-every: nothing
     validator(checkpoint, 2, 60.0 * 2)  # worse than the shipped model
-    assert not (out / "best.rdw").exists() and not shipped
+    assert not (out / "best.rdw").exists()
     validator(checkpoint, 3, 60.0 * 3)  # too soon
     validator(checkpoint, 4, 60.0 * 4)  # better
-    assert (out / "best.rdw").exists() and len(shipped) == 1
-    assert json.loads((out / "val_best.json").read_text()) == {"step": 4, "bd_rate_vs_jpeg": -20.0}
+    assert (out / "best.rdw").exists()
+    best = json.loads((out / "val_best.json").read_text())
+    assert best["step"] == 4 and best["bd_rate_vs_jpeg"] == -20.0 and "train_hours" in best
+    # Shipping is `rdcodec release`: validation never touches the manifest.
+    assert registry.manifest() == before[0]
     logged = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [None, 2, 4]
     assert [r.get("improved") for r in logged[1:]] == [False, True]
@@ -64,7 +66,7 @@ def test_keeps_and_ships_only_improvements(checkpoint, val_dir, tmp_path, monkey
     # A resumed run clears the best of the run so far, not the shipped model's, and
     # validates at the first checkpoint past the next multiple even off the multiples.
     monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: -30.0)
-    again = evaluate.Validator(out, val_dir, 1, 2, ship=False)
+    again = evaluate.Validator(out, val_dir, 1, 2)
     assert again.best == -20.0 and again.last == 4
     again(checkpoint, 5, 60.0 * 5)
     again(checkpoint, 7, 60.0 * 7)

@@ -1,0 +1,59 @@
+"""Releases: a shipped model never changes, a new one gets the next wire id."""
+
+import json
+import shutil
+
+import pytest
+
+from rdcodec.errors import ModelError
+from rdcodec.models import registry
+
+
+@pytest.fixture
+def weights_folder(tmp_path):
+    """A copy of the manifest (weight files are not needed for the manifest checks)."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(
+        registry.weights_path(registry.find_entry("hp-gain-n96m128")).parent / "manifest.json",
+        folder,
+    )
+    return folder
+
+
+def test_release_adds_a_model_with_the_next_wire_id(weights_folder, tiny_exact_weights):
+    before = json.loads((weights_folder / "manifest.json").read_text())
+    entry = registry.release(
+        tiny_exact_weights, "tiny-r1", "a test", {"steps": 1}, folder=weights_folder
+    )
+    after = json.loads((weights_folder / "manifest.json").read_text())
+    assert entry["wire_id"] == max(e["wire_id"] for e in before["models"]) + 1
+    assert after["models"][:-1] == before["models"] and after["default"] == before["default"]
+    assert (weights_folder / "tiny-r1.rdw").read_bytes() == tiny_exact_weights.read_bytes()
+    model = registry.load_weights_file(weights_folder / "tiny-r1.rdw", "x", 1, entry["sha256"])
+    assert entry["qualities"] == [1, model.network.config.levels] == [1, 11]
+    assert entry["architecture"]["exact"] is True
+
+
+def test_a_release_never_changes(weights_folder, tiny_exact_weights):
+    registry.release(tiny_exact_weights, "tiny-r1", "a test", folder=weights_folder)
+    saved = (weights_folder / "manifest.json").read_text()
+    for name in ("tiny-r1", "hp-gain-n96m128"):
+        with pytest.raises(ModelError, match="never changes"):
+            registry.release(tiny_exact_weights, name, "again", folder=weights_folder)
+    with pytest.raises(ModelError, match="release name"):
+        registry.release(tiny_exact_weights, "Bad Name", "x", folder=weights_folder)
+    assert (weights_folder / "manifest.json").read_text() == saved
+
+
+def test_release_can_make_the_default(weights_folder, tiny_exact_weights):
+    registry.release(tiny_exact_weights, "tiny-r1", "x", make_default=True, folder=weights_folder)
+    assert json.loads((weights_folder / "manifest.json").read_text())["default"] == "tiny-r1"
+
+
+def test_release_refuses_a_file_that_is_not_weights(weights_folder, tmp_path):
+    bad = tmp_path / "bad.rdw"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ModelError):
+        registry.release(bad, "bad-r1", "x", folder=weights_folder)
+    assert not (weights_folder / "bad-r1.rdw").exists()

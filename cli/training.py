@@ -165,7 +165,7 @@ def train(
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None
     if val_every and val and Path(val).is_dir():
-        from ..codec.evaluate import Validator
+        from ..models.training.validate import Validator
 
         validator = Validator(
             Path(out),

@@ -127,6 +127,120 @@ def test_rdcodec_points_are_real_bitstreams(tmp_path):
     assert model.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name
 
 
+def _crop_folder(tmp_path: Path, name: str = "chelsea.png", side: int = 64) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    with Image.open(IMAGES / name) as im:
+        Image.fromarray(np.array(im.convert("RGB"))[:side, :side]).save(folder / "crop.png")
+    return folder
+
+
+GAIN, EXACT = "rdcodec@hp-gain-n96m128", "rdcodec@hp-exact-n96m128"
+
+
+def test_two_rdcodec_models_are_two_codecs_with_real_bitstreams(tmp_path):
+    from rdcodec.codec import pipeline
+    from rdcodec.models.registry import load_model
+
+    folder = _crop_folder(tmp_path)
+    with Image.open(folder / "crop.png") as im:
+        crop = np.array(im)
+    out = tmp_path / "out"
+    # hp-gain at its default points (all 8 levels of its manifest range), hp-exact at two.
+    report = _run(folder, out, codecs=[GAIN, EXACT], qualities={EXACT: (2, 11)})
+    gain, exact = report.curves
+    assert (gain.name, gain.label) == (GAIN, "rdcodec (hp-gain-n96m128)")
+    assert (exact.name, exact.label) == (EXACT, "rdcodec (hp-exact-n96m128)")
+    assert gain.qualities == tuple(range(1, 9)) and exact.qualities == (2, 11)
+    for curve, stem in ((gain, "rdcodec-hp-gain-n96m128"), (exact, "rdcodec-hp-exact-n96m128")):
+        data = json.loads((out / f"{stem}.json").read_text())
+        assert (data["name"], data["codec"]) == (curve.label, curve.name)
+        assert data["results"]["bpp"] == list(curve.bpp)
+    assert not (out / "rdcodec.json").exists()
+
+    rows = _rows(out)
+    assert sorted(r["codec"] for r in rows) == [EXACT] * 2 + [GAIN] * 8
+    threads = torch.get_num_threads()
+    for row in rows:
+        model = load_model(row["codec"].partition("@")[2])
+        torch.set_num_threads(1)  # the bench codes on one thread: the same bytes and pixels
+        try:
+            data = pipeline.encode(crop, float(row["quality"]), model)
+            decoded_psnr = psnr(crop, pipeline.decode_array(data, model))
+        finally:
+            torch.set_num_threads(threads)
+        assert int(row["num_bytes"]) == len(data)
+        assert float(row["psnr"]) == pytest.approx(decoded_psnr, abs=1e-9)
+    # At level 2 the two models write different files (their own weights, wire id, hash).
+    at_2 = {r["codec"]: int(r["num_bytes"]) for r in rows if float(r["quality"]) == 2}
+    assert at_2[GAIN] != at_2[EXACT]
+
+    # Each model's points are cached apart, keyed by its own weights.
+    names = {p.name for p in (out / "cache").rglob("rdcodec-*.json")}
+    for name in (GAIN, EXACT):
+        prefix = f"rdcodec-{load_model(name.partition('@')[2]).sha256[:12]}-"
+        assert sum(n.startswith(prefix) for n in names) == (8 if name == GAIN else 2)
+
+    table = (out / "bd_rate.md").read_text()
+    assert "## Anchor: rdcodec (hp-gain-n96m128)" in table
+    assert "| rdcodec (hp-exact-n96m128) |" in table.split("## Anchor: rdcodec (hp-gain")[1]
+    assert bench.find_bd(report.bd, exact.label, GAIN, "psnr") is not None
+    assert bench.find_bd(report.bd, gain.label, EXACT, "psnr") is None  # the first is the anchor
+    assert [c.label for c in report.monotonic] == [gain.label, exact.label]
+    assert "## rdcodec (hp-gain-n96m128): quality levels" in table
+
+
+def test_rdcodec_and_its_model_name_share_the_cache_and_are_measured_once(tmp_path):
+    from rdcodec.models import registry
+
+    folder = _crop_folder(tmp_path)
+    out = tmp_path / "out"
+    default = f"rdcodec@{registry.default_model_name()}"
+    first = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (3,)})
+    assert (first.measured_points, first.cached_points) == (1, 0)
+    warnings: list[str] = []
+    both = _run(
+        folder,
+        out,
+        codecs=["rdcodec", default],
+        qualities={"rdcodec": (3,), default: (3,)},
+        warn=warnings.append,
+    )
+    assert [c.name for c in both.curves] == ["rdcodec"] and both.measured_points == 0
+    assert any("measuring it once" in w for w in warnings)
+    named = _run(folder, out, codecs=[default], qualities={default: (3,)})
+    assert (named.measured_points, named.cached_points) == (0, 1)
+    assert [r["codec"] for r in _rows(out)] == [default]
+    assert (out / f"{bench.file_stem(default)}.json").exists()
+
+
+def test_target_bpp_and_html_use_the_first_rdcodec_model(tmp_path):
+    folder = _crop_folder(tmp_path)
+    out = tmp_path / "out"
+    report = _run(
+        folder, out, codecs=["jpeg", GAIN, EXACT], qualities={GAIN: (1,), EXACT: (1,)},
+        targets=(50.0,),
+    )  # fmt: skip
+    (row,) = report.targets.rows
+    assert report.targets.model == "hp-gain-n96m128"
+    assert row.quality == row.top_quality == 8  # hp-gain's top level, not hp-exact's 11
+    assert "## rdcodec --target-bpp: hp-gain-n96m128" in (out / "bd_rate.md").read_text()
+    with pytest.raises(CodecError, match="--html compares the default model"):
+        _run(folder, tmp_path / "html", codecs=[GAIN, EXACT], html=True)
+    assert not (tmp_path / "html").exists()  # refused before any work
+
+
+def test_rdcodec_models_take_their_own_default_qualities():
+    assert bench.make_codec(GAIN).default_qualities == tuple(range(1, 9))
+    assert bench.make_codec(EXACT).default_qualities == tuple(range(1, 12))
+    assert (
+        bench.make_codec("rdcodec").default_qualities
+        == bench.make_codec("rdcodec@" + bench.make_codec("rdcodec").model_name).default_qualities
+    )
+    assert bench.file_stem(GAIN) == "rdcodec-hp-gain-n96m128"
+    assert bench.file_stem("rdcodec@a/b c") == "rdcodec-a-b-c"
+
+
 def _measurement(image: str, quality: float, bpp: float, psnr_db: float) -> bench.Measurement:
     return bench.Measurement(image, "0" * 64, 8, 8, "rdcodec", quality, 1, bpp, psnr_db, None, 0, 0)
 
@@ -360,12 +474,18 @@ def test_bad_compare_files(tmp_path, content, message):
 
 def test_parse_codecs_and_qualities():
     assert bench.parse_codecs("rdcodec, JPG,jpeg,j2k") == ["rdcodec", "jpeg", "jpeg2000"]
+    assert bench.parse_codecs(f"{GAIN}, RDCODEC@hp-exact-n96m128,{GAIN}") == [GAIN, EXACT]
     assert bench.parse_qualities("jpeg=90,10") == ("jpeg", (10, 90))
     assert bench.parse_qualities("jpeg2000=0.25,1") == ("jpeg2000", (0.25, 1))
-    for bad in ("heic", ""):
+    assert bench.parse_qualities(f"{GAIN}=8,1.5") == (GAIN, (1.5, 8))
+    assert bench.parse_qualities(f"{EXACT}=11") == (EXACT, (11,))
+    for bad in ("heic", "", "jpeg@x", "rdcodec@", "rdcodec@nope"):
         with pytest.raises(CodecError):
             bench.parse_codecs(bad)
-    for bad in ("jpeg", "jpeg=10.5", "rdcodec=9", "webp=a,b", "jpeg="):
+    with pytest.raises(CodecError, match="no installed model 'nope'; installed: hp-gain"):
+        bench.parse_codecs("rdcodec@nope")
+    bad_points = ("jpeg", "jpeg=10.5", "rdcodec=12", f"{GAIN}=9", "webp=a,b", "jpeg=")
+    for bad in bad_points:
         with pytest.raises(CodecError):
             bench.parse_qualities(bad)
 

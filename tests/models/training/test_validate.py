@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdcodec.codec import evaluate
 from rdcodec.models import registry
+from rdcodec.models.training import validate
 from rdcodec.models.training.train import TrainConfig, train
 
-IMAGES = Path(__file__).parents[1] / "images"
+IMAGES = Path(__file__).parents[2] / "images"
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,10 @@ def val_dir(tmp_path):
 
 def test_keeps_only_improvements_and_never_ships(checkpoint, val_dir, tmp_path, monkeypatch):
     scripted = iter([-10.0, 5.0, -20.0])  # shipped model, then two validations
-    monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: next(scripted))
+    monkeypatch.setattr(validate, "bd_rate_vs", lambda anchor, test: next(scripted))
     before = (registry.manifest(), registry.weights_path(registry.find_entry("hp-gain-n96m128")))
     out, rows = tmp_path / "run", []
-    validator = evaluate.Validator(out, val_dir, 1, 2, report=rows.append)
+    validator = validate.Validator(out, val_dir, 1, 2, report=rows.append)
     assert validator.best == -10.0 and rows[0]["shipped"]
 
     validator(checkpoint, 1, 60.0 * 1)  # not a multiple of --val-every: nothing
@@ -65,8 +65,8 @@ def test_keeps_only_improvements_and_never_ships(checkpoint, val_dir, tmp_path, 
     assert logged[2]["train_hours"] == round(240 / 3600, 3) and len(logged[2]["bpp"]) == 8
     # A resumed run clears the best of the run so far, not the shipped model's, and
     # validates at the first checkpoint past the next multiple even off the multiples.
-    monkeypatch.setattr(evaluate, "bd_rate_vs", lambda anchor, test: -30.0)
-    again = evaluate.Validator(out, val_dir, 1, 2)
+    monkeypatch.setattr(validate, "bd_rate_vs", lambda anchor, test: -30.0)
+    again = validate.Validator(out, val_dir, 1, 2)
     assert again.best == -20.0 and again.last == 4
     again(checkpoint, 5, 60.0 * 5)
     again(checkpoint, 7, 60.0 * 7)

@@ -47,12 +47,28 @@ for i, path in enumerate(sys.argv[5:]):
 np.savez(out, **results)
 """
 
-# Each decode process forces other kernels: torch's ATen dispatch level, MKL's
-# instruction set, and the thread count.
+
+# Each decode process forces other kernels: torch's ATen dispatch level, MKL's and
+# oneDNN's instruction sets (oneDNN runs the convolutions; ATen's level does not reach
+# it), and the thread count. tests/portability_long.py runs the same environments.
+def _onednn(isa: str) -> dict[str, str]:
+    return {"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa}
+
+
 KERNELS = [
-    {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"},
-    {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "2"},
-    {"ATEN_CPU_CAPABILITY": "avx512", "OMP_NUM_THREADS": "1"},
+    {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        **_onednn("SSE41"),
+        "OMP_NUM_THREADS": "1",
+    },
+    {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        **_onednn("AVX2"),
+        "OMP_NUM_THREADS": "2",
+    },
+    {"ATEN_CPU_CAPABILITY": "avx512", **_onednn("AVX512_CORE"), "OMP_NUM_THREADS": "1"},
 ]
 
 

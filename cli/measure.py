@@ -63,7 +63,8 @@ def rdplane(folder, out_path, count, reference, force):
     type=click.Path(path_type=Path),
     default=None,
     help="Instead: time the shipped models and compressai on the same transforms on this "
-    "photo, in one process.",
+    "photo, in one process; --quality is a level of the first model, the others code at "
+    "the level trained at the same lambda.",
 )
 @click.option(
     "--models", "model_names", default=None, help="With --versus: model names (default: all)."
@@ -83,7 +84,10 @@ def speed(sizes, quality, threads, as_json, versus_image, model_names):
             torch.set_num_threads(threads)
         names = model_names.split(",") if model_names else [e["name"] for e in model_entries()]
         pixels = read_image(versus_image).pixels
-        rows = bench_speed.versus_compressai(pixels, names, quality)
+        try:
+            rows = bench_speed.versus_compressai(pixels, names, quality)
+        except ValueError as exc:  # a quality the first model was not trained at
+            raise CodecError(f"--quality: {exc}") from None
         if as_json:
             click.echo(json.dumps([r.__dict__ for r in rows]))
             return

@@ -164,8 +164,10 @@ def versus_compressai(
 
     rows = []
     models = [load_model(name) for name in model_names]
+    # The same operating point (lambda) in every model: ``quality`` is the first model's.
+    lmbda = models[0].network.config.lambda_of(quality)
     for model in models:
-        q = quality if model.network.config.levels == 8 else quality + 3  # same lambda
+        q = model.network.config.quality_of(lmbda)
         enc, data = _best(lambda m=model, q=q: pipeline.encode(image, q, m), repeats)
         dec, _ = _best(lambda m=model, d=data: pipeline.decode_array(d, m), repeats)
         rows.append(VersusRow(f"rdcodec {model.name} (q{q:g})", len(data), enc, dec))

@@ -61,6 +61,21 @@ class ModelConfig:
             raise ValueError(f"at most {len(ladder)} quality levels, got {self.levels}")
         return ladder[-self.levels :] if self.levels > len(LAMBDAS) else ladder[: self.levels]
 
+    def quality_of(self, lmbda: float) -> float:
+        """The quality level trained at ``lmbda`` (models with different ladders number
+        the same operating point differently: level 4 of an 8-level model is level 7 of
+        an 11-level one)."""
+        for i, own in enumerate(self.lambdas):
+            if math.isclose(own, lmbda, rel_tol=1e-9):
+                return float(i + 1)
+        raise ValueError(f"no quality level of this model was trained at lambda {lmbda}")
+
+    def lambda_of(self, quality: float) -> float:
+        """The lambda of an integer quality level."""
+        if quality != int(quality) or not 1 <= quality <= self.levels:
+            raise ValueError(f"quality {quality} is not one of the levels 1..{self.levels}")
+        return self.lambdas[int(quality) - 1]
+
     def to_dict(self) -> dict:
         return asdict(self)
 

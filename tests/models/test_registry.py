@@ -57,3 +57,16 @@ def test_release_refuses_a_file_that_is_not_weights(weights_folder, tmp_path):
     with pytest.raises(ModelError):
         registry.release(bad, "bad-r1", "x", folder=weights_folder)
     assert not (weights_folder / "bad-r1.rdw").exists()
+
+
+def test_quality_units_follow_lambda():
+    from rdcodec.models.network import ModelConfig
+
+    eight, eleven = ModelConfig(8, 12, levels=8), ModelConfig(8, 12, levels=11)
+    for q in range(1, 9):
+        assert eleven.quality_of(eight.lambda_of(q)) == q + 3
+    assert eight.quality_of(eleven.lambda_of(11)) == 8
+    with pytest.raises(ValueError):
+        eight.quality_of(eleven.lambda_of(1))  # below the 8-level ladder
+    with pytest.raises(ValueError):
+        eight.lambda_of(2.5)

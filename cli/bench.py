@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
-from .main import reports_errors
+from .common import reports_errors
 
 
 @click.command()
@@ -17,14 +17,19 @@ from .main import reports_errors
     "--codecs",
     default="rdcodec,jpeg,webp,avif,jpeg2000",
     show_default=True,
-    help="Comma-separated: rdcodec, jpeg, webp, avif, jpeg2000.",
+    help="Comma-separated: rdcodec (the default model), rdcodec@MODEL (a shipped model by "
+    "name, see `rdcodec models`; list several to compare them, e.g. "
+    "rdcodec@hp-gain-n96m128,rdcodec@hp-exact-n96m128), jpeg, webp, avif, jpeg2000. Each "
+    "rdcodec model is a codec of its own (curve, JSON, BD-rates); with two or more, "
+    "bd_rate.md also compares each against the first one listed.",
 )
 @click.option(
     "--out",
     default="results",
     show_default=True,
     type=click.Path(path_type=Path),
-    help="Output folder (JSON per codec, per_image.csv, rd.png/svg, bd_rate.md, cache/).",
+    help="Output folder (JSON per codec, e.g. jpeg.json, rdcodec.json, "
+    "rdcodec-hp-gain-n96m128.json; per_image.csv, rd.png/svg, bd_rate.md, cache/).",
 )
 @click.option(
     "--workers",
@@ -43,8 +48,9 @@ from .main import reports_errors
     "--qualities",
     multiple=True,
     metavar="CODEC=Q1,Q2,...",
-    help="Quality points of one codec, e.g. jpeg=10,50,90 or jpeg2000=0.25,1 "
-    "(target bpp); repeatable.",
+    help="Quality points of one codec, e.g. jpeg=10,50,90, jpeg2000=0.25,1 (target bpp) or "
+    "rdcodec@hp-gain-n96m128=1,4,8; repeatable. Default for rdcodec models: every level of "
+    "the model.",
 )
 @click.option(
     "--target-bpp",
@@ -52,7 +58,8 @@ from .main import reports_errors
     default=None,
     metavar="B1,B2,...",
     help="Also run rdcodec's --target-bpp at these rates on every image and report how "
-    "close the files land (target_bpp.csv, bd_rate.md).",
+    "close the files land (target_bpp.csv, bd_rate.md). Uses the first rdcodec model in "
+    "--codecs.",
 )
 @click.option(
     "--html",
@@ -60,11 +67,12 @@ from .main import reports_errors
     help="Also write OUT/report.html, one self-contained page: the RD plot, the BD-rate "
     "tables and each image compared at rdcodec's middle quality (every other codec at the "
     "same or lower size; one 256x256 full-resolution crop per image). Codes each image "
-    "once more per codec.",
+    "once more per codec. The comparisons use the first rdcodec model in --codecs, which "
+    "must be the default model.",
 )
 @reports_errors
 def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html):
-    """Rate-distortion benchmark of rdcodec and classical codecs on the images in DIR."""
+    """Rate-distortion benchmark of rdcodec models and classical codecs on the images in DIR."""
     start = time.perf_counter()
     from ..codec import bench as bench_lib
 
@@ -125,19 +133,23 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html):
         "BD-rate on PSNR over the averaged curves (MS-SSIM and intervals in bd_rate.md); "
         "times: mean ms per image and point."
     )
-    if report.monotonic is not None:
-        m = report.monotonic
+    ours = [c for c in report.curves if bench_lib.is_rdcodec(c.name) and not c.published]
+    for c in ours[1:]:
+        r = bench_lib.find_bd(report.bd, c.label, ours[0].name, "psnr")
+        click.echo(f"{c.label}: BD-rate (PSNR) {pct(r.percent if r else None)} vs {ours[0].label}")
+    for m in report.monotonic:
         click.echo(
-            f"rdcodec levels: bpp and PSNR rise with the level on "
+            f"{m.label} levels: bpp and PSNR rise with the level on "
             f"{m.monotonic} of {m.images} images"
         )
     if report.targets is not None:
         t = report.targets
         click.echo(
-            f"--target-bpp: mean undershoot {t.undershoot_percent():.2f}% over "
+            f"--target-bpp ({t.model}): mean undershoot {t.undershoot_percent():.2f}% over "
             f"{len(t.feasible())} files, {t.over_target()} above the target, "
             f"{t.infeasible()} targets below the lowest quality's rate"
         )
+    width = max(17, *(len(what) for what in report.outputs))  # rdcodec@MODEL names are long
     for what, path in report.outputs.items():
-        click.echo(f"  {what:<17} {path}")
+        click.echo(f"  {what:<{width}} {path}")
     click.echo(f"total {time.perf_counter() - start:.1f} s")

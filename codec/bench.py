@@ -5,7 +5,8 @@ decode those bytes, and measure the file size (bpp = 8 * bytes / pixels), PSNR-R
 and MS-SSIM on the decoded 8-bit RGB image, and the encode and decode seconds.
 Results are averaged per quality point (mean over images, as CompressAI does) and
 written in CompressAI's JSON schema, with per-image rows, an RD plot and a BD-rate
-table.
+table. Each rdcodec model named (``rdcodec`` for the default, ``rdcodec@MODEL`` for any
+shipped one) is a codec of its own, so releases can be compared on one plot.
 
 Every measured point is cached as one small JSON file keyed by the image's sha256,
 the codec, the codec's settings (encoder library version, or rdcodec's weights and
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CodecError, ImageError
+from ..errors import CodecError, ImageError, ModelError
 from . import baselines, image_io
 from .metrics import bpp as bits_per_pixel
 from .metrics import ms_ssim, ms_ssim_db, psnr
@@ -52,27 +53,46 @@ _COST_ORDER = ("rdcodec", "avif", "webp", "jpeg2000", "jpeg")
 
 # ---- codecs ------------------------------------------------------------------------
 class RdcodecCodec:
-    """The shipped rdcodec model, at its quality levels."""
+    """A shipped rdcodec model, at its quality levels.
 
-    name = "rdcodec"
-    default_qualities = (1, 2, 3, 4, 5, 6, 7, 8)
+    ``name`` is the ``--codecs`` name: ``rdcodec`` for the default model, or
+    ``rdcodec@MODEL`` for any shipped model.
+    """
+
     quality_meaning = "quality level"
 
-    def __init__(self, model_name: str | None = None):
+    def __init__(self, model_name: str | None = None, name: str = "rdcodec"):
         from ..models import registry
 
         self._entry = registry.find_entry(model_name or registry.default_model_name())
         self._model = None
+        self.name = name
+
+    @property
+    def model_name(self) -> str:
+        return self._entry["name"]
 
     @property
     def label(self) -> str:
         return f"rdcodec ({self._entry['name']})"
 
+    def quality_range(self) -> tuple[float, float]:
+        """The model's levels, from its manifest entry (without loading the weights)."""
+        low, high = self._entry["qualities"]
+        return float(low), float(high)
+
+    @property
+    def default_qualities(self) -> tuple[int, ...]:
+        """Every level of the model."""
+        low, high = self.quality_range()
+        return tuple(range(math.ceil(low), math.floor(high) + 1))
+
     def available(self) -> bool:
         return True
 
     def settings_id(self) -> str:
-        # The weights and the code that turns them into bytes and back.
+        # The weights and the code that turns them into bytes and back: different
+        # models never share a cache entry.
         from ..models import network
         from . import container, entropy, pipeline
 
@@ -106,26 +126,64 @@ class RdcodecCodec:
         return pipeline.decode_array(data, self._loaded())
 
 
+def is_rdcodec(name: str) -> bool:
+    """Whether a ``--codecs`` name is an rdcodec model (``rdcodec`` or ``rdcodec@MODEL``)."""
+    return name == "rdcodec" or name.startswith("rdcodec@")
+
+
+def file_stem(name: str) -> str:
+    """A codec's name as a file name: ``rdcodec@hp-gain-n96m128`` -> ``rdcodec-hp-gain-n96m128``."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in name)
+
+
+def _cache_stem(name: str) -> str:
+    # Every rdcodec model caches under "rdcodec": the settings id holds the weights'
+    # hash, so models stay apart while "rdcodec" and "rdcodec@<the default>" share.
+    return "rdcodec" if is_rdcodec(name) else name
+
+
 def make_codec(name: str):
-    """The codec object of one ``--codecs`` name."""
+    """The codec object of one ``--codecs`` name (``rdcodec@MODEL``: a shipped model)."""
     if name == "rdcodec":
         return RdcodecCodec()
+    if name.startswith("rdcodec@"):
+        return RdcodecCodec(name.partition("@")[2], name=name)
     if name in baselines.CLASSICAL:
         return baselines.CLASSICAL[name]
-    raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}")
+    raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL")
+
+
+def _parse_codec(raw: str) -> str:
+    """One ``--codecs`` name, checked; ``""`` for an empty item."""
+    base, at, model = raw.strip().partition("@")
+    name = base.strip().lower().replace("-", "").replace(" ", "")
+    name = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000"}.get(name, name)
+    if at:
+        # Model names are kept as written: they are hyphenated and matched exactly.
+        if name != "rdcodec":
+            raise CodecError(f"unknown codec '{raw.strip()}': only rdcodec takes @MODEL")
+        if not model.strip():
+            raise CodecError(f"'{raw.strip()}': give a model name after @ (see rdcodec models)")
+        name = f"rdcodec@{model.strip()}"
+        try:
+            make_codec(name)
+        except ModelError as exc:  # a misspelt --codecs item, like 'heic': exit code 1
+            raise CodecError(f"unknown codec '{raw.strip()}': {exc}") from None
+        return name
+    if name and name not in CODEC_NAMES:
+        raise CodecError(
+            f"unknown codec '{raw.strip()}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL"
+        )
+    return name
 
 
 def parse_codecs(text: str) -> list[str]:
-    """``"rdcodec,jpeg"`` -> ``["rdcodec", "jpeg"]`` (checked, duplicates dropped)."""
+    """``"rdcodec,jpeg,rdcodec@hp-gain-n96m128"`` -> the same names (checked, duplicates
+    dropped); ``rdcodec@MODEL`` names a shipped model."""
     names: list[str] = []
     for raw in text.split(","):
-        name = raw.strip().lower().replace("-", "").replace(" ", "")
-        name = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000"}.get(name, name)
-        if not name:
-            continue
-        if name not in CODEC_NAMES:
-            raise CodecError(f"unknown codec '{raw.strip()}'; known: {', '.join(CODEC_NAMES)}")
-        if name not in names:
+        name = _parse_codec(raw)
+        if name and name not in names:
             names.append(name)
     if not names:
         raise CodecError("--codecs names no codec")
@@ -133,7 +191,8 @@ def parse_codecs(text: str) -> list[str]:
 
 
 def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
-    """``"jpeg=10,50,90"`` -> ``("jpeg", (10, 50, 90))``, checked against the codec's range."""
+    """``"jpeg=10,50,90"`` -> ``("jpeg", (10, 50, 90))``, checked against the codec's range
+    (an rdcodec model's levels from its manifest entry)."""
     name, sep, values = spec.partition("=")
     if not sep:
         raise CodecError(f"--qualities '{spec}': expected CODEC=Q1,Q2,... (e.g. jpeg=10,50,90)")
@@ -144,10 +203,10 @@ def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
         raise CodecError(f"--qualities '{spec}': quality points must be numbers") from None
     if not points:
         raise CodecError(f"--qualities '{spec}': no quality points")
-    low, high, integer = {
-        "rdcodec": (1, 8, False),
-        "jpeg2000": (0.001, 24, False),  # target bpp
-    }.get(name, (0, 100, True))
+    if is_rdcodec(name):
+        low, high, integer = (*make_codec(name).quality_range(), False)
+    else:
+        low, high, integer = {"jpeg2000": (0.001, 24, False)}.get(name, (0, 100, True))  # bpp
     for q in points:
         if not low <= q <= high or (integer and q != int(q)):
             kind = "integers" if integer else "numbers"
@@ -245,18 +304,22 @@ class _Task:
 
 
 def _cache_path(cache_dir: Path, sha256: str, codec: str, settings_id: str, quality: float) -> Path:
-    return Path(cache_dir) / sha256[:16] / f"{codec}-{settings_id}-q{quality:g}.json"
+    stem = _cache_stem(codec)
+    return Path(cache_dir) / sha256[:16] / f"{stem}-{settings_id}-q{quality:g}.json"
 
 
-def _read_cached(path: Path, image: BenchImage) -> Measurement | None:
+def _read_cached(path: Path, image: BenchImage, codec: str) -> Measurement | None:
     try:
         m = Measurement.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or damaged (e.g. an interrupted write): measure again
-    # The same pixels may have been measured under another file name; JSON stored an
-    # infinite PSNR (a lossless point) as null.
+    # The same pixels may have been measured under another file name, the same model
+    # under another codec name (rdcodec, rdcodec@MODEL); JSON stored an infinite PSNR
+    # (a lossless point) as null.
     psnr_value = math.inf if m.psnr is None else m.psnr
-    return Measurement(**{**m.to_dict(), "image": image.path.name, "psnr": psnr_value})
+    return Measurement(
+        **{**m.to_dict(), "image": image.path.name, "codec": codec, "psnr": psnr_value}
+    )
 
 
 def _write_cached(path: Path, m: Measurement) -> None:
@@ -388,10 +451,11 @@ class MonotonicCheck:
     images: int
     monotonic: int
     failures: tuple[str, ...]  # "image: what went down between which levels"
+    label: str = "rdcodec"  # the model's curve label
 
     def markdown(self) -> str:
         lines = [
-            "## rdcodec quality levels",
+            f"## {self.label}: quality levels",
             "",
             f"bpp and PSNR rise with the level on {self.monotonic} of {self.images} images.",
         ]
@@ -400,7 +464,8 @@ class MonotonicCheck:
         return "\n".join(lines) + "\n"
 
 
-def monotonic_check(measurements: Iterable[Measurement]) -> MonotonicCheck:
+def monotonic_check(measurements: Iterable[Measurement], label: str = "rdcodec") -> MonotonicCheck:
+    """Whether bpp and PSNR rise with the level on every image, for one rdcodec model."""
     by_image: dict[str, list[Measurement]] = {}
     for m in measurements:
         by_image.setdefault(m.image, []).append(m)
@@ -414,7 +479,7 @@ def monotonic_check(measurements: Iterable[Measurement]) -> MonotonicCheck:
                     failures.append(
                         f"{name}: {what} does not rise from q{a.quality:g} to q{b.quality:g}"
                     )
-    return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures))
+    return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures), label)
 
 
 @dataclass(frozen=True)
@@ -433,15 +498,15 @@ class TargetRow:
 class _TargetTask:
     image: BenchImage
     targets: tuple[float, ...]
-    codec: str = "rdcodec"
+    codec: str = "rdcodec"  # an rdcodec --codecs name
 
 
 def _measure_targets(task: _TargetTask) -> list[TargetRow]:
     from . import pipeline
 
-    if "rdcodec" not in _CODECS:
-        _CODECS["rdcodec"] = make_codec("rdcodec")
-    model = _CODECS["rdcodec"]._loaded()
+    if task.codec not in _CODECS:
+        _CODECS[task.codec] = make_codec(task.codec)
+    model = _CODECS[task.codec]._loaded()
     array = _read_pixels(task.image.path)
     pixels = task.image.width * task.image.height
     rows = []
@@ -471,6 +536,7 @@ class TargetSummary:
     """How close ``--target-bpp`` lands, per target and over all feasible rows."""
 
     rows: tuple[TargetRow, ...]
+    model: str = ""  # the rdcodec model's name
 
     def feasible(self, target: float | None = None) -> list[TargetRow]:
         """Rows whose target lies within the model's range (neither below its lowest
@@ -506,7 +572,7 @@ class TargetSummary:
 
     def markdown(self) -> str:
         lines = [
-            "## rdcodec --target-bpp",
+            "## rdcodec --target-bpp" + (f": {self.model}" if self.model else ""),
             "",
             "Highest quality whose real file is at or below the target (bisection on the file "
             "size). Undershoot: mean of (target - bpp) / target over the images it could reach.",
@@ -724,27 +790,26 @@ class BdEntry:
     result: BdRate
 
 
+def _rdcodec_curves(curves: Iterable[Curve]) -> list[Curve]:
+    return [c for c in curves if is_rdcodec(c.name) and not c.published]
+
+
 def bd_table(curves: list[Curve]) -> list[BdEntry]:
-    """BD-rates of every curve against each anchor present (JPEG, AVIF), both metrics."""
+    """BD-rates of every curve against each anchor present (JPEG, AVIF), both metrics;
+    with two or more rdcodec models, also of each against the first one."""
     entries = []
     anchors = [c for c in curves if c.name in ANCHORS and not c.published]
-    for anchor in anchors:
-        for test in curves:
-            if test is anchor:
-                continue
-            entries.append(
-                BdEntry(
-                    test.label,
-                    anchor.name,
-                    "psnr",
-                    bd_rate_detail(anchor.bpp, anchor.psnr, test.bpp, test.psnr),
-                )
-            )
-            if anchor.ms_ssim and test.ms_ssim:
-                result = bd_rate_detail(anchor.bpp, anchor.ms_ssim_db, test.bpp, test.ms_ssim_db)
-            else:
-                result = BdRate(math.nan, math.nan, math.nan, 0.0)
-            entries.append(BdEntry(test.label, anchor.name, "ms-ssim", result))
+    pairs = [(anchor, test) for anchor in anchors for test in curves if test is not anchor]
+    ours = _rdcodec_curves(curves)
+    pairs += [(ours[0], test) for test in ours[1:]]
+    for anchor, test in pairs:
+        psnr_result = bd_rate_detail(anchor.bpp, anchor.psnr, test.bpp, test.psnr)
+        entries.append(BdEntry(test.label, anchor.name, "psnr", psnr_result))
+        if anchor.ms_ssim and test.ms_ssim:
+            result = bd_rate_detail(anchor.bpp, anchor.ms_ssim_db, test.bpp, test.ms_ssim_db)
+        else:
+            result = BdRate(math.nan, math.nan, math.nan, 0.0)
+        entries.append(BdEntry(test.label, anchor.name, "ms-ssim", result))
     return entries
 
 
@@ -782,22 +847,36 @@ def bd_markdown(curves: list[Curve], entries: list[BdEntry], images: int) -> str
     for anchor in ANCHORS:
         lines += ["", f"## Anchor: {labels.get(anchor, anchor.upper())}", ""]
         rows = [e for e in entries if e.anchor == anchor]
-        if not rows:
-            lines.append(f"{anchor.upper()} was not part of this run.")
-            continue
+        lines += _bd_rows(rows, anchor) if rows else [f"{anchor.upper()} was not part of this run."]
+    ours = _rdcodec_curves(curves)
+    if len(ours) > 1:
+        anchor = ours[0]
         lines += [
-            "| codec | BD-rate (PSNR) | PSNR interval (dB) "
-            "| BD-rate (MS-SSIM) | MS-SSIM interval (dB) |",
-            "|---|---:|---|---:|---|",
+            "",
+            f"## Anchor: {anchor.label}",
+            "",
+            "The other rdcodec models against the first one listed in --codecs.",
+            "",
+            *_bd_rows([e for e in entries if e.anchor == anchor.name], anchor.name),
         ]
-        for test in dict.fromkeys(e.test for e in rows):
-            p = find_bd(rows, test, anchor, "psnr")
-            s = find_bd(rows, test, anchor, "ms-ssim")
-            lines.append(
-                f"| {test} | {format_percent(p.percent)} | {_format_interval(p)} | "
-                f"{format_percent(s.percent)} | {_format_interval(s)} |"
-            )
     return "\n".join(lines) + "\n"
+
+
+def _bd_rows(rows: list[BdEntry], anchor: str) -> list[str]:
+    """One markdown table: each tested curve's BD-rates against ``anchor``."""
+    lines = [
+        "| codec | BD-rate (PSNR) | PSNR interval (dB) "
+        "| BD-rate (MS-SSIM) | MS-SSIM interval (dB) |",
+        "|---|---:|---|---:|---|",
+    ]
+    for test in dict.fromkeys(e.test for e in rows):
+        p = find_bd(rows, test, anchor, "psnr")
+        s = find_bd(rows, test, anchor, "ms-ssim")
+        lines.append(
+            f"| {test} | {format_percent(p.percent)} | {_format_interval(p)} | "
+            f"{format_percent(s.percent)} | {_format_interval(s)} |"
+        )
+    return lines
 
 
 # ---- outputs -----------------------------------------------------------------------
@@ -876,7 +955,7 @@ class BenchReport:
     cached_points: int  # read from the cache
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
-    monotonic: MonotonicCheck | None = None  # rdcodec's levels, when rdcodec ran
+    monotonic: tuple[MonotonicCheck, ...] = ()  # each rdcodec model's levels, in --codecs order
     targets: TargetSummary | None = None  # --target-bpp, when asked for
 
 
@@ -894,13 +973,16 @@ def run_bench(
 ) -> BenchReport:
     """Benchmark ``codecs`` on the images of ``folder``; write results under ``out``.
 
-    With ``targets``, also run rdcodec's ``--target-bpp`` at each target on each image;
-    with ``html``, also write ``report.html`` (see ``compare.bench_page``).
+    ``codecs`` may name several rdcodec models (``rdcodec``, ``rdcodec@MODEL``): each
+    is a codec of its own. With ``targets``, also run ``--target-bpp`` with the first
+    rdcodec model listed at each target on each image; with ``html``, also write
+    ``report.html`` (see ``compare.bench_page``), whose per-image comparisons use the
+    first rdcodec model listed.
     """
     start = time.perf_counter()
     if workers < 1:
         raise CodecError("--workers must be at least 1")
-    if targets and "rdcodec" not in codecs:
+    if targets and not any(is_rdcodec(n) for n in codecs):
         raise CodecError("--target-bpp measures rdcodec: include it in --codecs")
     if any(not (t > 0 and math.isfinite(t)) for t in targets):
         raise CodecError("--target-bpp values must be positive numbers")
@@ -912,16 +994,23 @@ def run_bench(
         candidates_skipped.append(message)
         warn(message)
 
-    images = find_images(Path(folder), note_skip)
     selected = []
     for name in codecs:
         codec = make_codec(name)
         if not codec.available():
             warn(f"{codec.label} is not available in this Pillow build; skipping it")
             continue
+        twin = next((c for c in selected if c.label == codec.label), None)
+        if twin is not None:  # e.g. rdcodec and rdcodec@<the default model>
+            warn(f"{name} is the same model as {twin.name}; measuring it once")
+            continue
         selected.append(codec)
     if not selected:
         raise CodecError("none of the requested codecs is available")
+    ours = [c for c in selected if is_rdcodec(c.name)]  # rdcodec models, in --codecs order
+    if html and ours:
+        _check_html_model(ours[0])
+    images = find_images(Path(folder), note_skip)
 
     out = Path(out)
     try:
@@ -930,18 +1019,19 @@ def run_bench(
         raise CodecError(f"{out}: cannot create output directory ({exc.strerror})") from None
     cache_dir = out / "cache"
 
+    def points_of(codec) -> tuple[float, ...]:
+        return tuple(qualities.get(codec.name, codec.default_qualities))
+
     measured: dict[str, list[Measurement]] = {c.name: [] for c in selected}
     tasks = []
     cached = 0
     for codec in selected:
-        points = tuple(qualities.get(codec.name, codec.default_qualities))
         settings = codec.settings_id()
         for image in images:
             missing = []
-            for q in points:
-                m = _read_cached(
-                    _cache_path(cache_dir, image.sha256, codec.name, settings, q), image
-                )
+            for q in points_of(codec):
+                path = _cache_path(cache_dir, image.sha256, codec.name, settings, q)
+                m = _read_cached(path, image, codec.name)
                 if m is None:
                     missing.append(q)
                 else:
@@ -949,7 +1039,7 @@ def run_bench(
                     cached += 1
             if missing:
                 tasks.append(_Task(image, codec.name, tuple(missing), cache_dir, settings))
-    tasks.sort(key=lambda t: _COST_ORDER.index(t.codec))
+    tasks.sort(key=lambda t: _COST_ORDER.index(_cache_stem(t.codec)))
     new = _run_tasks(tasks, workers, progress)
     for m in new:
         measured[m.codec].append(m)
@@ -958,16 +1048,16 @@ def run_bench(
     # the previous outputs (and the cache) as they were.
     target_summary = None
     if targets:
-        tasks = [_TargetTask(image, tuple(targets)) for image in images]
+        tasks = [_TargetTask(image, tuple(targets), ours[0].name) for image in images]
         found = _run_tasks(tasks, workers, progress, _measure_targets, lambda t: len(t.targets))
-        target_summary = TargetSummary(tuple(sorted(found, key=lambda r: (r.image, r.target))))
+        rows = tuple(sorted(found, key=lambda r: (r.image, r.target)))
+        target_summary = TargetSummary(rows, ours[0].model_name)
 
     curves = []
     for codec in selected:
         rows = measured[codec.name]
         rows.sort(key=lambda m: (m.image, m.quality))
-        points = tuple(qualities.get(codec.name, codec.default_qualities))
-        curves.append(average_curve(codec, rows, points))
+        curves.append(average_curve(codec, rows, points_of(codec)))
     if any(m.ms_ssim is None for rows in measured.values() for m in rows):
         warn("MS-SSIM left out: it needs images larger than 160 px on each side")
     all_curves = curves + published
@@ -978,20 +1068,20 @@ def run_bench(
     outputs: dict[str, Path] = {}
     texts: dict[Path, str] = {}
     for curve in curves:
-        outputs[curve.name] = out / f"{curve.name}.json"
+        outputs[curve.name] = out / f"{file_stem(curve.name)}.json"
         texts[outputs[curve.name]] = json.dumps(_json_safe(curve.to_compressai()), indent=2) + "\n"
     outputs["per-image rows"] = out / "per_image.csv"
     rows = [m for c in selected for m in measured[c.name]]
     texts[outputs["per-image rows"]] = rows_csv(rows, Measurement)
     outputs["plot (PNG)"], outputs["plot (SVG)"] = out / "rd.png", out / "rd.svg"
     outputs["BD-rate table"] = out / "bd_rate.md"
-    monotonic = monotonic_check(measured["rdcodec"]) if "rdcodec" in measured else None
+    monotonic = tuple(monotonic_check(measured[c.name], c.label) for c in ours)
     if target_summary is not None:
         outputs["target-bpp rows"] = out / "target_bpp.csv"
         texts[outputs["target-bpp rows"]] = rows_csv(target_summary.rows, TargetRow)
     text = bd_markdown(all_curves, entries, len(images))
-    if monotonic is not None:
-        text += "\n" + monotonic.markdown()
+    for check in monotonic:
+        text += "\n" + check.markdown()
     if target_summary is not None:
         text += "\n" + target_summary.markdown()
     texts[outputs["BD-rate table"]] = text
@@ -1001,9 +1091,9 @@ def run_bench(
         from .compare import bench_page
 
         outputs["HTML report"] = out / "report.html"
-        points = tuple(qualities.get("rdcodec", RdcodecCodec.default_qualities))
-        middle = points[len(points) // 2] if "rdcodec" in measured else None
-        names = [c.name for c in selected]
+        points = points_of(ours[0]) if ours else ()
+        middle = points[len(points) // 2] if points else None
+        names = [c.name for c in selected if not is_rdcodec(c.name)]
         paths = [image.path for image in images]
         page = bench_page(Path(folder).resolve().name, paths, names, middle, figure, text, progress)
         texts[outputs["HTML report"]] = page
@@ -1024,3 +1114,16 @@ def run_bench(
         monotonic=monotonic,
         targets=target_summary,
     )
+
+
+def _check_html_model(codec: RdcodecCodec) -> None:
+    """``--html``'s per-image comparisons code with the default model
+    (``compare.bench_page`` takes no model), so the first rdcodec listed must be it."""
+    from ..models import registry
+
+    default = registry.default_model_name()
+    if codec.model_name != default:
+        raise CodecError(
+            f"--html compares the default model ({default}) image by image: list rdcodec "
+            f"first among the rdcodec models in --codecs (not {codec.name})"
+        )

@@ -138,6 +138,44 @@ def test_rdcodec_runs_end_to_end_on_a_tiny_image(runner, tmp_path):
     assert "rdcodec (" in result.stdout
 
 
+def test_two_rdcodec_models_get_their_own_rows_files_and_bd_rate(runner, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with Image.open(IMAGES / "astronaut.png") as im:
+        im.crop((0, 0, 64, 64)).save(folder / "crop.png")
+    out = tmp_path / "out"
+    gain, exact = "rdcodec@hp-gain-n96m128", "rdcodec@hp-exact-n96m128"
+    result = runner.invoke(
+        main,
+        [
+            "bench",
+            str(folder),
+            "--out",
+            str(out),
+            "--codecs",
+            f"{gain},{exact}",
+            "--qualities",
+            f"{gain}=1,4,8",
+            "--qualities",
+            f"{exact}=1,6,11",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    for label, stem in (("hp-gain-n96m128", gain), ("hp-exact-n96m128", exact)):
+        assert any(line.startswith(f"rdcodec ({label}) ") for line in lines)
+        data = json.loads((out / f"{stem.replace('@', '-')}.json").read_text())
+        assert data["name"] == f"rdcodec ({label})" and len(data["results"]["bpp"]) == 3
+    assert any(
+        line.startswith("rdcodec (hp-exact-n96m128): BD-rate (PSNR) ")
+        and line.endswith("vs rdcodec (hp-gain-n96m128)")
+        for line in lines
+    ), result.stdout
+    assert "## Anchor: rdcodec (hp-gain-n96m128)" in (out / "bd_rate.md").read_text()
+
+
 def test_compare_file_appears_in_summary(runner, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -157,6 +195,11 @@ def test_compare_file_appears_in_summary(runner, tmp_path):
     ("args", "text"),
     [
         (["--codecs", "heic"], "unknown codec 'heic'"),
+        (["--codecs", "rdcodec@nope,jpeg"], "no installed model 'nope'; installed: hp-gain"),
+        (["--qualities", "rdcodec@nope=1"], "no installed model 'nope'"),
+        (["--qualities", "rdcodec@hp-gain-n96m128=9"], "takes numbers from 1 to 8"),
+        (["--codecs", "jpeg@x"], "only rdcodec takes @MODEL"),
+        (["--codecs", "rdcodec@hp-gain-n96m128", "--html"], "--html compares the default model"),
         (["--qualities", "jpeg=200"], "jpeg takes integers from 0 to 100"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--compare", "missing.json"], "missing.json: no such file"),

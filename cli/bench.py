@@ -15,11 +15,12 @@ from .common import reports_errors
 @click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
 @click.option(
     "--codecs",
-    default="rdcodec,jpeg,webp,avif,jpeg2000",
+    default="all",
     show_default=True,
-    help="Comma-separated: rdcodec (the default model), rdcodec@MODEL (a shipped model by "
-    "name, see `rdcodec models`; list several to compare them, e.g. "
-    "rdcodec@hp-gain-n96m128,rdcodec@hp-exact-n96m128), jpeg, webp, avif, jpeg2000. Each "
+    help="Comma-separated: all (rdcodec and every classical codec), rdcodec (the default "
+    "model), rdcodec@MODEL (a shipped model by name, see `rdcodec models`; list several to "
+    "compare them, e.g. rdcodec@hp-gain-n96m128,rdcodec@hp-exact-n96m128), or a classical "
+    "codec: jpeg, webp, avif, jpeg2000 (codec/baselines.py's table). Each "
     "rdcodec model is a codec of its own (curve, JSON, BD-rates); with two or more, "
     "bd_rate.md also compares each against the first one listed.",
 )

@@ -32,8 +32,11 @@ class PillowCodec:
     default_qualities: tuple[float, ...]
     options: dict = field(default_factory=dict)
     quality_meaning: str = "quality"
-    # The quality grid that at_size searches: lowest, highest, step.
+    # The quality grid that at_size searches and --qualities accepts: lowest, highest, step
+    # (a step of 1: integer qualities).
     search_grid: tuple[float, float, float] = (1, 100, 1)
+    aliases: tuple[str, ...] = ()  # other names --codecs accepts
+    cost: int = 1  # relative encode time: the bench schedules the slowest first
 
     def available(self) -> bool:
         return bool(features.check(self.feature))
@@ -93,6 +96,7 @@ JPEG = PillowCodec(
     pillow_format="JPEG",
     feature="jpg",
     default_qualities=(5, 10, 20, 35, 50, 70, 85, 95),
+    aliases=("jpg",),
 )
 WEBP = PillowCodec(
     name="webp",
@@ -102,6 +106,7 @@ WEBP = PillowCodec(
     default_qualities=(0, 10, 25, 45, 65, 80, 90, 95),
     options={"method": 6},
     search_grid=(0, 100, 1),
+    cost=3,
 )
 AVIF = PillowCodec(
     name="avif",
@@ -111,6 +116,7 @@ AVIF = PillowCodec(
     default_qualities=(5, 20, 35, 50, 62, 72, 82, 90),
     options={"subsampling": "4:4:4", "speed": 6, "max_threads": 1},
     search_grid=(0, 100, 1),
+    cost=4,
 )
 JPEG2000 = Jpeg2000Codec(
     name="jpeg2000",
@@ -122,9 +128,14 @@ JPEG2000 = Jpeg2000Codec(
     options={"irreversible": True, "mct": 1, "no_jp2": True},
     quality_meaning="target bpp",
     search_grid=(0.001, 24.0, 0.001),
+    aliases=("j2k", "jp2"),
+    cost=2,
 )
 
+# The one table of classical codecs: the bench, compare, rdplane and --codecs read it, so
+# a new codec is one entry here.
 CLASSICAL = {codec.name: codec for codec in (JPEG, WEBP, AVIF, JPEG2000)}
+ALIASES = {alias: codec.name for codec in CLASSICAL.values() for alias in codec.aliases}
 
 
 def at_size(codec: PillowCodec, image: np.ndarray, max_bytes: int) -> tuple[float, bytes] | None:

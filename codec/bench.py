@@ -40,15 +40,11 @@ from . import baselines, image_io
 from .metrics import bpp as bits_per_pixel
 from .metrics import ms_ssim, ms_ssim_db, psnr
 
-CODEC_NAMES = ("rdcodec", "jpeg", "webp", "avif", "jpeg2000")
+CODEC_NAMES = ("rdcodec", *baselines.CLASSICAL)
 DEFAULT_CODECS = CODEC_NAMES
 ANCHORS = ("jpeg", "avif")
-IMAGE_EXTENSIONS = (
-    ".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".tif", ".tiff",
-    ".ppm", ".pnm", ".pgm", ".gif", ".jp2", ".j2k",
-)  # fmt: skip
-# Slowest codecs first, so that parallel workers finish together.
-_COST_ORDER = ("rdcodec", "avif", "webp", "jpeg2000", "jpeg")
+# Slowest codecs first, so that parallel workers finish together (rdcodec is slowest).
+_COST_ORDER = ("rdcodec", *sorted(baselines.CLASSICAL, key=lambda n: -baselines.CLASSICAL[n].cost))
 
 
 # ---- codecs ------------------------------------------------------------------------
@@ -157,7 +153,7 @@ def _parse_codec(raw: str) -> str:
     """One ``--codecs`` name, checked; ``""`` for an empty item."""
     base, at, model = raw.strip().partition("@")
     name = base.strip().lower().replace("-", "").replace(" ", "")
-    name = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000"}.get(name, name)
+    name = baselines.ALIASES.get(name, name)
     if at:
         # Model names are kept as written: they are hyphenated and matched exactly.
         if name != "rdcodec":
@@ -181,7 +177,10 @@ def parse_codecs(text: str) -> list[str]:
     """``"rdcodec,jpeg,rdcodec@hp-gain-n96m128"`` -> the same names (checked, duplicates
     dropped); ``rdcodec@MODEL`` names a shipped model."""
     names: list[str] = []
-    for raw in text.split(","):
+    items = text.split(",")
+    # "all": rdcodec and every classical codec.
+    items = [n for item in items for n in (DEFAULT_CODECS if item.strip() == "all" else [item])]
+    for raw in items:
         name = _parse_codec(raw)
         if name and name not in names:
             names.append(name)
@@ -206,7 +205,8 @@ def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
     if is_rdcodec(name):
         low, high, integer = (*make_codec(name).quality_range(), False)
     else:
-        low, high, integer = {"jpeg2000": (0.001, 24, False)}.get(name, (0, 100, True))  # bpp
+        low, high, step = baselines.CLASSICAL[name].search_grid
+        integer = step == 1
     for q in points:
         if not low <= q <= high or (integer and q != int(q)):
             kind = "integers" if integer else "numbers"
@@ -242,13 +242,11 @@ def find_images(folder: Path, warn: Callable[[str], None]) -> list[BenchImage]:
         raise CodecError(f"{folder}: no such directory")
     if not folder.is_dir():
         raise CodecError(f"{folder}: not a directory")
-    candidates = sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )  # fmt: skip
+    candidates = image_io.list_images(folder)
     if not candidates:
         what = "is empty" if not any(folder.iterdir()) else "has no image files"
-        raise CodecError(f"{folder}: {what} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        suffixes = ", ".join(sorted(image_io.IMAGE_SUFFIXES))
+        raise CodecError(f"{folder}: {what} (looked for {suffixes})")
     images = []
     for path in candidates:
         try:

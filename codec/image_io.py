@@ -74,13 +74,18 @@ class LoadedImage:
 
 # The image files a folder command (bench, training, validation, rdplane) picks up.
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".png", ".jpg", ".jpeg", ".webp", ".avif", ".bmp", ".tif", ".tiff"}
+    | {".ppm", ".pnm", ".pgm", ".gif", ".jp2", ".j2k"}
 )
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in ``folder`` (by suffix), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files directly in ``folder`` (by suffix; hidden files skipped), by name."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -200,7 +200,7 @@ def test_compare_file_appears_in_summary(runner, tmp_path):
         (["--qualities", "rdcodec@hp-gain-n96m128=9"], "takes numbers from 1 to 8"),
         (["--codecs", "jpeg@x"], "only rdcodec takes @MODEL"),
         (["--codecs", "rdcodec@hp-gain-n96m128", "--html"], "--html compares the default model"),
-        (["--qualities", "jpeg=200"], "jpeg takes integers from 0 to 100"),
+        (["--qualities", "jpeg=200"], "jpeg takes integers from 1 to 100"),
         (["--workers", "0"], "--workers must be at least 1"),
         (["--compare", "missing.json"], "missing.json: no such file"),
         (["--target-bpp", "x"], "--target-bpp: expected numbers"),

@@ -503,3 +503,12 @@ def test_workers_give_the_same_bytes_as_one_process(tmp_path):
         )
 
     assert key(_rows(tmp_path / "one")) == key(_rows(tmp_path / "two"))
+
+
+def test_codec_names_come_from_the_one_table():
+    assert bench.parse_codecs("all") == ["rdcodec", *baselines.CLASSICAL]
+    assert bench.parse_codecs("jpg,J2K,all") == ["jpeg", "jpeg2000", "rdcodec", "webp", "avif"]
+    for codec in baselines.CLASSICAL.values():
+        assert bench.parse_qualities(f"{codec.name}={codec.search_grid[1]:g}")[0] == codec.name
+        with pytest.raises(CodecError):
+            bench.parse_qualities(f"{codec.name}={codec.search_grid[1] * 2:g}")

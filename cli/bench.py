@@ -1,4 +1,4 @@
-"""``rdcodec bench``: argument parsing and printing only (the work is in codec/bench.py)."""
+"""``rdcodec bench``: argument parsing and printing only (the work is in codec/bench/runner.py)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ from .common import reports_errors
 def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html):
     """Rate-distortion benchmark of rdcodec models and classical codecs on the images in DIR."""
     start = time.perf_counter()
-    from ..codec import bench as bench_lib
+    from ..codec.bench import runner as bench_lib
 
     names = bench_lib.parse_codecs(codecs)
     points = dict(bench_lib.parse_qualities(spec) for spec in qualities)

@@ -1,4 +1,4 @@
-"""``rdcodec compare``: argument parsing and printing only (the work is in codec/compare.py)."""
+"""``rdcodec compare``: argument parsing and printing only (the work: codec/bench/compare.py)."""
 
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def compare(
     So a version costs at most 2.6 megapixels (a 1600x1600 image). Measured: the page
     is about 2 MB for a 768x512 photo, 10-20 MB for a detailed one of 1600 px or more.
     """
-    from ..codec import bench, image_io
-    from ..codec import compare as lib
+    from ..codec import image_io
+    from ..codec.bench import compare as lib
+    from ..codec.bench import runner as bench
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")

@@ -30,8 +30,9 @@ from .common import reports_errors
 @reports_errors
 def rdplane(folder, out_path, count, reference, force):
     """Plot the shipped model's levels on the distortion-rate plane with iso-Lagrangian lines."""
-    from ..codec import evaluate, image_io
-    from ..codec import rdplane as plane
+    from ..codec import image_io
+    from ..codec.bench import rdplane as plane
+    from ..codec.bench import sweep as evaluate
     from ..models.registry import load_model
 
     image_io.check_output(out_path, force)
@@ -72,7 +73,7 @@ def rdplane(folder, out_path, count, reference, force):
 @reports_errors
 def speed(sizes, quality, threads, as_json, versus_image, model_names):
     """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
-    from ..codec import speed as bench_speed
+    from ..codec.bench import speed as bench_speed
 
     if versus_image is not None:
         import torch

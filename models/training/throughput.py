@@ -53,7 +53,7 @@ def _jpeg_decode_ms(images: list[np.ndarray], batch_size: int) -> float:
 def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str, steps: int):
     import torch
 
-    from ...codec.speed import synthetic_photo
+    from ...codec.bench.speed import synthetic_photo
     from ..registry import build_network
     from .data import CropSampler
     from .train import TrainConfig, build_optimizers, to_batch, train_step

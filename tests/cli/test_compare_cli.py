@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from rdcodec.cli.main import main
-from rdcodec.codec import compare as compare_lib
+from rdcodec.codec.bench import compare as compare_lib
 
 IMAGES = Path(__file__).parents[1] / "images"
 COFFEE = str(IMAGES / "coffee.png")
@@ -138,7 +138,7 @@ def test_help_states_the_size_cap(runner):
 
 
 def test_cli_import_leaves_the_page_code_alone():
-    code = "import sys, rdcodec.cli.main; print('rdcodec.codec.compare' in sys.modules)"
+    code = "import sys, rdcodec.cli.main; print('rdcodec.codec.bench' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.registry import CodecModel
-from . import pipeline
-from .image_io import list_images, read_image
-from .metrics import mse, psnr_of_mse_8bit
+from ...models.registry import CodecModel
+from .. import pipeline
+from ..image_io import list_images, read_image
+from ..metrics import mse, psnr_of_mse_8bit
 
 JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rdcodec.codec import rdplane
+from rdcodec.codec.bench import rdplane
 from rdcodec.models.network import LAMBDAS
 
 
@@ -27,7 +27,7 @@ def test_plane_points_are_measured_per_level(tiny_model, astronaut, tmp_path):
 
 
 def test_synthetic_photo_is_deterministic():
-    from rdcodec.codec.speed import synthetic_photo
+    from rdcodec.codec.bench.speed import synthetic_photo
 
     a, b = synthetic_photo(100, 60), synthetic_photo(100, 60)
     assert a.shape == (60, 100, 3) and np.array_equal(a, b) and a.std() > 10

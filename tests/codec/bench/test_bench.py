@@ -14,11 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from rdcodec.codec import baselines, bench
+from rdcodec.codec import baselines
+from rdcodec.codec.bench import runner as bench
 from rdcodec.codec.metrics import psnr
 from rdcodec.errors import CodecError
 
-IMAGES = Path(__file__).parents[1] / "images"
+IMAGES = Path(__file__).parents[2] / "images"
 
 
 def _folder(tmp_path: Path, *names: str) -> Path:

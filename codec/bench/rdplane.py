@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.registry import CodecModel
-from . import baselines, evaluate
+from ...models.registry import CodecModel
+from .. import baselines
+from . import sweep
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class PlanePoint:
 def rdcodec_plane(model: CodecModel, images: list[np.ndarray]) -> list[PlanePoint]:
     """One point per trained quality level, averaged over images."""
     levels = range(1, model.network.config.levels + 1)
-    s = evaluate.rdcodec_sweep(model, images, tuple(levels))
+    s = sweep.rdcodec_sweep(model, images, tuple(levels))
     return [
         PlanePoint(
             f"q{level}",
@@ -46,7 +47,7 @@ def classical_plane(name: str, images: list[np.ndarray]) -> list[PlanePoint]:
     codec = baselines.CLASSICAL[name]
     if not codec.available():
         return []
-    s = evaluate.sweep(codec.encode, codec.decode, images, codec.default_qualities)
+    s = sweep.sweep(codec.encode, codec.decode, images, codec.default_qualities)
     return [
         PlanePoint(f"{codec.label} {q:g}", float(s.bpp[i].mean()), float(s.mse[i].mean()))
         for i, q in enumerate(s.qualities)

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdcodec.codec import baselines, compare, pipeline
+from rdcodec.codec import baselines, pipeline
+from rdcodec.codec.bench import compare
 from rdcodec.codec.metrics import jpeg_at_size
 from rdcodec.models.registry import load_model
 
 CHROMIUM = shutil.which("chromium")
-IMAGES = Path(__file__).parents[1] / "images"
+IMAGES = Path(__file__).parents[2] / "images"
 
 
 @pytest.fixture(scope="module")

@@ -55,8 +55,8 @@ def _worker(megapixels: float, quality: float, threads: int | None) -> dict:
 
     import torch
 
-    from ..models.registry import load_model
-    from . import pipeline
+    from ...models.registry import load_model
+    from .. import pipeline
 
     if threads:
         torch.set_num_threads(threads)
@@ -89,7 +89,7 @@ def run(sizes: list[float], quality: float = 4.0, threads: int | None = None) ->
         cmd = [
             sys.executable,
             "-m",
-            "rdcodec.codec.speed",
+            "rdcodec.codec.bench.speed",
             str(mp),
             str(quality),
             str(threads or 0),
@@ -159,8 +159,8 @@ def versus_compressai(
     transforms (the first model's), all in this process, best of ``repeats``."""
     import torch
 
-    from ..models.registry import load_model
-    from . import pipeline
+    from ...models.registry import load_model
+    from .. import pipeline
 
     rows = []
     models = [load_model(name) for name in model_names]

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CodecError, ImageError, ModelError
-from . import baselines, image_io
-from .metrics import bpp as bits_per_pixel
-from .metrics import ms_ssim, ms_ssim_db, psnr
+from ...errors import CodecError, ImageError, ModelError
+from .. import baselines, image_io
+from ..metrics import bpp as bits_per_pixel
+from ..metrics import ms_ssim, ms_ssim_db, psnr
 
 CODEC_NAMES = ("rdcodec", *baselines.CLASSICAL)
 DEFAULT_CODECS = CODEC_NAMES
@@ -58,7 +58,7 @@ class RdcodecCodec:
     quality_meaning = "quality level"
 
     def __init__(self, model_name: str | None = None, name: str = "rdcodec"):
-        from ..models import registry
+        from ...models import registry
 
         self._entry = registry.find_entry(model_name or registry.default_model_name())
         self._model = None
@@ -89,8 +89,8 @@ class RdcodecCodec:
     def settings_id(self) -> str:
         # The weights and the code that turns them into bytes and back: different
         # models never share a cache entry.
-        from ..models import network
-        from . import container, entropy, pipeline
+        from ...models import network
+        from .. import container, entropy, pipeline
 
         digest = hashlib.sha256(self._entry["sha256"].encode())
         for module in (pipeline, container, entropy, network):
@@ -106,18 +106,18 @@ class RdcodecCodec:
 
     def _loaded(self):
         if self._model is None:
-            from ..models.registry import load_model
+            from ...models.registry import load_model
 
             self._model = load_model(self._entry["name"])
         return self._model
 
     def encode(self, image: np.ndarray, quality: float) -> bytes:
-        from . import pipeline
+        from .. import pipeline
 
         return pipeline.encode(image, quality, self._loaded())
 
     def decode(self, data: bytes) -> np.ndarray:
-        from . import pipeline
+        from .. import pipeline
 
         return pipeline.decode_array(data, self._loaded())
 
@@ -500,7 +500,7 @@ class _TargetTask:
 
 
 def _measure_targets(task: _TargetTask) -> list[TargetRow]:
-    from . import pipeline
+    from .. import pipeline
 
     if task.codec not in _CODECS:
         _CODECS[task.codec] = make_codec(task.codec)
@@ -1117,7 +1117,7 @@ def run_bench(
 def _check_html_model(codec: RdcodecCodec) -> None:
     """``--html``'s per-image comparisons code with the default model
     (``compare.bench_page`` takes no model), so the first rdcodec listed must be it."""
-    from ..models import registry
+    from ...models import registry
 
     default = registry.default_model_name()
     if codec.model_name != default:

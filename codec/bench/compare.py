@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from ..errors import CodecError
-from . import baselines, bench
+from ...errors import CodecError
+from .. import baselines
+from . import runner
 
 DEFAULT_CODECS = ("jpeg", "webp", "avif")
 HEATMAP_BLOCK = 4  # error maps: one value per 4x4 block of the view (RMSE, 8-bit levels)
@@ -71,7 +72,7 @@ BENCH_LIMITS = PageLimits(full_side=0, overview_side=0, crop_side=256, crops=1)
 
 # ---- coding ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Coded(bench.Measurement):
+class Coded(runner.Measurement):
     """One codec's file of the image, measured on its decoded pixels (``sha256`` is that
     of the pixels), and how the page names it."""
 
@@ -123,9 +124,9 @@ def _setting(codec, quality: float) -> str:
     return f"q{quality:g}"
 
 
-def _measured(codec, image: bench.BenchImage, pixels: np.ndarray, quality: float):
-    """``bench.measure_point``'s measurement as a row of the table, and the decoded pixels."""
-    point, decoded = bench.measure_point(codec, image, pixels, quality)
+def _measured(codec, image: runner.BenchImage, pixels: np.ndarray, quality: float):
+    """``runner.measure_point``'s measurement as a row of the table, and the decoded pixels."""
+    point, decoded = runner.measure_point(codec, image, pixels, quality)
     return Coded(**point.to_dict(), label=codec.label, setting=_setting(codec, quality)), decoded
 
 
@@ -143,25 +144,25 @@ def compare_image(
 
     Times follow ``rdcodec bench``'s rule: one thread per codec, after a warm-up.
     """
-    from ..models import registry
-    from . import pipeline
+    from ...models import registry
+    from .. import pipeline
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
     model_name = model_name or registry.default_model_name()
-    ours = bench.RdcodecCodec(model_name)  # checks the name
+    ours = runner.RdcodecCodec(model_name)  # checks the name
     model = registry.load_model(model_name)  # cached: the same model ``ours`` codes with
     if target_bpp is not None:
         quality = pipeline.quality_for_bpp(pixels, target_bpp, model)
     quality = model.default_quality if quality is None else quality
     rows, decoded, skipped = [], {}, []
     sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
-    image = bench.BenchImage(Path(name), sha256, pixels.shape[1], pixels.shape[0])
-    with bench._one_torch_thread():
+    image = runner.BenchImage(Path(name), sha256, pixels.shape[1], pixels.shape[0])
+    with runner._one_torch_thread():
         ours.decode(ours.encode(pixels[:64, :64], quality))  # warm-up: model, kernels
         row, decoded["rdcodec"] = _measured(ours, image, pixels, quality)
         rows.append(row)
-        for codec in (bench.make_codec(n) for n in codecs if n != "rdcodec"):
+        for codec in (runner.make_codec(n) for n in codecs if n != "rdcodec"):
             if not codec.available():
                 skipped.append((codec.label, "not available in this Pillow build"))
                 continue
@@ -289,7 +290,7 @@ def _views(c: Comparison, limits: PageLimits, heatmaps: bool) -> list[dict]:
 
 def _json_for_script(value) -> str:
     """JSON that can sit inside <script>: no "</" can close the element early."""
-    text = json.dumps(bench._json_safe(value), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(runner._json_safe(value), separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -308,7 +309,9 @@ def render_page(
         "heat_stops": [list(s) for s in HEATMAP_STOPS],
         "images": [{**c.to_dict(), "views": _views(c, limits, heatmaps)} for c in comparisons],
     }
-    template = resources.files("rdcodec.codec").joinpath("compare_page.html").read_text("utf-8")
+    template = (
+        resources.files("rdcodec.codec.bench").joinpath("compare_page.html").read_text("utf-8")
+    )
     fields = {
         "title": html.escape(title),
         "extra": extra_html,
@@ -360,7 +363,7 @@ def bench_page(
     each image compared at ``rdcodec_quality`` (one crop per image, ``BENCH_LIMITS``)."""
     from tqdm import tqdm
 
-    from .image_io import read_image
+    from ..image_io import read_image
 
     svg = io.BytesIO()
     figure.savefig(svg, format="svg")

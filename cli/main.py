@@ -8,12 +8,12 @@ from .bench import bench
 from .codec_commands import decode, encode, inspect, models
 from .compare import compare
 from .measure import rdplane, speed
-from .training import export, plot_log, probe, release, train, train_speed
+from .training import export, pack_crops, plot_log, probe, release, train, train_speed
 
 SECTIONS = {
     "Codec": (encode, decode, models, inspect),
     "Measure": (bench, compare, rdplane, speed),
-    "Training": (train, train_speed, probe, plot_log, export, release),
+    "Training": (train, train_speed, probe, plot_log, export, release, pack_crops),
 }
 
 

@@ -429,3 +429,29 @@ def release(weights, name, description, run_folder, make_default):
         f"released {entry['name']} (wire id {entry['wire_id']}, sha256 {entry['sha256'][:16]}..., "
         f"{entry['bytes']} bytes){'; now the default' if make_default else ''}"
     )
+
+
+@click.command("pack-crops")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--size", type=int, default=256, show_default=True, help="Crop side (px).")
+@click.option("--per-image", type=int, default=8, show_default=True, help="Crops per photo.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
+@reports_errors
+def pack_crops(folder, output_path, size, per_image, force):
+    """Pack random crops of FOLDER's photos into one uint8 .npy for `train --packed` (to carry
+    training data to a machine without the photos, such as a lent GPU)."""
+    from ..codec import image_io
+    from ..models.training.data import pack_crops as pack
+
+    if size % 64 or size < 64 or per_image < 1:
+        raise CodecError("--size must be a positive multiple of 64 and --per-image at least 1")
+    counts = []
+    try:
+        image_io.atomic_write(
+            output_path, lambda tmp: counts.append(pack(folder, tmp, size, per_image)), force
+        )
+    except ValueError as exc:  # no photo large enough
+        raise CodecError(str(exc)) from None
+    mib = output_path.stat().st_size / 2**20
+    click.echo(f"{output_path}: {counts[0]} crops of {size}x{size}, {mib:.1f} MiB")

@@ -236,7 +236,3 @@ def scale_indices(scales: Tensor) -> np.ndarray:
     np.rint(s, out=s)
     np.clip(s, 0, SCALE_LEVELS - 1, out=s)
     return s.astype(np.uint8)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

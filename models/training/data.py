@@ -82,5 +82,6 @@ def pack_crops(folder: Path, out: Path, size: int = 256, per_image: int = 2, see
     """Write ``per_image`` random crops of every image as one uint8 .npy; returns the count."""
     sampler = CropSampler.from_folder(folder, size, seed)
     crops = [sampler.batch(1)[0].transpose(1, 2, 0) for _ in range(per_image * len(sampler.images))]
-    np.save(out, np.stack(crops))
+    with open(out, "wb") as f:  # a file object: np.save would append .npy to a bare path
+        np.save(f, np.stack(crops))
     return len(crops)

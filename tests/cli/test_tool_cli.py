@@ -144,3 +144,30 @@ def test_speed_versus_times_the_same_bytes_as_encode(runner, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert any(r["name"].startswith("compressai") and r["bytes"] > 0 for r in rows)
+
+
+def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
+    """The device command on CPU with a tiny budget: packed crops in, shipped-format
+    weights out (a checkpoint with optimiser state is too large to bring back)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    crops = tmp_path / "crops.npy"
+    packed = runner.invoke(main, ["pack-crops", str(photos), str(crops), "--size", "64"])
+    assert packed.exit_code == 0, packed.output
+    array = np.load(crops)
+    assert array.shape == (3 * 8, 64, 64, 3) and array.dtype == np.uint8
+    again = runner.invoke(main, ["pack-crops", str(photos), str(crops), "--size", "64"])
+    assert again.exit_code != 0 and "already exists" in again.output
+    too_big = runner.invoke(main, ["pack-crops", str(photos), str(tmp_path / "x.npy")])
+    assert too_big.exit_code != 0 and "at least 256 px" in too_big.output
+
+    weights = tmp_path / "gpu.rdw"
+    args = ["train", "--packed", str(crops), "--exact", "--steps", "2", "--batch-size", "2"]
+    args += ["--crop", "64", "--threads", "1", "--val-every", "0", "--time-budget", "600"]
+    result = runner.invoke(main, [*args, "--out", str(tmp_path / "run"), "--export", str(weights)])
+    assert result.exit_code == 0, result.output
+    model = registry.load_weights_file(weights, "gpu", 1)
+    assert model.network.config.exact and weights.stat().st_size < 16 * 2**20

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
-from .common import fmt_db, reports_errors
+from .common import fmt_db, image_input_options, reports_errors
 
 
 @click.command()
@@ -28,18 +28,10 @@ from .common import fmt_db, reports_errors
     default=None,
     help="Pick the highest quality whose file stays at or below this bpp.",
 )
-@click.option(
-    "--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`)."
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--no-jpeg", is_flag=True, help="Skip the JPEG-at-the-same-bpp comparison.")
-@click.option("--max-pixels", type=int, default=None, help="Refuse larger images (default 100 MP).")
-@click.option(
-    "--drop-alpha",
-    is_flag=True,
-    help="Composite a transparent image onto white instead of refusing it.",
-)
+@image_input_options
 @reports_errors
 def encode(
     input_path,

@@ -33,3 +33,31 @@ def reports_errors(command):
 
 def fmt_db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
+
+
+def image_input_options(command):
+    """The options of a command that reads an image to code: the model, the pixel limit
+    and what to do with transparency."""
+    for option in reversed(
+        (
+            click.option(
+                "--model",
+                "model_name",
+                default=None,
+                help="Shipped model name (see `rdcodec models`).",
+            ),
+            click.option(
+                "--max-pixels",
+                type=int,
+                default=None,
+                help="Refuse larger images (default 100 MP).",
+            ),
+            click.option(
+                "--drop-alpha",
+                is_flag=True,
+                help="Composite a transparent image onto white instead of refusing it.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command

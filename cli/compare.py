@@ -9,7 +9,7 @@ import click
 
 from ..errors import CodecError
 from .common import fmt_db as _fmt_db
-from .common import reports_errors
+from .common import image_input_options, reports_errors
 
 
 @click.command()
@@ -41,17 +41,9 @@ from .common import reports_errors
     help="The HTML page to write.",
 )
 @click.option("--no-heatmaps", is_flag=True, help="Leave the error maps out of the page.")
-@click.option(
-    "--model", "model_name", default=None, help="Shipped model name (see `rdcodec models`)."
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite the page if it exists.")
-@click.option("--max-pixels", type=int, default=None, help="Refuse larger images (default 100 MP).")
-@click.option(
-    "--drop-alpha",
-    is_flag=True,
-    help="Composite a transparent image onto white instead of refusing it.",
-)
+@image_input_options
 @reports_errors
 def compare(
     input_path,

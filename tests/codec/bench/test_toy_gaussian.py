@@ -4,8 +4,8 @@ path (transforms -> rounding -> Gaussian tables -> constriction) really codes.""
 import pytest
 import torch
 
-from rdcodec.codec.toy import HIGH_RATE_GAP, evaluate_toy
-from rdcodec.models.toy import ToyConfig, train_toy
+from rdcodec.codec.bench.toy import HIGH_RATE_GAP, evaluate_toy
+from rdcodec.models.training.toy import ToyConfig, train_toy
 
 # 16384 vectors of 8 dimensions: 131072 coded symbols, enough to bring the sampling
 # noise of the measured gap down to 0.0025 bit (standard deviation over 12 test seeds).

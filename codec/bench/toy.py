@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models.tables import gaussian_tables
-from ..models.toy import ToyConfig, ToyGaussianCodec, sample_source
-from . import entropy
-from .pipeline import scale_indices
+from ...models.tables import gaussian_tables
+from ...models.training.toy import ToyConfig, ToyGaussianCodec, sample_source
+from .. import entropy
+from ..pipeline import scale_indices
 
 # High-rate loss of entropy-coded scalar uniform quantisation against R(D).
 HIGH_RATE_GAP = 0.5 * math.log2(2 * math.pi * math.e / 12)

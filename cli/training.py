@@ -83,6 +83,13 @@ from .common import reports_errors
     help="Quality levels (11 adds three below the shipped eight; default: as --init).",
 )
 @click.option(
+    "--widen",
+    type=int,
+    default=None,
+    help="Latent channels M to grow the warm-start model to (function-preserving: the new "
+    "channels start small and unread).",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.999,
@@ -114,6 +121,7 @@ def train(
     bf16,
     exact,
     levels,
+    widen,
     ema_decay,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
@@ -161,6 +169,10 @@ def train(
     cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
     if levels:
         cfg.arch["levels"] = levels
+    if widen:
+        if from_scratch or widen < cfg.arch["M"]:
+            raise CodecError(f"--widen {widen}: give more channels than the warm start's M")
+        cfg.arch["M"] = widen
     registry.build_network(cfg.arch)  # a clear error for an impossible combination
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None

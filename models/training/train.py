@@ -210,7 +210,6 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     Weights of another architecture warm-start ``model`` function-preservingly: an exact
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
-    from .. import registry
     from ..exact import ExactHyperSynthesis
 
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -222,15 +221,29 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     else:
         weights = state["state_dict"] if "state_dict" in state else state
     weights = {k: v.float() for k, v in weights.items() if v.is_floating_point()}
-    _fit_levels(weights, model)
-    model.load_state_dict(weights, strict=False)
     if "exact_h_s" in state:  # a shipped exact model: its h_s is stored as integers
         arrays = {k: v.numpy() for k, v in state["exact_h_s"].items()}
-        registry.set_exact_h_s(model, ExactHyperSynthesis.from_arrays(arrays))
-        model.exact_h_s = None  # training moves h_s: the coding path must follow it
-    elif model.config.exact and "h_s.weight_exponents" not in weights:
+        weights.update(_float_h_s(ExactHyperSynthesis.from_arrays(arrays)))
+    _fit_levels(weights, model)
+    _widen_latent(weights, model)
+    model.load_state_dict(weights, strict=False)
+    if model.config.exact and "h_s.weight_exponents" not in weights:
         model.h_s.calibrate()
     return None
+
+
+def _float_h_s(exact) -> dict[str, Tensor]:
+    """The integer h_s as the float weights of the training face (the same numbers)."""
+    from ..exact import ACT_BITS, INPUT_BITS
+
+    out, in_bits = {}, INPUT_BITS
+    for i, index in enumerate((0, 2, 4)):  # the convolutions of h_s
+        p = exact.exponents[i]
+        out[f"h_s.{index}.weight"] = (exact.weights[i] / 2.0**p).float()
+        out[f"h_s.{index}.bias"] = (exact.biases[i] / 2.0 ** (in_bits + p)).float()
+        in_bits = ACT_BITS
+    out["h_s.weight_exponents"] = torch.tensor(exact.exponents, dtype=torch.int64)
+    return out
 
 
 def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
@@ -240,7 +253,7 @@ def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     for name in ("log_gain", "log_inv_gain"):
         old = weights.get(name)
         new = getattr(model, name)
-        if old is None or old.shape == new.shape:
+        if old is None or old.shape[0] == new.shape[0]:  # (channels: _widen_latent)
             continue
         extra = new.shape[0] - old.shape[0]
         if extra < 0 or old.shape[0] < 2:
@@ -248,6 +261,45 @@ def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
         step = old[1] - old[0]
         low = [old[0] - k * step for k in range(extra, 0, -1)]
         weights[name] = torch.cat([torch.stack(low), old])
+
+
+def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
+    """Give weights of a model with fewer latent channels (M) the channels of ``model``,
+    function-preservingly: the new channels of y start small (g_a's new output filters
+    are small random ones) and nothing reads them yet (g_s's and h_a's new input filters
+    are zero); h_s's new hidden and mean outputs are zero and its new scales a constant,
+    so the old channels keep their means and scales. Training then opens them up."""
+    old_m = weights["g_a.6.weight"].shape[0] if "g_a.6.weight" in weights else None
+    new_m = model.config.M
+    if old_m is None or old_m == new_m:
+        return
+    if old_m > new_m or weights["g_a.6.weight"].shape[1] != model.config.N:
+        raise ValueError(f"cannot widen a latent of {old_m} channels to {new_m} (same N only)")
+    target = model.state_dict()
+    # h_s's last layer: means of the old channels, then their scales; make room for both.
+    for key in ("h_s.4.weight", "h_s.4.bias"):
+        if key in weights:
+            means, scales = weights[key].chunk(2, dim=0)
+            shape = (new_m - old_m, *means.shape[1:])
+            fill = torch.zeros(shape)
+            scale_fill = fill + (1.0 if key.endswith("bias") else 0.0)
+            weights[key] = torch.cat([means, fill, scales, scale_fill])
+    for key, value in list(weights.items()):
+        want = target.get(key)
+        if want is None or want.shape == value.shape or key.startswith("entropy_bottleneck"):
+            continue
+        grown = torch.zeros(want.shape, dtype=value.dtype)
+        grown[tuple(slice(0, n) for n in value.shape)] = value
+        weights[key] = grown
+    # The new channels of y: small filters (a tenth of the old ones' spread), and the
+    # per-level gains of the average old channel.
+    spread = float(weights["g_a.6.weight"][:old_m].std())
+    weights["g_a.6.weight"][old_m:] = torch.randn_like(weights["g_a.6.weight"][old_m:]) * (
+        0.1 * spread
+    )
+    for name in ("log_gain", "log_inv_gain"):
+        if name in weights:
+            weights[name][:, old_m:] = weights[name][:, :old_m].mean(dim=1, keepdim=True)
 
 
 @torch.no_grad()

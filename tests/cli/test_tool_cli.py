@@ -171,3 +171,14 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     assert result.exit_code == 0, result.output
     model = registry.load_weights_file(weights, "gpu", 1)
     assert model.network.config.exact and weights.stat().st_size < 16 * 2**20
+
+    # The same with a wider latent, grown from the shipped model's.
+    wide = tmp_path / "wide.rdw"
+    args[args.index("2")] = "1"
+    result = runner.invoke(
+        main, [*args, "--widen", "144", "--out", str(tmp_path / "w"), "--export", str(wide)]
+    )
+    assert result.exit_code == 0, result.output
+    assert registry.load_weights_file(wide, "wide", 1).network.config.M == 144
+    narrower = runner.invoke(main, [*args, "--widen", "64", "--out", str(tmp_path / "n")])
+    assert narrower.exit_code != 0 and "--widen 64" in narrower.output

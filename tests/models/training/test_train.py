@@ -165,3 +165,33 @@ def test_cli_warns_when_bf16_would_be_emulated(data_dir, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "emulated" in result.stderr
     assert (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_widening_the_latent_preserves_the_function(tmp_path):
+    """A warm start into more latent channels (M 12 -> 16) decodes the same picture and
+    gives the old channels the same means and scales; the new channels start small."""
+    from rdcodec.models.training.train import load_initial_weights
+
+    torch.manual_seed(0)
+    narrow = registry.build_network({"N": 8, "M": 12, "levels": 11, "exact": True}, True)
+    path = tmp_path / "narrow.rdw"
+    registry.export_weights(narrow, path)
+    narrow = registry.build_network({"N": 8, "M": 12, "levels": 11, "exact": True}, True)
+    load_initial_weights(narrow, str(path))
+    wide = registry.build_network({"N": 8, "M": 16, "levels": 11, "exact": True}, True)
+    load_initial_weights(wide, str(path))
+    narrow.eval(), wide.eval()
+    x = torch.rand(1, 3, 64, 64)
+    q = torch.tensor([6.0])
+    with torch.no_grad():
+        a, b = narrow(x, q), wide(x, q)
+        assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+        assert torch.allclose(a["y"], b["y"][:, :12], atol=1e-5)
+        assert b["y"][:, 12:].abs().max() < a["y"].abs().max()
+        z_hat = torch.round(torch.randn(1, 8, 1, 1) * 2)
+        (m_a, s_a), (m_b, s_b) = narrow.entropy_parameters(z_hat), wide.entropy_parameters(z_hat)
+        assert torch.equal(m_a, m_b[:, :12]) and torch.equal(s_a, s_b[:, :12])
+    with pytest.raises(ValueError, match="cannot widen"):
+        load_initial_weights(
+            registry.build_network({"N": 8, "M": 8, "levels": 11, "exact": True}, True), str(path)
+        )

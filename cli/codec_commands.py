@@ -230,7 +230,3 @@ def inspect(input_path, quality, heatmap_path, as_json, force):
         click.echo(
             f"  heatmap   {heatmap_path} (bits per 16x16 block, max {diag.heatmap.max():.1f})"
         )
-
-
-# Commands in modules of their own (each only parses and prints); imported last
-# because they use reports_errors from this module.

@@ -79,6 +79,10 @@ def compare(
     if input_path.resolve() == out_path.resolve():
         raise CodecError("--out is the same file as IMAGE; refusing to overwrite the input")
     names = bench.parse_codecs(codecs)
+    if any(bench.is_rdcodec(n) for n in names):
+        raise CodecError(
+            "--codecs lists the codecs beside rdcodec; pick rdcodec's model with --model"
+        )
     loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
     result = lib.compare_image(
         loaded.pixels, input_path.name, quality, target_bpp, names, model_name

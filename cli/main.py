@@ -41,3 +41,7 @@ def main() -> None:
 for section in SECTIONS.values():
     for command in section:
         main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

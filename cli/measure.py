@@ -42,7 +42,12 @@ def rdplane(folder, out_path, count, reference, force):
     if not images:
         raise CodecError(f"{folder}: no images")
     ours = plane.rdcodec_plane(load_model(), images)
-    refs = {name: plane.classical_plane(name, images) for name in reference.split(",") if name}
+    from ..codec.bench.runner import is_rdcodec, parse_codecs
+
+    names = parse_codecs(reference)
+    if any(is_rdcodec(n) for n in names):
+        raise CodecError("--reference takes classical codecs (jpeg, webp, avif, jpeg2000)")
+    refs = {name: plane.classical_plane(name, images) for name in names}
     fmt = out_path.suffix.lstrip(".") or "png"
     image_io.atomic_write(out_path, lambda tmp: plane.plot_plane(ours, refs, [tmp], fmt), force)
     for p in ours:

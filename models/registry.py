@@ -22,8 +22,8 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,6 +37,9 @@ from .network import Hyperprior, ModelConfig, scale_table
 
 WEIGHTS_FORMAT = 1
 DEFAULT_QUALITY = 2.0
+# Where releases are written: the package's weights folder (a source checkout's, for a
+# release that is committed).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
@@ -255,12 +258,27 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     return export_weights(network, Path(out))
 
 
-def _default_quality_for(manifest_data: dict, levels: int) -> float:
-    """The default model's default quality when the new one has its levels."""
+def _default_quality_for(manifest_data: dict, config: ModelConfig) -> float:
+    """The level of ``config`` trained at the default model's default operating point."""
     for e in manifest_data["models"]:
-        if e["name"] == manifest_data["default"] and e["qualities"][1] == levels:
-            return float(e["default_quality"])
+        if e["name"] == manifest_data["default"]:
+            arch = {k: v for k, v in e["architecture"].items() if k != "type"}
+            default = ModelConfig(**arch)
+            try:
+                return config.quality_of(default.lambda_of(float(e["default_quality"])))
+            except ValueError:  # no level at that lambda
+                break
     return DEFAULT_QUALITY
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never partial)."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def release(
@@ -278,7 +296,7 @@ def release(
     written by a model must keep decoding to the same picture), the next free wire id
     is assigned, and the file is copied into the package's weights folder.
     """
-    folder = folder or Path(__file__).resolve().parent.parent / "weights"
+    folder = folder or WEIGHTS_DIR
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}", name):
@@ -292,16 +310,15 @@ def release(
     target = folder / f"{name}.rdw"
     if target.exists():
         raise ModelError(f"{target} exists; a shipped weight file never changes")
-    shutil.copyfile(weights, target)
     config = model.network.config
     entry = {
         "name": name,
         "wire_id": wire_id,
         "file": target.name,
         "sha256": model.sha256,
-        "bytes": target.stat().st_size,
+        "bytes": Path(weights).stat().st_size,
         "qualities": [1, config.levels],
-        "default_quality": default_quality or _default_quality_for(data, config.levels),
+        "default_quality": default_quality or _default_quality_for(data, config),
         "architecture": {"type": "gained mean-scale hyperprior", **config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,
@@ -310,6 +327,13 @@ def release(
     data["models"].append(entry)
     if make_default:
         data["default"] = name
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    try:  # the weights first, the manifest last: an interrupted release adds nothing
+        _replace_file(target, Path(weights).read_bytes())
+        _replace_file(path, (json.dumps(data, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise ModelError(
+            f"cannot write the release into {folder} ({exc.strerror}); run release from a "
+            "source checkout"
+        ) from None
     load_model.cache_clear()
     return entry

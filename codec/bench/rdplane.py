@@ -10,6 +10,7 @@ reference.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def plot_plane(
             fontsize=8,
             color=color,
         )
-    markers = iter("s^vD")
+    markers = itertools.cycle("s^vDpo")
     for name, pts in references.items():
         if pts:
             ax.plot(

@@ -89,11 +89,11 @@ class RdcodecCodec:
     def settings_id(self) -> str:
         # The weights and the code that turns them into bytes and back: different
         # models never share a cache entry.
-        from ...models import network
+        from ...models import exact, layers, network, registry
         from .. import container, entropy, pipeline
 
         digest = hashlib.sha256(self._entry["sha256"].encode())
-        for module in (pipeline, container, entropy, network):
+        for module in (pipeline, container, entropy, network, exact, layers, registry):
             digest.update(Path(module.__file__).read_bytes())
         return f"{self._entry['sha256'][:12]}-{digest.hexdigest()[:8]}"
 
@@ -195,7 +195,10 @@ def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
     name, sep, values = spec.partition("=")
     if not sep:
         raise CodecError(f"--qualities '{spec}': expected CODEC=Q1,Q2,... (e.g. jpeg=10,50,90)")
-    (name,) = parse_codecs(name)
+    names = parse_codecs(name)
+    if len(names) != 1:
+        raise CodecError(f"--qualities '{spec}': one codec per item (CODEC=Q1,Q2,...)")
+    (name,) = names
     try:
         points = tuple(sorted({float(v) for v in values.split(",") if v.strip()}))
     except ValueError:
@@ -513,7 +516,8 @@ def _measure_targets(task: _TargetTask) -> list[TargetRow]:
         try:
             quality, data = pipeline.encode_at_bpp(array, target, model)
         except CodecError:
-            rows.append(TargetRow(task.image.path.name, target, None, None, 0.0))
+            top = pipeline.quality_range(model)[1]
+            rows.append(TargetRow(task.image.path.name, target, None, None, 0.0, top))
             continue
         seconds = time.perf_counter() - start
         rows.append(

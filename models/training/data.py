@@ -78,10 +78,16 @@ class CropSampler:
         self.rng.bit_generator.state = state
 
 
-def pack_crops(folder: Path, out: Path, size: int = 256, per_image: int = 2, seed: int = 0) -> int:
-    """Write ``per_image`` random crops of every image as one uint8 .npy; returns the count."""
+def pack_crops(folder: Path, out: Path, size: int = 128, per_image: int = 1, seed: int = 0) -> int:
+    """Write ``per_image`` random crops of every image large enough as one uint8 .npy
+    (K, size, size, 3); returns K."""
     sampler = CropSampler.from_folder(folder, size, seed)
-    crops = [sampler.batch(1)[0].transpose(1, 2, 0) for _ in range(per_image * len(sampler.images))]
+    rng, crops = np.random.default_rng(seed), []
+    for image in sampler.images:
+        for _ in range(per_image):
+            top = rng.integers(0, image.shape[0] - size + 1)
+            left = rng.integers(0, image.shape[1] - size + 1)
+            crops.append(image[top : top + size, left : left + size])
     with open(out, "wb") as f:  # a file object: np.save would append .npy to a bare path
         np.save(f, np.stack(crops))
     return len(crops)

@@ -8,7 +8,7 @@ Gaussian entropy model of ``y`` (compressai's ``GaussianConditional`` with a lea
 per-channel scale and zero mean, since the source is symmetric) and a linear
 synthesis transform ``g_s``. Linear transforms suffice: for a Gaussian source the
 optimal transform is linear (any rotation, scaled), so a nonlinear one would only
-add parameters to fit. ``codec/toy.py`` codes the latents with the real coder.
+add parameters to fit. ``codec/bench/toy.py`` codes the latents with the real coder.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The tool commands (speed, rdplane, plot-log, export) through click's CliRunner."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +156,18 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(photos / f"{i}.png")
     crops = tmp_path / "crops.npy"
-    packed = runner.invoke(main, ["pack-crops", str(photos), str(crops), "--size", "64"])
+    packed = runner.invoke(
+        main, ["pack-crops", str(photos), str(crops), "--size", "64", "--per-image", "2"]
+    )
     assert packed.exit_code == 0, packed.output
     array = np.load(crops)
-    assert array.shape == (3 * 8, 64, 64, 3) and array.dtype == np.uint8
+    assert array.shape == (3 * 2, 64, 64, 3) and array.dtype == np.uint8
     again = runner.invoke(main, ["pack-crops", str(photos), str(crops), "--size", "64"])
     assert again.exit_code != 0 and "already exists" in again.output
-    too_big = runner.invoke(main, ["pack-crops", str(photos), str(tmp_path / "x.npy")])
-    assert too_big.exit_code != 0 and "at least 256 px" in too_big.output
+    too_big = runner.invoke(
+        main, ["pack-crops", str(photos), str(tmp_path / "x.npy"), "--size", "128"]
+    )
+    assert too_big.exit_code != 0 and "at least 128 px" in too_big.output
 
     weights = tmp_path / "gpu.rdw"
     args = ["train", "--packed", str(crops), "--exact", "--steps", "2", "--batch-size", "2"]
@@ -182,3 +187,50 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     assert registry.load_weights_file(wide, "wide", 1).network.config.M == 144
     narrower = runner.invoke(main, [*args, "--widen", "64", "--out", str(tmp_path / "n")])
     assert narrower.exit_code != 0 and "--widen 64" in narrower.output
+
+
+def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, tiny_exact_weights):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    manifest = registry.weights_path(registry.find_entry(registry.default_model_name())).parent
+    (folder / "manifest.json").write_text((manifest / "manifest.json").read_text())
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "val_best.json").write_text(json.dumps({"step": 10, "train_hours": 0.5}))
+    args = ["release", str(tiny_exact_weights), "--name", "tiny-r9", "--run", str(run)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    entry = json.loads((folder / "manifest.json").read_text())["models"][-1]
+    assert entry["name"] == "tiny-r9" and entry["training"]["run_hours"] == 0.5
+    again = runner.invoke(main, args)
+    assert again.exit_code != 0 and "never changes" in again.output
+    (run / "val_best.json").write_text("{broken")
+    broken = runner.invoke(main, [*args[:3], "tiny-r10", *args[4:]])
+    assert broken.exit_code != 0 and broken.output.startswith("rdcodec: error:")
+    assert "tiny-r10" not in (folder / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "IMAGES", "--qualities", "all=1,2"], "one codec per item"),
+        (["compare", "IMAGE", "--out", "OUT", "--codecs", "rdcodec,jpeg"], "--model"),
+        (["rdplane", "IMAGES", "--out", "OUT", "--reference", "rdcodec"], "classical codecs"),
+        (["rdplane", "IMAGES", "--out", "OUT", "--reference", "heic"], "unknown codec"),
+        (["train", "--export", "MISSING/w.rdw", "--steps", "1"], "directory does not exist"),
+    ],
+)
+def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(IMAGES / "coffee.png", images)
+    fill = {
+        "IMAGES": str(images),
+        "IMAGE": str(images / "coffee.png"),
+        "OUT": str(tmp_path / "out.x"),
+        "MISSING/w.rdw": str(tmp_path / "missing" / "w.rdw"),
+    }
+    result = runner.invoke(main, [fill.get(a, a) for a in args])
+    assert result.exit_code != 0 and result.output.startswith("rdcodec: error:"), result.output
+    assert message in result.output and result.output.count("\n") == 1

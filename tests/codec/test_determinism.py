@@ -131,10 +131,14 @@ def test_threads_and_onednn_keep_pixels_within_one(
         torch.set_num_threads(threads)
         decoded.append(pipeline.decode_array(data, model))
         if model.network.config.exact:
-            lat = pipeline.decode_latents(pipeline.encode(coffee, 4, model), model)
-            ref = pipeline.decode_latents(data, model)
+            # The same bytes decode to the same latents on every thread count (an encode
+            # is not compared: g_a is floating point, so only decoding is exact).
+            lat = pipeline.decode_latents(data, model)
+            if threads == 1:
+                ref = lat
             assert np.array_equal(lat.y_indices, ref.y_indices)
             assert np.array_equal(lat.y_symbols, ref.y_symbols)
+            assert torch.equal(lat.means, ref.means)
     with torch.backends.mkldnn.flags(enabled=False):
         decoded.append(pipeline.decode_array(data, model))
     for d in decoded[1:]:

@@ -91,6 +91,14 @@ from .common import reports_errors
     "channels start small and unread).",
 )
 @click.option(
+    "--slices",
+    type=click.IntRange(1, 16),
+    default=None,
+    help="Code y in this many channel slices, each conditioned on those before it (a "
+    "channel context, Minnen & Singh 2020; needs an exact model). Grown from a warm start "
+    "without one function-preservingly: the context starts at zero.",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.999,
@@ -124,6 +132,7 @@ def train(
     exact,
     levels,
     widen,
+    slices,
     ema_decay,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
@@ -178,6 +187,8 @@ def train(
         if from_scratch or widen < cfg.arch["M"]:
             raise CodecError(f"--widen {widen}: give more channels than the warm start's M")
         cfg.arch["M"] = widen
+    if slices:
+        cfg.arch["slices"] = slices
     registry.build_network(cfg.arch)  # a clear error for an impossible combination
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None

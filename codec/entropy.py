@@ -84,11 +84,30 @@ def _groups(indexes: np.ndarray, num_tables: int):
 
 def encode(values: np.ndarray, indexes: np.ndarray, tables: TableSet) -> bytes:
     """Code integer ``values`` (|v| < 2**30), each with its table index, into bytes."""
+    return encode_stages([(values, indexes)], tables)
+
+
+def encode_stages(stages: list[tuple[np.ndarray, np.ndarray]], tables: TableSet) -> bytes:
+    """Code several (values, indexes) arrays into one stream that :class:`StageDecoder`
+    reads back one stage at a time, in order: a stage's indexes may depend on the
+    values of the stages before it (slices of a channel context). One stage is the
+    stream of :func:`encode`."""
+    chunks = []  # (symbols, model) in decoding order
+    for values, indexes in stages:
+        chunks.extend(_stage_chunks(values, indexes, tables))
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, model in reversed(chunks):  # ANS is a stack: encode in reverse
+        coder.encode_reverse(symbols, model)
+    return _words_to_bytes(coder.get_compressed())
+
+
+def _stage_chunks(values: np.ndarray, indexes: np.ndarray, tables: TableSet) -> list:
+    """One stage's chunks: its values table by table, then its escaped values."""
     values = values.reshape(-1).astype(np.int64)
     indexes = indexes.reshape(-1).astype(np.int64)
     if values.size and np.abs(values).max() >= VALUE_LIMIT:
         raise ValueError("value out of the coder's range")
-    chunks = []  # (symbols, model) in decoding order
+    chunks = []
     escaped = []
     for k, pos in _groups(indexes, len(tables)):
         sym = values[pos] - tables.offsets[k]
@@ -97,33 +116,51 @@ def encode(values: np.ndarray, indexes: np.ndarray, tables: TableSet) -> bytes:
         escaped.append(values[pos][esc])
         chunks.append((np.where(esc, esc_symbol, sym).astype(np.int32), tables.model(k)))
     chunks.extend(_escape_chunks(np.concatenate(escaped) if escaped else np.zeros(0, np.int64)))
+    return chunks
 
-    coder = constriction.stream.stack.AnsCoder()
-    for symbols, model in reversed(chunks):  # ANS is a stack: encode in reverse
-        coder.encode_reverse(symbols, model)
-    return _words_to_bytes(coder.get_compressed())
+
+class StageDecoder:
+    """Reads a stream of :func:`encode_stages` one stage at a time; ``finish`` checks
+    that the stream ends where the last stage does."""
+
+    def __init__(self, data: bytes, tables: TableSet) -> None:
+        words = _bytes_to_words(data)
+        if words.size and words[-1] == 0:
+            # An ANS stream never ends in a zero word; constriction would raise ValueError.
+            raise BitstreamError("corrupted bitstream: entropy-coded data ends in a zero word")
+        self.coder = constriction.stream.stack.AnsCoder(words)
+        self.tables = tables
+
+    def decode(self, indexes: np.ndarray) -> np.ndarray:
+        """The next stage's values, of the same shape as ``indexes``."""
+        tables, coder = self.tables, self.coder
+        flat = indexes.reshape(-1).astype(np.int64)
+        values = np.zeros(flat.size, dtype=np.int64)
+        escaped_positions = []
+        for k, pos in _groups(flat, len(tables)):
+            sym = coder.decode(tables.model(k), len(pos)).astype(np.int64)
+            esc = sym == tables.lengths[k] - 1
+            values[pos] = sym + tables.offsets[k]
+            escaped_positions.append(pos[esc])
+        positions = (
+            np.concatenate(escaped_positions) if escaped_positions else np.zeros(0, np.int64)
+        )
+        values[positions] = _decode_escapes(coder, len(positions))
+        return values.reshape(indexes.shape)
+
+    def finish(self) -> None:
+        if not self.coder.is_empty():
+            raise BitstreamError(
+                "corrupted bitstream: entropy-coded data does not end where expected"
+            )
 
 
 def decode(data: bytes, indexes: np.ndarray, tables: TableSet) -> np.ndarray:
     """Inverse of ``encode``: values of the same shape as ``indexes``."""
-    flat = indexes.reshape(-1).astype(np.int64)
-    words = _bytes_to_words(data)
-    if words.size and words[-1] == 0:
-        # An ANS stream never ends in a zero word; constriction would raise ValueError.
-        raise BitstreamError("corrupted bitstream: entropy-coded data ends in a zero word")
-    coder = constriction.stream.stack.AnsCoder(words)
-    values = np.zeros(flat.size, dtype=np.int64)
-    escaped_positions = []
-    for k, pos in _groups(flat, len(tables)):
-        sym = coder.decode(tables.model(k), len(pos)).astype(np.int64)
-        esc = sym == tables.lengths[k] - 1
-        values[pos] = sym + tables.offsets[k]
-        escaped_positions.append(pos[esc])
-    positions = np.concatenate(escaped_positions) if escaped_positions else np.zeros(0, np.int64)
-    values[positions] = _decode_escapes(coder, len(positions))
-    if not coder.is_empty():
-        raise BitstreamError("corrupted bitstream: entropy-coded data does not end where expected")
-    return values.reshape(indexes.shape)
+    decoder = StageDecoder(data, tables)
+    values = decoder.decode(indexes)
+    decoder.finish()
+    return values
 
 
 # ---- escapes -----------------------------------------------------------------

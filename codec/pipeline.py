@@ -266,12 +266,17 @@ def _code(
     medians = net.z_medians()[None, :, None, None]
     z_sym = _to_symbols(z - medians)
     z_hat = torch.from_numpy(z_sym).float() + medians
-    means, scales, y_idx = net.coding_parameters(z_sym)
-    y_sym = _to_symbols(y.to(means.dtype) - means)
+    stages = []  # (symbols, table indices) of each slice of y
 
+    def code_slice(channels: slice, means: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+        symbols = _to_symbols(y[:, channels].to(means.dtype) - means)
+        stages.append((symbols, indices))
+        return symbols
+
+    y_sym, y_idx, means, scales = _slice_loop(net, z_sym, code_slice)
     z_tables, y_tables = _table_sets(model)
     z_payload = entropy.encode(z_sym, _channel_indices(z_sym.shape), z_tables)
-    y_payload = entropy.encode(y_sym, y_idx, y_tables)
+    y_payload = entropy.encode_stages(stages, y_tables)
     header = container.Header(
         model.wire_id,
         model.hash_prefix,
@@ -288,6 +293,33 @@ def _code(
     est_z = net.estimate_z_bits(z_hat)
     rate = Rate(8 * container.OVERHEAD_BYTES, 8 * len(z_payload), 8 * len(y_payload), est_z, est_y)
     return data, rate
+
+
+def _slice_loop(net, z_sym: np.ndarray, code_slice):
+    """The y side of coding, slice by slice in the order the decoder needs: each
+    slice's means, scales and table indices (from the hyperprior and, with a channel
+    context, from the decoded slices before it), then ``code_slice(channels, means,
+    indices)`` gives its symbols (the encoder quantises y, the decoder reads the
+    stream). Returns the symbols, indices, means and scales of all of y."""
+    hyper = net.coding_parameters(z_sym)
+    parts: list[tuple] = []
+    y_hat: list[torch.Tensor] = []
+    for k, channels in enumerate(net.slice_channels()):
+        before = torch.cat(y_hat, dim=1) if y_hat else None
+        means, scales, indices = net.slice_parameters(hyper, k, before)
+        symbols = code_slice(channels, means, indices)
+        if k < len(net.slice_channels()) - 1:
+            y_hat.append(torch.from_numpy(symbols).to(means.dtype) + means)
+        parts.append((symbols, indices, means, scales))
+    if len(parts) == 1:
+        return parts[0]
+    symbols, indices, means, scales = zip(*parts, strict=True)
+    return (
+        np.concatenate(symbols, axis=1),
+        np.concatenate(indices, axis=1),
+        torch.cat(means, dim=1),
+        torch.cat(scales, dim=1),
+    )
 
 
 def _model_for(header: container.Header, model: CodecModel | None) -> CodecModel:
@@ -360,13 +392,25 @@ def decode_latents(
     z_sym = entropy.decode(z_payload, _channel_indices(z_shape), z_tables)
     medians = net.z_medians()[None, :, None, None]
     z_hat = torch.from_numpy(z_sym).float() + medians
-    means, scales, y_idx = net.coding_parameters(z_sym)
-    if _index_crc(y_idx) != header.index_crc:
-        raise BitstreamError(
-            "decoder's entropy parameters differ from the encoder's (different weights or "
-            "arithmetic on this machine); refusing to decode a wrong image"
+    mismatch = BitstreamError(
+        "decoder's entropy parameters differ from the encoder's (different weights or "
+        "arithmetic on this machine); refusing to decode a wrong image"
+    )
+    if net.config.slices == 1:
+        # The indices are all known before decoding: check them first.
+        means, scales, y_idx = net.coding_parameters(z_sym)
+        if _index_crc(y_idx) != header.index_crc:
+            raise mismatch
+        y_sym = entropy.decode(y_payload, y_idx, y_tables)
+    else:
+        # Each slice's indices depend on the slices before it: check them at the end.
+        decoder = entropy.StageDecoder(y_payload, y_tables)
+        y_sym, y_idx, means, scales = _slice_loop(
+            net, z_sym, lambda channels, means, indices: decoder.decode(indices)
         )
-    y_sym = entropy.decode(y_payload, y_idx, y_tables)
+        decoder.finish()
+        if _index_crc(y_idx) != header.index_crc:
+            raise mismatch
     return Latents(
         header, model, z_sym, z_hat, y_sym, y_idx, means, scales, len(z_payload), len(y_payload)
     )

@@ -106,21 +106,66 @@ class QuantisedHyperSynthesis(nn.Sequential):
 
     def forward(self, z_hat: Tensor) -> Tensor:
         """z_hat (on any grid) -> means and scales (B, 2M, H, W) on the output grid."""
-        x = _fake_quant(z_hat, INPUT_BITS)
-        in_bits = INPUT_BITS
+        return quantised_forward(self, _fake_quant(z_hat, INPUT_BITS), INPUT_BITS)
+
+
+def quantised_forward(net: nn.Sequential, x: Tensor, in_bits: int) -> Tensor:
+    """The fixed-point forward pass of ``net`` (convolutions with leaky ReLUs between
+    them, a ``weight_exponents`` buffer) on ``x``, which is on the 2**-in_bits grid:
+    weights and biases rounded to their grids, every output to the 2**-ACT_BITS grid,
+    straight-through gradients. :class:`ExactNetwork` computes the same integers."""
+    layers = net.layers()
+    for i, layer in enumerate(layers):
+        p = int(net.weight_exponents[i])
+        w = torch.clamp(ste_round(layer.weight * 2.0**p), -WEIGHT_LIMIT, WEIGHT_LIMIT) / 2.0**p
+        b = ste_round(layer.bias * 2.0 ** (in_bits + p)) / 2.0 ** (in_bits + p)
+        if isinstance(layer, nn.ConvTranspose2d):
+            x = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
+        else:
+            x = F.conv2d(x, w, b, layer.stride, layer.padding)
+        x = _fake_quant(x, ACT_BITS)
+        if i < len(layers) - 1:
+            x = _fake_quant(F.leaky_relu(x, leaky_slope()), ACT_BITS)
+        in_bits = ACT_BITS
+    return x
+
+
+class QuantisedSliceContext(nn.Sequential):
+    """The channel context of one slice of y (Minnen & Singh 2020), on fixed-point
+    grids like :class:`QuantisedHyperSynthesis`: from the decoded y of the slices
+    before it and the slice's hyperprior means and scales (all on the 2**-ACT_BITS
+    grid) to corrections of those means and scales. Three 3x3 convolutions; the last
+    starts at zero, so a new context changes nothing until training moves it."""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden, 3, padding=1),
+            nn.LeakyReLU(leaky_slope()),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.LeakyReLU(leaky_slope()),
+            nn.Conv2d(hidden, 2 * out_channels, 3, padding=1),
+        )
+        with torch.no_grad():
+            self[-1].weight.zero_()
+            self[-1].bias.zero_()
+        self.register_buffer("weight_exponents", torch.zeros(3, dtype=torch.int64))
+        self.calibrate()
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in self if isinstance(m, nn.Conv2d)]
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """Fix each layer's weight grid with room to grow: new layers' weights will move
+        far from their initial values, so the grid holds 4x the largest initial weight
+        (13 bits of precision for it), and a layer that is still zero weights up to 1."""
         for i, layer in enumerate(self.layers()):
-            p = int(self.weight_exponents[i])
-            w = torch.clamp(ste_round(layer.weight * 2.0**p), -WEIGHT_LIMIT, WEIGHT_LIMIT) / 2.0**p
-            b = ste_round(layer.bias * 2.0 ** (in_bits + p)) / 2.0 ** (in_bits + p)
-            if isinstance(layer, nn.ConvTranspose2d):
-                x = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
-            else:
-                x = F.conv2d(x, w, b, layer.stride, layer.padding)
-            x = _fake_quant(x, ACT_BITS)
-            if i < 2:
-                x = _fake_quant(F.leaky_relu(x, leaky_slope()), ACT_BITS)
-            in_bits = ACT_BITS
-        return x
+            peak = float(layer.weight.abs().max())
+            self.weight_exponents[i] = weight_exponent(layer.weight) - 2 if peak else 15
+
+    def forward(self, context: Tensor) -> Tensor:
+        """Inputs on the 2**-ACT_BITS grid (clamped here) -> corrections (B, 2C, H, W)."""
+        return quantised_forward(self, _fake_quant(context, ACT_BITS), ACT_BITS)
 
 
 def index_thresholds(scales: Sequence[float]) -> np.ndarray:
@@ -132,41 +177,31 @@ def index_thresholds(scales: Sequence[float]) -> np.ndarray:
     return np.array([math.ceil(b * (1 << ACT_BITS)) for b in bounds], dtype=np.int64)
 
 
-class ExactHyperSynthesis:
-    """The integer ``h_s``: z symbols -> exact means and table indices.
+class ExactNetwork:
+    """Integer convolutions with exact leaky ReLUs between them: ``weights[i]`` are
+    integer kernels on the 2**-exponents[i] grid, ``biases[i]`` integers on the
+    accumulator's grid; inputs on the 2**-IN_BITS grid, every output on 2**-ACT_BITS.
+    The integer face of :func:`quantised_forward`."""
 
-    ``weights[i]`` are integer kernels on the 2**-exponents[i] grid, ``biases[i]``
-    integers on the accumulator's grid, ``thresholds`` the table boundaries (see
-    :func:`index_thresholds`); ``medians`` the z offsets in units of 2**-INPUT_BITS.
-    """
-
-    KINDS = ("deconv", "deconv", "conv")
+    KINDS: tuple[str, ...] = ()  # "deconv" (5x5, stride 2) or "conv" (3x3, stride 1)
+    IN_BITS = ACT_BITS
 
     def __init__(
-        self,
-        weights: Sequence[np.ndarray],
-        biases: Sequence[np.ndarray],
-        exponents: Sequence[int],
-        medians: np.ndarray,
-        thresholds: np.ndarray,
+        self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], exponents: Sequence[int]
     ) -> None:
         self.weights = [torch.from_numpy(np.asarray(w, dtype=np.float64)) for w in weights]
         self.biases = [torch.from_numpy(np.asarray(b, dtype=np.float64)) for b in biases]
         self.exponents = [int(p) for p in exponents]
-        self.medians = torch.from_numpy(np.asarray(medians, dtype=np.float64))
-        self.thresholds = torch.from_numpy(np.asarray(thresholds, dtype=np.float64))
         for w in self.weights:
             if not torch.equal(w, w.round()) or float(w.abs().max()) > WEIGHT_LIMIT:
                 raise ValueError("integer weights out of range")
         if accumulator_bound(self) >= EXACT_LIMIT:
-            raise ValueError("accumulators could exceed 2**53: the integer h_s is not exact")
+            raise ValueError("accumulators could exceed 2**53: the integer network is not exact")
 
     @classmethod
-    def from_module(
-        cls, module: QuantisedHyperSynthesis, medians: Tensor, scales: Sequence[float]
-    ) -> ExactHyperSynthesis:
-        """The integers of a (trained) quantised module; ``medians`` in float units."""
-        weights, biases, in_bits = [], [], INPUT_BITS
+    def integers_of(cls, module: nn.Sequential) -> dict:
+        """The integer weights, biases and exponents of a (trained) quantised module."""
+        weights, biases, in_bits = [], [], cls.IN_BITS
         with torch.no_grad():
             for i, layer in enumerate(module.layers()):
                 p = int(module.weight_exponents[i])
@@ -178,30 +213,96 @@ class ExactHyperSynthesis:
                     torch.round(layer.bias.double() * 2.0 ** (in_bits + p)).numpy().astype(np.int64)
                 )
                 in_bits = ACT_BITS
-            med = torch.round(medians.double() * (1 << INPUT_BITS)).numpy().astype(np.int64)
-        return cls(weights, biases, module.weight_exponents.tolist(), med, index_thresholds(scales))
+        return {"weights": weights, "biases": biases, "exponents": module.weight_exponents.tolist()}
+
+    def float_weights(self, prefix: str) -> dict[str, Tensor]:
+        """The integers as the float state of the training face (the same numbers):
+        ``prefix`` + the convolutions' indices in the nn.Sequential (0, 2, 4)."""
+        out, in_bits = {}, self.IN_BITS
+        for i, p in enumerate(self.exponents):
+            out[f"{prefix}{2 * i}.weight"] = (self.weights[i] / 2.0**p).float()
+            out[f"{prefix}{2 * i}.bias"] = (self.biases[i] / 2.0 ** (in_bits + p)).float()
+            in_bits = ACT_BITS
+        out[f"{prefix}weight_exponents"] = torch.tensor(self.exponents, dtype=torch.int64)
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The integers as arrays, for a weight file (kernels fit int16)."""
-        out: dict[str, np.ndarray] = {
-            "exponents": np.array(self.exponents, dtype=np.int64),
-            "medians": self.medians.numpy().astype(np.int64),
-            "thresholds": self.thresholds.numpy().astype(np.int64),
-        }
+        out: dict[str, np.ndarray] = {"exponents": np.array(self.exponents, dtype=np.int64)}
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             out[f"weight{i}"] = w.numpy().astype(np.int16)
             out[f"bias{i}"] = b.numpy().astype(np.int64)
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ExactHyperSynthesis:
+    def layer_arrays(cls, arrays: dict[str, np.ndarray]) -> dict:
         n = len(cls.KINDS)
+        return {
+            "weights": [arrays[f"weight{i}"] for i in range(n)],
+            "biases": [arrays[f"bias{i}"] for i in range(n)],
+            "exponents": [int(p) for p in arrays["exponents"]],
+        }
+
+    def forward_units(self, x: Tensor) -> Tensor:
+        """Integer-valued float64 inputs (clamped to +-ACT_LIMIT) -> integer outputs."""
+        in_bits = self.IN_BITS
+        last = len(self.KINDS) - 1
+        for i, (kind, w, b) in enumerate(zip(self.KINDS, self.weights, self.biases, strict=True)):
+            if kind == "deconv":
+                acc = F.conv_transpose2d(x, w, None, stride=2, padding=2, output_padding=1)
+            else:
+                acc = F.conv2d(x, w, None, stride=1, padding=1)
+            acc += b[None, :, None, None]
+            x = round_shift(acc, in_bits + self.exponents[i] - ACT_BITS)
+            if i < last:
+                neg = round_shift(x * LEAKY_NUM, LEAKY_SHIFT)
+                x = torch.where(x < 0, neg, x)
+            x.clamp_(-ACT_LIMIT, ACT_LIMIT)
+            in_bits = ACT_BITS
+        return x
+
+
+class ExactHyperSynthesis(ExactNetwork):
+    """The integer ``h_s``: z symbols -> exact means and table indices.
+
+    ``thresholds`` are the table boundaries (see :func:`index_thresholds`), ``medians``
+    the z offsets in units of 2**-INPUT_BITS.
+    """
+
+    KINDS = ("deconv", "deconv", "conv")
+    IN_BITS = INPUT_BITS
+
+    def __init__(
+        self,
+        weights: Sequence[np.ndarray],
+        biases: Sequence[np.ndarray],
+        exponents: Sequence[int],
+        medians: np.ndarray,
+        thresholds: np.ndarray,
+    ) -> None:
+        super().__init__(weights, biases, exponents)
+        self.medians = torch.from_numpy(np.asarray(medians, dtype=np.float64))
+        self.thresholds = torch.from_numpy(np.asarray(thresholds, dtype=np.float64))
+
+    @classmethod
+    def from_module(
+        cls, module: QuantisedHyperSynthesis, medians: Tensor, scales: Sequence[float]
+    ) -> ExactHyperSynthesis:
+        """The integers of a (trained) quantised module; ``medians`` in float units."""
+        med = torch.round(medians.double() * (1 << INPUT_BITS)).numpy().astype(np.int64)
+        return cls(**cls.integers_of(module), medians=med, thresholds=index_thresholds(scales))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **super().arrays(),
+            "medians": self.medians.numpy().astype(np.int64),
+            "thresholds": self.thresholds.numpy().astype(np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ExactHyperSynthesis:
         return cls(
-            [arrays[f"weight{i}"] for i in range(n)],
-            [arrays[f"bias{i}"] for i in range(n)],
-            [int(p) for p in arrays["exponents"]],
-            arrays["medians"],
-            arrays["thresholds"],
+            **cls.layer_arrays(arrays), medians=arrays["medians"], thresholds=arrays["thresholds"]
         )
 
     def z_hat_units(self, z_symbols: np.ndarray) -> Tensor:
@@ -212,29 +313,46 @@ class ExactHyperSynthesis:
 
     def forward_units(self, z_symbols: np.ndarray) -> Tensor:
         """The integer outputs (1, 2M, H, W) on the 2**-ACT_BITS grid (float64)."""
-        x = self.z_hat_units(z_symbols)
-        in_bits = INPUT_BITS
-        for i, (kind, w, b) in enumerate(zip(self.KINDS, self.weights, self.biases, strict=True)):
-            if kind == "deconv":
-                acc = F.conv_transpose2d(x, w, None, stride=2, padding=2, output_padding=1)
-            else:
-                acc = F.conv2d(x, w, None, stride=1, padding=1)
-            acc += b[None, :, None, None]
-            x = round_shift(acc, in_bits + self.exponents[i] - ACT_BITS)
-            if i < len(self.KINDS) - 1:
-                neg = round_shift(x * LEAKY_NUM, LEAKY_SHIFT)
-                x = torch.where(x < 0, neg, x)
-            x.clamp_(-ACT_LIMIT, ACT_LIMIT)
-            in_bits = ACT_BITS
-        return x
+        return super().forward_units(self.z_hat_units(z_symbols))
+
+    def indices(self, scales_units: Tensor) -> np.ndarray:
+        """Table index (uint8) of each scale given in units of 2**-ACT_BITS."""
+        found = torch.searchsorted(self.thresholds, scales_units.contiguous(), right=True)
+        return found.numpy().astype(np.uint8)
 
     def __call__(self, z_symbols: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray]:
         """(means, scales, table indices) of y: means and scales as float64 values that
         are exact multiples of 2**-ACT_BITS, indices uint8."""
         out = self.forward_units(z_symbols)
         means, scales = out.chunk(2, dim=1)
-        indices = torch.searchsorted(self.thresholds, scales.contiguous(), right=True)
-        return means / (1 << ACT_BITS), scales / (1 << ACT_BITS), indices.numpy().astype(np.uint8)
+        return means / (1 << ACT_BITS), scales / (1 << ACT_BITS), self.indices(scales)
+
+
+class ExactSliceContext(ExactNetwork):
+    """The integer channel context of one slice of y (see :class:`QuantisedSliceContext`)."""
+
+    KINDS = ("conv", "conv", "conv")
+
+    @classmethod
+    def from_module(cls, module: QuantisedSliceContext) -> ExactSliceContext:
+        return cls(**cls.integers_of(module))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ExactSliceContext:
+        return cls(**cls.layer_arrays(arrays))
+
+    def corrected(
+        self, y_hat_before: Tensor, means: Tensor, scales: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The slice's means and scales (float64, exact multiples of 2**-ACT_BITS) from
+        the decoded y of the slices before it and its hyperprior means and scales."""
+        unit = float(1 << ACT_BITS)
+        x = torch.cat([y_hat_before, means, scales], dim=1) * unit
+        out = self.forward_units(x.clamp_(-ACT_LIMIT, ACT_LIMIT))
+        d_means, d_scales = out.chunk(2, dim=1)
+        means = (means * unit + d_means).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        scales = (scales * unit + d_scales).clamp_(-ACT_LIMIT, ACT_LIMIT)
+        return means / unit, scales / unit
 
 
 def round_shift(x: Tensor, shift: int) -> Tensor:
@@ -245,7 +363,7 @@ def round_shift(x: Tensor, shift: int) -> Tensor:
     return torch.floor((x + float(1 << (shift - 1))) * 2.0**-shift)
 
 
-def accumulator_bound(exact: ExactHyperSynthesis) -> int:
+def accumulator_bound(exact: ExactNetwork) -> int:
     """The largest |accumulator| any input can produce (inputs and activations are
     clamped to ACT_LIMIT): per output channel, sum |w| * ACT_LIMIT + |b|."""
     worst = 0

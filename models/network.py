@@ -14,6 +14,7 @@ Names follow the papers: ``g_a``/``g_s`` analysis and synthesis transforms,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -21,7 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .exact import INPUT_BITS, ExactHyperSynthesis, QuantisedHyperSynthesis
+from .exact import (
+    ACT_BITS,
+    INPUT_BITS,
+    ExactHyperSynthesis,
+    ExactSliceContext,
+    QuantisedHyperSynthesis,
+    QuantisedSliceContext,
+    index_thresholds,
+)
 from .layers import GDN, FactorizedDensity, gaussian_likelihood
 
 # lambda ladder of the eight quality levels, for the loss lmbda * 255^2 * MSE + bpp.
@@ -44,13 +53,26 @@ def scale_table() -> list[float]:
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a network: N channels in the transforms, M latent channels, the number
-    of quality levels, and whether its entropy parameters are computed exactly
-    (integer ``h_s``, see ``models/exact.py``)."""
+    of quality levels, whether its entropy parameters are computed exactly (integer
+    ``h_s``, see ``models/exact.py``), and the number of channel slices of y coded one
+    after another, each conditioned on those before it (1: the plain hyperprior)."""
 
     N: int = 128
     M: int = 192
     levels: int = len(LAMBDAS)
     exact: bool = False
+    slices: int = 1
+
+    def __post_init__(self) -> None:
+        if self.slices < 1 or self.M % self.slices:
+            raise ValueError(f"{self.slices} slices do not divide M = {self.M}")
+        if self.slices > 1 and not self.exact:
+            raise ValueError("a channel context needs exact entropy parameters")
+
+    @property
+    def context_hidden(self) -> int:
+        """Hidden channels of each slice's context network."""
+        return 3 * self.M // self.slices
 
     @property
     def lambdas(self) -> tuple[float, ...]:
@@ -142,6 +164,14 @@ class Hyperprior(nn.Module):
         # The integers of the exact h_s as shipped (set by the registry from the weight
         # file); None: computed from ``h_s``'s current weights when coding.
         self.exact_h_s: ExactHyperSynthesis | None = None
+        # Channel context (Minnen & Singh 2020): slice k of y (k >= 1) gets its means and
+        # scales corrected from the decoded slices before it; ``context[k - 1]`` does it.
+        width = M // config.slices
+        self.context = nn.ModuleList(
+            QuantisedSliceContext(k * width + 2 * width, config.context_hidden, width)
+            for k in range(1, config.slices)
+        )
+        self.exact_context: list[ExactSliceContext] | None = None
         self.entropy_bottleneck = FactorizedDensity(N)
         # Gains start at sqrt(lambda / lambda_mid): the MSE-optimal quantisation step
         # shrinks as 1/sqrt(lambda), so this puts each level near its rate from step 0.
@@ -198,6 +228,49 @@ class Hyperprior(nn.Module):
         means, scales = self.entropy_parameters(z_hat)
         return means, scales, scale_indices(scales)
 
+    def slice_channels(self) -> list[slice]:
+        """The channels of y in each slice, in coding order."""
+        width = self.config.M // self.config.slices
+        return [slice(k * width, (k + 1) * width) for k in range(self.config.slices)]
+
+    def slice_parameters(
+        self, hyper: tuple[Tensor, Tensor, np.ndarray], k: int, y_hat_before: Tensor | None
+    ) -> tuple[Tensor, Tensor, np.ndarray]:
+        """Means, scales and table indices of slice ``k`` of y, from ``hyper`` (what
+        ``coding_parameters`` returned) and the decoded y of slices 0..k-1 (exact, as
+        float64): the encoder and the decoder call it slice by slice, in order."""
+        means, scales, indices = hyper
+        ch = self.slice_channels()[k]
+        means, scales, indices = means[:, ch], scales[:, ch], indices[:, ch]
+        if k == 0:
+            return means, scales, indices
+        if self.exact_context is None:
+            self.exact_context = [ExactSliceContext.from_module(m) for m in self.context]
+        means, scales = self.exact_context[k - 1].corrected(y_hat_before, means, scales)
+        # The thresholds stored with the weights (libm's exp may differ in the last bit
+        # between machines; stored integers do not).
+        exact = self.exact_h_s
+        return means, scales, exact_indices(scales, exact.thresholds if exact else None)
+
+    def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor):
+        """Training face of the slice loop: the means and scales of every slice (with
+        straight-through rounded y of the slices before it as context) and y_hat."""
+        if self.config.slices == 1:
+            return means, scales, _ste_y_hat(y, means)
+        out_means, out_scales, y_hats = [], [], []
+        limit = (1 << 20) - 1  # exact.ACT_LIMIT, in grid units
+        unit = float(1 << ACT_BITS)
+        for k, ch in enumerate(self.slice_channels()):
+            m, s = means[:, ch], scales[:, ch]
+            if k:
+                d_m, d_s = self.context[k - 1](torch.cat([*y_hats, m, s], dim=1)).chunk(2, dim=1)
+                m = torch.clamp(m + d_m, -limit / unit, limit / unit)
+                s = torch.clamp(s + d_s, -limit / unit, limit / unit)
+            out_means.append(m)
+            out_scales.append(s)
+            y_hats.append(_ste_y_hat(y[:, ch], m))
+        return torch.cat(out_means, 1), torch.cat(out_scales, 1), torch.cat(y_hats, 1)
+
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         """Decoded (gained) y -> image in [0, 1] (not clamped)."""
         _, inv_gain = self.gains(quality)
@@ -220,6 +293,27 @@ class Hyperprior(nn.Module):
             lik = gaussian_likelihood(y_hat[:, part], scales[:, part], means[:, part])
             total += float(-torch.log2(lik).sum())
         return total
+
+
+@functools.lru_cache(maxsize=1)
+def _thresholds() -> Tensor:
+    return torch.from_numpy(index_thresholds(scale_table()).astype(np.float64))
+
+
+def exact_indices(scales: Tensor, thresholds: Tensor | None = None) -> np.ndarray:
+    """Table index (uint8) of each exact scale (float64 on the 2**-ACT_BITS grid): the
+    integer comparisons of the exact h_s (default: the thresholds of ``scale_table()``)."""
+    units = (scales * (1 << ACT_BITS)).contiguous()
+    found = torch.searchsorted(
+        _thresholds() if thresholds is None else thresholds, units, right=True
+    )
+    return found.numpy().astype(np.uint8)
+
+
+def _ste_y_hat(y: Tensor, means: Tensor) -> Tensor:
+    """round(y - means) + means, with the identity's gradient."""
+    r = y - means
+    return r + (torch.round(r) - r).detach() + means
 
 
 _LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)

@@ -10,10 +10,13 @@ Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
      "state_dict": {name: tensor},    # convolution kernels fp16, the rest fp32
      "z_tables": {"counts", "lengths", "offsets"},
      "y_tables": {"counts", "lengths", "offsets"},
-     "exact_h_s": {"weight0".., "bias0".., "exponents", "medians", "thresholds"}}
+     "exact_h_s": {"weight0".., "bias0".., "exponents", "medians", "thresholds"},
+     "exact_context": {"1.weight0".., "1.bias0".., "1.exponents", "2.weight0", ...}}
 
-``exact_h_s`` (exact models only) holds the integer ``h_s`` (see ``models/exact.py``);
-the state dict then has no float ``h_s`` kernels.
+``exact_h_s`` (exact models only) holds the integer ``h_s`` (see ``models/exact.py``),
+``exact_context`` (models with channel slices) the integer context network of each
+slice after the first; the state dict then has no float ``h_s`` or context kernels.
+The config's ``slices`` is absent (1) in files written before the channel context.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .exact import ACT_BITS, INPUT_BITS, ExactHyperSynthesis
+from .exact import ExactHyperSynthesis, ExactSliceContext
 from .network import Hyperprior, ModelConfig, scale_table
 
 WEIGHTS_FORMAT = 1
@@ -74,6 +77,13 @@ def build_network(arch: dict, trainable: bool = False) -> Hyperprior:
     return Hyperprior(config)
 
 
+def architecture_type(config: ModelConfig) -> str:
+    """The architecture's name, as the manifest says it."""
+    if config.slices > 1:
+        return f"gained mean-scale hyperprior with a {config.slices}-slice channel context"
+    return "gained mean-scale hyperprior"
+
+
 def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
     # Kernels dominate the size and lose nothing measurable in fp16; GDN, gains and
     # the entropy bottleneck keep fp32 (small, and GDN's reparametrisation needs it).
@@ -83,7 +93,7 @@ def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
         for k, v in network.state_dict().items()
         if not k.startswith("gaussian_conditional")
         and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
-        and not (network.config.exact and k.startswith("h_s."))
+        and not (network.config.exact and k.startswith(("h_s.", "context.")))
     }
 
 
@@ -95,14 +105,27 @@ def set_exact_h_s(network: Hyperprior, exact: ExactHyperSynthesis) -> None:
     """Make ``exact`` the network's coding-path h_s, and set its float h_s (used by
     training and the probe) to the same numbers."""
     network.exact_h_s = exact
-    with torch.no_grad():
-        in_bits = INPUT_BITS
-        for i, layer in enumerate(network.h_s.layers()):
-            p = exact.exponents[i]
-            layer.weight.copy_(exact.weights[i] / 2.0**p)
-            layer.bias.copy_(exact.biases[i] / 2.0 ** (in_bits + p))
-            network.h_s.weight_exponents[i] = p
-            in_bits = ACT_BITS
+    network.load_state_dict(exact.float_weights("h_s."), strict=False)
+
+
+def set_exact_context(network: Hyperprior, contexts: list[ExactSliceContext]) -> None:
+    """The same for the context networks of slices 1, 2, ..."""
+    network.exact_context = contexts
+    for k, exact in enumerate(contexts):
+        network.load_state_dict(exact.float_weights(f"context.{k}."), strict=False)
+
+
+def context_arrays(blob_part: dict, slices: int) -> list[ExactSliceContext]:
+    """The integer context networks of a weight file's ``exact_context`` entry."""
+    out = []
+    for k in range(1, slices):
+        arrays = {
+            name.split(".", 1)[1]: v.numpy()
+            for name, v in blob_part.items()
+            if name.split(".", 1)[0] == str(k)
+        }
+        out.append(ExactSliceContext.from_arrays(arrays))
+    return out
 
 
 def export_weights(network: Hyperprior, path: Path) -> str:
@@ -140,6 +163,12 @@ def export_weights(network: Hyperprior, path: Path) -> str:
     if network.config.exact:
         exact = ExactHyperSynthesis.from_module(network.h_s, rounded.z_medians(), scale_table())
         blob["exact_h_s"] = _int_tensors(exact.arrays())
+    if network.config.slices > 1:
+        contexts = {}
+        for k, module in enumerate(network.context, start=1):
+            for name, v in ExactSliceContext.from_module(module).arrays().items():
+                contexts[f"{k}.{name}"] = v
+        blob["exact_context"] = _int_tensors(contexts)
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()
@@ -172,6 +201,8 @@ def load_weights_file(
         if network.config.exact:
             arrays = {k: v.numpy() for k, v in blob["exact_h_s"].items()}
             set_exact_h_s(network, ExactHyperSynthesis.from_arrays(arrays))
+        if network.config.slices > 1:
+            set_exact_context(network, context_arrays(blob["exact_context"], network.config.slices))
     except ModelError:
         raise
     except Exception as exc:  # a damaged file can fail in many ways inside torch
@@ -319,7 +350,7 @@ def release(
         "bytes": Path(weights).stat().st_size,
         "qualities": [1, config.levels],
         "default_quality": default_quality or _default_quality_for(data, config),
-        "architecture": {"type": "gained mean-scale hyperprior", **config.to_dict()},
+        "architecture": {"type": architecture_type(config), **config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,
         "training": training or {},

@@ -43,8 +43,10 @@ class GainedHyperprior(Hyperprior):
             z_hat = ste_round(z - medians) + medians
             # h_s runs in float32 too: the exact model's fixed-point grids need it.
             means, scales = self.entropy_parameters(z_hat)
+            # With a channel context, each slice's means and scales also see the
+            # decoded slices before it (its y_hat: straight-through rounded).
+            means, scales, y_hat = self.context_parameters(y, means, scales)
             _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            y_hat = ste_round(y - means) + means
         x_hat = self.synthesis(y_hat, quality).float()
         return {
             "x_hat": x_hat,

@@ -55,6 +55,31 @@ def tiny_exact_model(tiny_exact_weights):
 
 
 @pytest.fixture(scope="session")
+def tiny_context_weights(tmp_path_factory) -> Path:
+    """Weight file of a tiny exact model with a 3-slice channel context whose context
+    networks are not zero (a fresh one is: it would change nothing)."""
+    from rdcodec.models.registry import build_network, export_weights
+
+    torch.manual_seed(2)
+    net = build_network({"N": 8, "M": 12, "levels": 11, "exact": True, "slices": 3}, trainable=True)
+    with torch.no_grad():
+        for module in net.context:
+            module[-1].weight.normal_(0, 0.05)
+            module[-1].bias.normal_(0, 0.5)
+            module.calibrate()
+    path = tmp_path_factory.mktemp("tiny_context") / "tiny_context.rdw"
+    export_weights(net, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_context_model(tiny_context_weights):
+    from rdcodec.models.registry import load_weights_file
+
+    return load_weights_file(tiny_context_weights, "tiny-context", 252)
+
+
+@pytest.fixture(scope="session")
 def coffee() -> np.ndarray:
     return load_image("coffee.png")
 

@@ -44,6 +44,9 @@ class TrainConfig:
     # moved < 0.15 (log) from their initial values in 24k steps, so quality 1 stayed
     # near 0.5 bpp instead of finding its own rate.
     gain_lr_scale: float = 20.0
+    # A new channel context starts at zero inside a trained model: it learns at this
+    # many times ``lr`` (the trained transforms keep ``lr``).
+    context_lr_scale: float = 4.0
     aux_lr: float = 1e-3
     clip: float = 1.0
     seed: int = 0
@@ -86,18 +89,23 @@ def build_optimizers(model: GainedHyperprior, cfg: TrainConfig):
     """Adam on the R + lmbda D parameters (transforms, then gains: two groups whose
     parameter order is that of ``named_parameters``) and Adam on the tail quantiles."""
     named = rd_parameters(model)
-    transforms = [p for n, p in named if n not in GAIN_PARAMETERS]
+    transforms = [p for n, p in named if n not in GAIN_PARAMETERS and not n.startswith("context.")]
     gains = [p for n, p in named if n in GAIN_PARAMETERS]
+    context = [p for n, p in named if n.startswith("context.")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-    opt = torch.optim.Adam(
-        [{"params": transforms, "lr": cfg.lr}, {"params": gains, "lr": cfg.lr * cfg.gain_lr_scale}]
-    )
-    return opt, torch.optim.Adam(aux, lr=cfg.aux_lr)
+    groups = [
+        {"params": transforms, "lr": cfg.lr},
+        {"params": gains, "lr": cfg.lr * cfg.gain_lr_scale},
+    ]
+    if context:  # a third group only where there is a context (old checkpoints have two)
+        groups.append({"params": context, "lr": cfg.lr * cfg.context_lr_scale})
+    return torch.optim.Adam(groups), torch.optim.Adam(aux, lr=cfg.aux_lr)
 
 
 def set_learning_rates(opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-    opt.param_groups[0]["lr"] = cfg.lr
-    opt.param_groups[1]["lr"] = cfg.lr * cfg.gain_lr_scale
+    scales = (1.0, cfg.gain_lr_scale, cfg.context_lr_scale)
+    for group, scale in zip(opt.param_groups, scales, strict=False):
+        group["lr"] = cfg.lr * scale
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, model: nn.Module) -> None:
@@ -211,6 +219,7 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
     from ..exact import ExactHyperSynthesis
+    from ..registry import context_arrays
 
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "opt" in state:
@@ -220,30 +229,26 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
         weights = state.get("ema") or state["model"]
     else:
         weights = state["state_dict"] if "state_dict" in state else state
-    weights = {k: v.float() for k, v in weights.items() if v.is_floating_point()}
+    weights = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in weights.items()
+        if v.is_floating_point() or k.endswith("weight_exponents")
+    }
     if "exact_h_s" in state:  # a shipped exact model: its h_s is stored as integers
         arrays = {k: v.numpy() for k, v in state["exact_h_s"].items()}
-        weights.update(_float_h_s(ExactHyperSynthesis.from_arrays(arrays)))
+        weights.update(ExactHyperSynthesis.from_arrays(arrays).float_weights("h_s."))
+    if "exact_context" in state:  # and its channel context
+        slices = state["config"].get("slices", 1)
+        for k, exact in enumerate(context_arrays(state["exact_context"], slices)):
+            weights.update(exact.float_weights(f"context.{k}."))
     _fit_levels(weights, model)
     _widen_latent(weights, model)
     model.load_state_dict(weights, strict=False)
     if model.config.exact and "h_s.weight_exponents" not in weights:
         model.h_s.calibrate()
+    # A context that the warm start lacks starts as built: zero corrections, so the
+    # model codes exactly as the one it grew from until training moves it.
     return None
-
-
-def _float_h_s(exact) -> dict[str, Tensor]:
-    """The integer h_s as the float weights of the training face (the same numbers)."""
-    from ..exact import ACT_BITS, INPUT_BITS
-
-    out, in_bits = {}, INPUT_BITS
-    for i, index in enumerate((0, 2, 4)):  # the convolutions of h_s
-        p = exact.exponents[i]
-        out[f"h_s.{index}.weight"] = (exact.weights[i] / 2.0**p).float()
-        out[f"h_s.{index}.bias"] = (exact.biases[i] / 2.0 ** (in_bits + p)).float()
-        in_bits = ACT_BITS
-    out["h_s.weight_exponents"] = torch.tensor(exact.exponents, dtype=torch.int64)
-    return out
 
 
 def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:

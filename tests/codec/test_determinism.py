@@ -85,19 +85,19 @@ def _run(env_extra: dict, args: list[str], tmp_path, name: str) -> dict:
         return dict(f)
 
 
-def _weights_args(which: str, tiny_exact_model, tiny_exact_weights) -> list[str]:
+def _weights_args(which: str, request) -> list[str]:
     if which == "shipped":
         if not load_model().network.config.exact:
             pytest.skip("the shipped default model is not an exact model")
         return ["shipped", "0"]
-    return [str(tiny_exact_weights), str(tiny_exact_model.wire_id)]
+    prefix = {"tiny": "tiny_exact", "tiny-context": "tiny_context"}[which]
+    model = request.getfixturevalue(f"{prefix}_model")
+    return [str(request.getfixturevalue(f"{prefix}_weights")), str(model.wire_id)]
 
 
-@pytest.mark.parametrize("which", ["tiny", "shipped"])
-def test_files_decode_identically_on_other_cpu_kernels(
-    which, tiny_exact_model, tiny_exact_weights, tmp_path
-):
-    weights = _weights_args(which, tiny_exact_model, tiny_exact_weights)
+@pytest.mark.parametrize("which", ["tiny", "tiny-context", "shipped"])
+def test_files_decode_identically_on_other_cpu_kernels(which, request, tmp_path):
+    weights = _weights_args(which, request)
     image = str(IMAGES / "coffee.png")
     # Encode (and decode) under the default kernels, in a process of its own.
     ref = _run({}, [*weights, image, "encode"], tmp_path, "encoder")
@@ -120,11 +120,12 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("which", ["tiny", "tiny-exact", "shipped"])
+@pytest.mark.parametrize("which", ["tiny", "tiny-exact", "tiny-context", "shipped"])
 def test_threads_and_onednn_keep_pixels_within_one(
-    which, tiny_model, tiny_exact_model, coffee, restore_threads
+    which, tiny_model, tiny_exact_model, tiny_context_model, coffee, restore_threads
 ):
-    model = {"tiny": tiny_model, "tiny-exact": tiny_exact_model}.get(which) or load_model()
+    models = {"tiny": tiny_model, "tiny-exact": tiny_exact_model}
+    model = {**models, "tiny-context": tiny_context_model}.get(which) or load_model()
     data = pipeline.encode(coffee, 4, model)
     decoded = []
     for threads in (1, 2):

@@ -195,3 +195,26 @@ def test_widening_the_latent_preserves_the_function(tmp_path):
         load_initial_weights(
             registry.build_network({"N": 8, "M": 8, "levels": 11, "exact": True}, True), str(path)
         )
+
+
+def test_a_channel_context_grows_from_a_warm_start_and_learns(
+    data_dir, tiny_exact_weights, tmp_path
+):
+    # train --slices: the context starts at zero inside the warm-start model, learns at
+    # its own (higher) rate, and the run resumes with its three optimiser groups.
+    cfg = _config(data_dir, tmp_path / "cc", 4)
+    cfg.init = str(tiny_exact_weights)
+    cfg.arch = {**registry.config_of(tiny_exact_weights), "slices": 3}
+    ckpt = train(cfg, progress=False).checkpoint
+    state = torch.load(ckpt, weights_only=False)
+    last = [state["model"][f"context.{k}.4.weight"] for k in (0, 1)]
+    assert all(float(w.abs().max()) > 0 for w in last)  # moved away from zero
+    lrs = [g["lr"] for g in state["opt"]["param_groups"]]
+    assert lrs == [cfg.lr, cfg.lr * cfg.gain_lr_scale, cfg.lr * cfg.context_lr_scale]
+    cfg.steps = 6
+    again = train(cfg, progress=False).checkpoint
+    assert torch.load(again, weights_only=False)["step"] == 6
+    path = tmp_path / "cc.rdw"
+    registry.export_checkpoint(again, path)
+    model = registry.load_weights_file(path, "cc", 250)
+    assert model.network.config.slices == 3 and len(model.network.exact_context) == 2

@@ -35,16 +35,26 @@ def tiny_model(tmp_path_factory):
     return load_weights_file(path, "tiny", 250)
 
 
+def _tiny_weights(tmp_path_factory, name: str, seed: int, arch: dict, prepare=None) -> Path:
+    """Export an untrained tiny network of ``arch`` (after ``prepare(net)``) as a weight file."""
+    from rdcodec.models.registry import build_network, export_weights
+
+    torch.manual_seed(seed)
+    net = build_network(arch, trainable=True)
+    if prepare is not None:
+        with torch.no_grad():
+            prepare(net)
+    path = tmp_path_factory.mktemp(name) / f"{name}.rdw"
+    export_weights(net, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_exact_weights(tmp_path_factory) -> Path:
     """Weight file of a tiny model with exact (integer) entropy parameters, 11 levels."""
-    from rdcodec.models.registry import build_network, export_weights
-
-    torch.manual_seed(1)
-    net = build_network({"N": 8, "M": 12, "levels": 11, "exact": True})
-    path = tmp_path_factory.mktemp("tiny_exact") / "tiny_exact.rdw"
-    export_weights(net, path)
-    return path
+    return _tiny_weights(
+        tmp_path_factory, "tiny_exact", 1, {"N": 8, "M": 12, "levels": 11, "exact": True}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,22 +64,19 @@ def tiny_exact_model(tiny_exact_weights):
     return load_weights_file(tiny_exact_weights, "tiny-exact", 251)
 
 
+def _wake_context(net) -> None:
+    # A fresh context is zero (it would change nothing): give it something to do.
+    for module in net.context:
+        module[-1].weight.normal_(0, 0.05)
+        module[-1].bias.normal_(0, 0.5)
+        module.calibrate()
+
+
 @pytest.fixture(scope="session")
 def tiny_context_weights(tmp_path_factory) -> Path:
-    """Weight file of a tiny exact model with a 3-slice channel context whose context
-    networks are not zero (a fresh one is: it would change nothing)."""
-    from rdcodec.models.registry import build_network, export_weights
-
-    torch.manual_seed(2)
-    net = build_network({"N": 8, "M": 12, "levels": 11, "exact": True, "slices": 3}, trainable=True)
-    with torch.no_grad():
-        for module in net.context:
-            module[-1].weight.normal_(0, 0.05)
-            module[-1].bias.normal_(0, 0.5)
-            module.calibrate()
-    path = tmp_path_factory.mktemp("tiny_context") / "tiny_context.rdw"
-    export_weights(net, path)
-    return path
+    """Weight file of a tiny exact model with a 3-slice channel context that is not zero."""
+    arch = {"N": 8, "M": 12, "levels": 11, "exact": True, "slices": 3}
+    return _tiny_weights(tmp_path_factory, "tiny_context", 2, arch, _wake_context)
 
 
 @pytest.fixture(scope="session")

@@ -179,7 +179,10 @@ def train(
         cfg.init = init or str(
             registry.weights_path(registry.find_entry(registry.default_model_name()))
         )
-        cfg.arch = registry.config_of(cfg.init)
+        # Resuming a run: its own architecture, not the warm start's (which would leave
+        # out what the run grew, such as a channel context).
+        last = Path(out) / "last.ckpt"
+        cfg.arch = registry.config_of(last if last.exists() else cfg.init)
     cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
     if levels:
         cfg.arch["levels"] = levels

@@ -408,9 +408,9 @@ def decode_latents(
         y_sym, y_idx, means, scales = _slice_loop(
             net, z_sym, lambda channels, means, indices: decoder.decode(indices)
         )
-        decoder.finish()
         if _index_crc(y_idx) != header.index_crc:
             raise mismatch
+        decoder.finish()
     return Latents(
         header, model, z_sym, z_hat, y_sym, y_idx, means, scales, len(z_payload), len(y_payload)
     )

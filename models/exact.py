@@ -195,6 +195,8 @@ class ExactNetwork:
         for w in self.weights:
             if not torch.equal(w, w.round()) or float(w.abs().max()) > WEIGHT_LIMIT:
                 raise ValueError("integer weights out of range")
+        if any(not 0 <= p <= 40 for p in self.exponents):
+            raise ValueError(f"weight grid exponents {self.exponents} out of range")
         if accumulator_bound(self) >= EXACT_LIMIT:
             raise ValueError("accumulators could exceed 2**53: the integer network is not exact")
 

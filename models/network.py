@@ -99,7 +99,12 @@ class ModelConfig:
         return self.lambdas[int(quality) - 1]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Without a context the dict stays what it was before ``slices`` existed, so
+        # weight files and manifests of one-slice models read as they always did.
+        d = asdict(self)
+        if d["slices"] == 1:
+            del d["slices"]
+        return d
 
 
 def _conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
@@ -244,9 +249,13 @@ class Hyperprior(nn.Module):
         means, scales, indices = means[:, ch], scales[:, ch], indices[:, ch]
         if k == 0:
             return means, scales, indices
-        if self.exact_context is None:
-            self.exact_context = [ExactSliceContext.from_module(m) for m in self.context]
-        means, scales = self.exact_context[k - 1].corrected(y_hat_before, means, scales)
+        # As h_s: the integers as shipped, else computed from the current weights.
+        context = (
+            self.exact_context[k - 1]
+            if self.exact_context is not None
+            else ExactSliceContext.from_module(self.context[k - 1])
+        )
+        means, scales = context.corrected(y_hat_before, means, scales)
         # The thresholds stored with the weights (libm's exp may differ in the last bit
         # between machines; stored integers do not).
         exact = self.exact_h_s

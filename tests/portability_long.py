@@ -271,7 +271,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder of .png photos")
     parser.add_argument("out", type=Path, help="JSON file for the results")
+    parser.add_argument(
+        "--models",
+        help="comma-separated shipped models to check on every environment, at the exact "
+        "model's qualities (default: the plan, the exact default model and the float one)",
+    )
     args = parser.parse_args()
+    plan = PLAN
+    if args.models:
+        qualities, envs = PLAN[0][1], PLAN[0][2]
+        plan = [
+            (name, [q for q in qualities if q <= load_model(name).network.config.levels], envs)
+            for name in args.models.split(",")
+        ]
     photos = sorted(args.folder.glob("*.png"))
     if not photos:
         parser.error(f"no .png files in {args.folder}")
@@ -282,7 +294,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="rdcodec-portability-"))
     runs = []
     try:
-        for model_name, qualities, env_names in PLAN:
+        for model_name, qualities, env_names in plan:
             jobs = encode_all(model_name, qualities, photos, work)
             for env_name in env_names:
                 print(f"  {model_name}: decoding under {env_name}", flush=True)

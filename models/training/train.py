@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ...errors import ModelError
 from ..network import ModelConfig
 from ..registry import build_network
 from ..trainable import GainedHyperprior
@@ -242,6 +243,15 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
         for k, exact in enumerate(context_arrays(state["exact_context"], slices)):
             weights.update(exact.float_weights(f"context.{k}."))
     _fit_levels(weights, model)
+    old_slices = 1 + len({k.split(".")[1] for k in weights if k.startswith("context.")})
+    if old_slices > 1 and old_slices != model.config.slices:
+        raise ModelError(
+            f"{path} codes y in {old_slices} slices; a model of {model.config.slices} cannot "
+            "start from its context (train it with --slices "
+            f"{old_slices}, or start from a model without a context)"
+        )
+    if old_slices > 1 and weights["g_a.6.weight"].shape[0] != model.config.M:
+        raise ModelError("--widen needs a warm start without a channel context")
     _widen_latent(weights, model)
     model.load_state_dict(weights, strict=False)
     if model.config.exact and "h_s.weight_exponents" not in weights:

@@ -234,3 +234,29 @@ def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
     result = runner.invoke(main, [fill.get(a, a) for a in args])
     assert result.exit_code != 0 and result.output.startswith("rdcodec: error:"), result.output
     assert message in result.output and result.output.count("\n") == 1
+
+
+def test_train_resumes_a_context_run_and_refuses_another_slice_count(
+    runner, tmp_path, tiny_exact_weights
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(photos), "--init", str(tiny_exact_weights), "--out", str(run)]
+    args += ["--batch-size", "2", "--crop", "64", "--threads", "1", "--val-every", "0"]
+    first = runner.invoke(main, [*args, "--slices", "3", "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    # Resumed without --slices: the run's own architecture (its context), not the
+    # warm start's.
+    again = runner.invoke(main, [*args, "--steps", "4"])
+    assert again.exit_code == 0, again.output
+    ckpt = torch.load(run / "last.ckpt", weights_only=False)
+    assert ckpt["step"] == 4 and ckpt["config"]["arch"]["slices"] == 3
+    assert any(k.startswith("context.") for k in ckpt["model"])
+    other = [*args[:4], str(run / "last.ckpt"), "--out", str(tmp_path / "r2"), *args[7:]]
+    refused = runner.invoke(main, [*other, "--slices", "2", "--steps", "1"])
+    assert refused.exit_code != 0 and refused.output.startswith("rdcodec: error:")
+    assert "3 slices" in refused.output and refused.output.count("\n") == 1

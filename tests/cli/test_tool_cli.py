@@ -177,9 +177,11 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     model = registry.load_weights_file(weights, "gpu", 1)
     assert model.network.config.exact and weights.stat().st_size < 16 * 2**20
 
-    # The same with a wider latent, grown from the shipped model's.
+    # The same with a wider latent, grown from a shipped model without a channel context
+    # (widening one with a context is refused).
     wide = tmp_path / "wide.rdw"
     args[args.index("2")] = "1"
+    args += ["--init", str(registry.weights_path(registry.find_entry("hp-exact-n96m128")))]
     result = runner.invoke(
         main, [*args, "--widen", "144", "--out", str(tmp_path / "w"), "--export", str(wide)]
     )

@@ -304,11 +304,12 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
     hyper = net.coding_parameters(z_sym)
     parts: list[tuple] = []
     y_hat: list[torch.Tensor] = []
-    for k, channels in enumerate(net.slice_channels()):
+    slices = net.slice_channels()
+    for k, channels in enumerate(slices):
         before = torch.cat(y_hat, dim=1) if y_hat else None
         means, scales, indices = net.slice_parameters(hyper, k, before)
         symbols = code_slice(channels, means, indices)
-        if k < len(net.slice_channels()) - 1:
+        if k < len(slices) - 1:
             y_hat.append(torch.from_numpy(symbols).to(means.dtype) + means)
         parts.append((symbols, indices, means, scales))
     if len(parts) == 1:

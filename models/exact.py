@@ -177,6 +177,13 @@ def index_thresholds(scales: Sequence[float]) -> np.ndarray:
     return np.array([math.ceil(b * (1 << ACT_BITS)) for b in bounds], dtype=np.int64)
 
 
+def table_indices(thresholds: Tensor, scales_units: Tensor) -> np.ndarray:
+    """Table index (uint8) of each scale in units of 2**-ACT_BITS: the number of
+    thresholds (float64 integers, see :func:`index_thresholds`) at or below it."""
+    found = torch.searchsorted(thresholds, scales_units.contiguous(), right=True)
+    return found.numpy().astype(np.uint8)
+
+
 class ExactNetwork:
     """Integer convolutions with exact leaky ReLUs between them: ``weights[i]`` are
     integer kernels on the 2**-exponents[i] grid, ``biases[i]`` integers on the
@@ -319,8 +326,7 @@ class ExactHyperSynthesis(ExactNetwork):
 
     def indices(self, scales_units: Tensor) -> np.ndarray:
         """Table index (uint8) of each scale given in units of 2**-ACT_BITS."""
-        found = torch.searchsorted(self.thresholds, scales_units.contiguous(), right=True)
-        return found.numpy().astype(np.uint8)
+        return table_indices(self.thresholds, scales_units)
 
     def __call__(self, z_symbols: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray]:
         """(means, scales, table indices) of y: means and scales as float64 values that

@@ -24,12 +24,15 @@ from torch import Tensor, nn
 
 from .exact import (
     ACT_BITS,
+    ACT_LIMIT,
     INPUT_BITS,
     ExactHyperSynthesis,
     ExactSliceContext,
     QuantisedHyperSynthesis,
     QuantisedSliceContext,
     index_thresholds,
+    ste_round,
+    table_indices,
 )
 from .layers import GDN, FactorizedDensity, gaussian_likelihood
 
@@ -257,9 +260,9 @@ class Hyperprior(nn.Module):
         )
         means, scales = context.corrected(y_hat_before, means, scales)
         # The thresholds stored with the weights (libm's exp may differ in the last bit
-        # between machines; stored integers do not).
-        exact = self.exact_h_s
-        return means, scales, exact_indices(scales, exact.thresholds if exact else None)
+        # between machines; stored integers do not); a live network's from the code.
+        thresholds = self.exact_h_s.thresholds if self.exact_h_s is not None else _thresholds()
+        return means, scales, table_indices(thresholds, scales * (1 << ACT_BITS))
 
     def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor):
         """Training face of the slice loop: the means and scales of every slice (with
@@ -267,14 +270,13 @@ class Hyperprior(nn.Module):
         if self.config.slices == 1:
             return means, scales, _ste_y_hat(y, means)
         out_means, out_scales, y_hats = [], [], []
-        limit = (1 << 20) - 1  # exact.ACT_LIMIT, in grid units
-        unit = float(1 << ACT_BITS)
+        bound = ACT_LIMIT / (1 << ACT_BITS)  # the exact face's clamp, in float units
         for k, ch in enumerate(self.slice_channels()):
             m, s = means[:, ch], scales[:, ch]
             if k:
                 d_m, d_s = self.context[k - 1](torch.cat([*y_hats, m, s], dim=1)).chunk(2, dim=1)
-                m = torch.clamp(m + d_m, -limit / unit, limit / unit)
-                s = torch.clamp(s + d_s, -limit / unit, limit / unit)
+                m = torch.clamp(m + d_m, -bound, bound)
+                s = torch.clamp(s + d_s, -bound, bound)
             out_means.append(m)
             out_scales.append(s)
             y_hats.append(_ste_y_hat(y[:, ch], m))
@@ -309,20 +311,9 @@ def _thresholds() -> Tensor:
     return torch.from_numpy(index_thresholds(scale_table()).astype(np.float64))
 
 
-def exact_indices(scales: Tensor, thresholds: Tensor | None = None) -> np.ndarray:
-    """Table index (uint8) of each exact scale (float64 on the 2**-ACT_BITS grid): the
-    integer comparisons of the exact h_s (default: the thresholds of ``scale_table()``)."""
-    units = (scales * (1 << ACT_BITS)).contiguous()
-    found = torch.searchsorted(
-        _thresholds() if thresholds is None else thresholds, units, right=True
-    )
-    return found.numpy().astype(np.uint8)
-
-
 def _ste_y_hat(y: Tensor, means: Tensor) -> Tensor:
     """round(y - means) + means, with the identity's gradient."""
-    r = y - means
-    return r + (torch.round(r) - r).detach() + means
+    return ste_round(y - means) + means
 
 
 _LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)

@@ -147,14 +147,19 @@ def test_speed_versus_times_the_same_bytes_as_encode(runner, tmp_path):
     assert any(r["name"].startswith("compressai") and r["bytes"] > 0 for r in rows)
 
 
+def _noise_photos(folder: Path, count: int, shape: tuple[int, int]) -> Path:
+    """``count`` random-noise PNGs of ``shape`` (H, W) in a new ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
 def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     """The device command on CPU with a tiny budget: packed crops in, shipped-format
     weights out (a checkpoint with optimiser state is too large to bring back)."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _noise_photos(tmp_path / "photos", 3, (70, 90))
     crops = tmp_path / "crops.npy"
     packed = runner.invoke(
         main, ["pack-crops", str(photos), str(crops), "--size", "64", "--per-image", "2"]
@@ -241,11 +246,7 @@ def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
 def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     runner, tmp_path, tiny_exact_weights
 ):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    photos = _noise_photos(tmp_path / "photos", 2, (80, 96))
     run = tmp_path / "run"
     args = ["train", "--data", str(photos), "--init", str(tiny_exact_weights), "--out", str(run)]
     args += ["--batch-size", "2", "--crop", "64", "--threads", "1", "--val-every", "0"]

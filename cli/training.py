@@ -105,6 +105,14 @@ from .common import reports_errors
     show_default=True,
     help="Decay of the weight average that is validated and exported; 0 disables.",
 )
+@click.option(
+    "--level-weighting",
+    type=click.Choice(["lambda", "balanced"]),
+    default="lambda",
+    show_default=True,
+    help="lambda: R + lmbda D as it is (the top levels dominate each batch); balanced: "
+    "each sample's loss divided by a running mean of its level's loss.",
+)
 @reports_errors
 def train(
     data,
@@ -134,6 +142,7 @@ def train(
     widen,
     slices,
     ema_decay,
+    level_weighting,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..codec import image_io
@@ -171,6 +180,7 @@ def train(
         compile=compiled,
         bf16=bf16,
         ema_decay=ema_decay,
+        level_weighting=level_weighting,
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -189,6 +199,13 @@ def train(
     if widen:
         if from_scratch or widen < cfg.arch["M"]:
             raise CodecError(f"--widen {widen}: give more channels than the warm start's M")
+        old_slices = cfg.arch.get("slices", 1)
+        if old_slices > 1 and not slices:
+            # A channel context grows by whole slices of the width it has.
+            width = cfg.arch["M"] // old_slices
+            if widen % width:
+                raise CodecError(f"--widen {widen}: not a multiple of the slice width {width}")
+            cfg.arch["slices"] = widen // width
         cfg.arch["M"] = widen
     if slices:
         cfg.arch["slices"] = slices

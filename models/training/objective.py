@@ -26,16 +26,21 @@ def rd_parameters(network: torch.nn.Module) -> list[tuple[str, torch.nn.Paramete
     return [(n, p) for n, p in network.named_parameters() if not n.endswith("quantiles")]
 
 
-def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[str, Tensor]:
-    """Per-sample rate (bits per pixel), distortion (MSE) and the mean loss."""
+def rate_distortion(
+    out: dict[str, Tensor], x: Tensor, lmbda: Tensor, weights: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Per-sample rate (bits per pixel), distortion (MSE) and loss, and their mean
+    ``loss`` (weighted per sample by ``weights`` when given)."""
     pixels = x.shape[2] * x.shape[3]
     bits_y = -torch.log2(out["y_likelihoods"]).flatten(1).sum(1)
     bits_z = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
     mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
     bpp = (bits_y + bits_z) / pixels
-    loss = (lmbda * 255**2 * mse + bpp).mean()
+    sample_loss = lmbda * 255**2 * mse + bpp
+    weighted = sample_loss if weights is None else weights * sample_loss
     return {
-        "loss": loss,
+        "loss": weighted.mean(),
+        "sample_loss": sample_loss,
         "bpp": bpp,
         "bpp_y": bits_y / pixels,
         "bpp_z": bits_z / pixels,
@@ -46,6 +51,38 @@ def rate_distortion(out: dict[str, Tensor], x: Tensor, lmbda: Tensor) -> dict[st
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB of an MSE on [0, 1] pixels."""
     return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+class LevelBalance:
+    """Per-level loss weights that give every quality level the same say in a step.
+
+    The lambda ladder spans ~100x, so with plain R + lmbda D the samples of the top
+    levels carry most of every batch's gradient. Dividing each sample's loss by a
+    running mean of its level's loss makes the step follow the sum of the levels'
+    *relative* improvements (the gradient of sum log L_l), which is what a BD-rate,
+    an average over log rates, rewards. The weights average 1 over the levels.
+    """
+
+    def __init__(self, levels: int, decay: float = 0.99):
+        self.decay = decay
+        self.mean_loss = torch.full((levels,), math.nan)
+
+    def weights(self, levels: Tensor) -> Tensor:
+        """The weight of each sample of 0-based ``levels`` (1 until a level is seen)."""
+        seen = ~torch.isnan(self.mean_loss)
+        if not seen.any():
+            return torch.ones(len(levels))
+        filled = torch.where(seen, self.mean_loss, self.mean_loss[seen].mean())
+        inverse = 1 / filled
+        return (inverse / inverse.mean())[levels]
+
+    def update(self, levels: Tensor, sample_loss: Tensor) -> None:
+        """Fold a step's per-sample losses into the running means."""
+        losses = sample_loss.detach().float().cpu().tolist()
+        for level, loss in zip(levels.tolist(), losses, strict=True):
+            old = self.mean_loss[level]
+            new = loss if math.isnan(old) else self.decay * old + (1 - self.decay) * loss
+            self.mean_loss[level] = new
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,17 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...errors import ModelError
-from ..network import ModelConfig
+from ..network import SCALE_MIN, ModelConfig
 from ..registry import build_network
 from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops
-from .objective import measure_level, psnr_from_mse, rate_distortion, rd_parameters
+from .objective import (
+    LevelBalance,
+    measure_level,
+    psnr_from_mse,
+    rate_distortion,
+    rd_parameters,
+)
 
 
 @dataclass
@@ -64,6 +70,9 @@ class TrainConfig:
     # Exponential moving average of the weights (validated and shipped instead of the
     # raw weights); 0 disables. 0.999 averages over ~1000 steps.
     ema_decay: float = 0.999
+    # "lambda": every sample's loss as it is, R + lmbda D (the top levels dominate);
+    # "balanced": each divided by a running mean of its level's loss (LevelBalance).
+    level_weighting: str = "lambda"
 
 
 def _rank() -> int:
@@ -244,14 +253,18 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
             weights.update(exact.float_weights(f"context.{k}."))
     _fit_levels(weights, model)
     old_slices = 1 + len({k.split(".")[1] for k in weights if k.startswith("context.")})
-    if old_slices > 1 and old_slices != model.config.slices:
-        raise ModelError(
-            f"{path} codes y in {old_slices} slices; a model of {model.config.slices} cannot "
-            "start from its context (train it with --slices "
-            f"{old_slices}, or start from a model without a context)"
-        )
-    if old_slices > 1 and weights["g_a.6.weight"].shape[0] != model.config.M:
-        raise ModelError("--widen needs a warm start without a channel context")
+    if old_slices > 1:
+        # A context carries over slice by slice: the slices must keep their width (a
+        # wider latent adds whole slices after the old ones).
+        old_width = weights["g_a.6.weight"].shape[0] // old_slices
+        width = model.config.M // model.config.slices
+        if width != old_width:
+            raise ModelError(
+                f"{path} codes y in {old_slices} slices of {old_width} channels; a model "
+                f"of {model.config.slices} slices of {width} cannot start from its context "
+                f"(keep the slice width: --slices {model.config.M // old_width}, or start "
+                "from a model without a context)"
+            )
     _widen_latent(weights, model)
     model.load_state_dict(weights, strict=False)
     if model.config.exact and "h_s.weight_exponents" not in weights:
@@ -280,10 +293,15 @@ def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
 
 def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     """Give weights of a model with fewer latent channels (M) the channels of ``model``,
-    function-preservingly: the new channels of y start small (g_a's new output filters
-    are small random ones) and nothing reads them yet (g_s's and h_a's new input filters
-    are zero); h_s's new hidden and mean outputs are zero and its new scales a constant,
-    so the old channels keep their means and scales. Training then opens them up."""
+    function-preservingly: the new channels of y start so small that they round to zero
+    (g_a's new output filters are small random ones), h_s gives them mean 0 and the
+    smallest scale (so they cost next to no bits), and h_a does not read them (its new
+    input filters are zero); h_s's new hidden channels are zero, so the old channels
+    keep their means and scales, and a channel context keeps its old slices' networks
+    (new slices get new, zero-output ones). g_s's new input filters are small random
+    ones: they read zeros, so the picture is unchanged, but they pass the distortion's
+    gradient to the new channels (with zero filters, straight-through rounding of
+    all-zero channels would give them none, and they would never open)."""
     old_m = weights["g_a.6.weight"].shape[0] if "g_a.6.weight" in weights else None
     new_m = model.config.M
     if old_m is None or old_m == new_m:
@@ -297,7 +315,7 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
             means, scales = weights[key].chunk(2, dim=0)
             shape = (new_m - old_m, *means.shape[1:])
             fill = torch.zeros(shape)
-            scale_fill = fill + (1.0 if key.endswith("bias") else 0.0)
+            scale_fill = fill + (SCALE_MIN if key.endswith("bias") else 0.0)
             weights[key] = torch.cat([means, fill, scales, scale_fill])
     for key, value in list(weights.items()):
         want = target.get(key)
@@ -306,12 +324,11 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
         grown = torch.zeros(want.shape, dtype=value.dtype)
         grown[tuple(slice(0, n) for n in value.shape)] = value
         weights[key] = grown
-    # The new channels of y: small filters (a tenth of the old ones' spread), and the
+    # The new channels of y: small filters (a hundredth of the old ones' spread), and the
     # per-level gains of the average old channel.
-    spread = float(weights["g_a.6.weight"][:old_m].std())
-    weights["g_a.6.weight"][old_m:] = torch.randn_like(weights["g_a.6.weight"][old_m:]) * (
-        0.1 * spread
-    )
+    for key, size in (("g_a.6.weight", 0.01), ("g_s.0.weight", 0.1)):
+        old = weights[key][:old_m]
+        weights[key][old_m:] = torch.randn_like(weights[key][old_m:]) * (size * float(old.std()))
     for name in ("log_gain", "log_inv_gain"):
         if name in weights:
             weights[name][:, old_m:] = weights[name][:, :old_m].mean(dim=1, keepdim=True)
@@ -361,17 +378,19 @@ def train_step(
     lambdas,
     clip,
     bf16: bool = False,
+    weights: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One update of the R + lmbda D parameters and one of the tail quantiles.
 
     ``step_model`` is what runs the forward pass (``model`` itself, or wrapped by DDP
     and/or ``torch.compile``); ``levels`` are 0-based quality levels, one per sample.
     ``bf16``: the transforms run under bfloat16 autocast (weights, optimiser state and
-    the rate terms stay float32).
+    the rate terms stay float32). ``weights``: per-sample loss weights (``LevelBalance``).
     """
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = step_model(batch, (levels + 1).float().to(batch.device))
-        rd = rate_distortion(out, batch, lambdas[levels].to(batch.device))
+        lmbda = lambdas[levels].to(batch.device)
+        rd = rate_distortion(out, batch, lmbda, None if weights is None else weights.to(lmbda))
     opt.zero_grad(set_to_none=True)
     rd["loss"].backward()
     if clip:
@@ -464,6 +483,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     val_images = _val_crops(cfg.val) if _rank() == 0 else []
     log = open(out / "log.jsonl", "a") if _rank() == 0 else None
     lambdas = torch.tensor(model.config.lambdas)
+    balance = LevelBalance(len(lambdas)) if cfg.level_weighting == "balanced" else None
     start, last_ckpt_step = time.time(), step
     bar = tqdm(
         total=cfg.steps,
@@ -478,9 +498,12 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             break
         batch = to_batch(sampler.batch(cfg.batch_size), device, cfg.channels_last)
         levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
+        weights = balance.weights(levels) if balance is not None else None
         rd, aux = train_step(
-            step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip, cfg.bf16
+            step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip, cfg.bf16, weights
         )
+        if balance is not None:
+            balance.update(levels, rd["sample_loss"])
         if ema is not None:
             ema.update(model)
         step += 1

@@ -183,7 +183,7 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     assert model.network.config.exact and weights.stat().st_size < 16 * 2**20
 
     # The same with a wider latent, grown from a shipped model without a channel context
-    # (widening one with a context is refused).
+    # (one with a context: test_train_resumes_a_context_run_and_refuses_another_slice_count).
     wide = tmp_path / "wide.rdw"
     args[args.index("2")] = "1"
     args += ["--init", str(registry.weights_path(registry.find_entry("hp-exact-n96m128")))]
@@ -263,3 +263,10 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     refused = runner.invoke(main, [*other, "--slices", "2", "--steps", "1"])
     assert refused.exit_code != 0 and refused.output.startswith("rdcodec: error:")
     assert "3 slices" in refused.output and refused.output.count("\n") == 1
+    # --widen of a context model adds whole slices of its width (4 channels).
+    wide = runner.invoke(main, [*other, "--widen", "20", "--steps", "1"])
+    assert wide.exit_code == 0, wide.output
+    arch = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]["arch"]
+    assert (arch["M"], arch["slices"]) == (20, 5)
+    odd = runner.invoke(main, [*other[:-2], "--out", str(tmp_path / "r3"), "--widen", "18"])
+    assert odd.exit_code != 0 and "slice width 4" in odd.output and odd.output.count("\n") == 1

@@ -146,3 +146,40 @@ def test_slices_need_an_exact_model_and_must_divide_m():
         build_network({"N": 8, "M": 12, "slices": 3})
     with pytest.raises(ModelError, match="divide"):
         build_network({"N": 8, "M": 12, "exact": True, "slices": 5})
+
+
+def test_a_wider_latent_keeps_the_context_of_the_old_slices(
+    tiny_context_model, tiny_context_weights, coffee, tmp_path
+):
+    # train --widen of a context model (M 12 in 3 slices -> 16 in 4): the old slices keep
+    # their symbols, tables and means (their context networks carry over), the new slice
+    # is all zeros at the smallest scale, the picture is the same and the file barely
+    # grows.
+    from rdcodec.models.training.train import load_initial_weights
+
+    torch.manual_seed(0)
+    wide = build_network(
+        {**tiny_context_model.network.config.to_dict(), "M": 16, "slices": 4}, True
+    )
+    load_initial_weights(wide, str(tiny_context_weights))
+    path = tmp_path / "wide.rdw"
+    export_weights(wide, path)
+    model = load_weights_file(path, "wide", 254)
+    narrow_data = pipeline.encode(coffee, 6, tiny_context_model)
+    a = pipeline.decode_latents(narrow_data, tiny_context_model)
+    data = pipeline.encode(coffee, 6, model)
+    b = pipeline.decode_latents(data, model)
+    assert np.array_equal(a.y_symbols, b.y_symbols[:, :12])
+    assert np.array_equal(a.y_indices, b.y_indices[:, :12])
+    assert torch.equal(a.means, b.means[:, :12])
+    assert not b.y_symbols[:, 12:].any() and not b.y_indices[:, 12:].any()
+    assert not b.means[:, 12:].any()
+    assert np.array_equal(
+        pipeline.decode_array(data, model), pipeline.decode_array(narrow_data, tiny_context_model)
+    )
+    assert len(narrow_data) <= len(data) <= len(narrow_data) + 16
+    with pytest.raises(ModelError, match="--slices 4"):
+        load_initial_weights(
+            build_network({**model.network.config.to_dict(), "M": 16, "slices": 2}, True),
+            str(tiny_context_weights),
+        )

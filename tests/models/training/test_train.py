@@ -218,3 +218,14 @@ def test_a_channel_context_grows_from_a_warm_start_and_learns(
     registry.export_checkpoint(again, path)
     model = registry.load_weights_file(path, "cc", 250)
     assert model.network.config.slices == 3 and len(model.network.exact_context) == 2
+
+
+def test_balanced_level_weighting_trains_differently(data_dir, tmp_path):
+    plain = _weights(train(_config(data_dir, tmp_path / "plain", 3), progress=False).checkpoint)
+    cfg = _config(data_dir, tmp_path / "balanced", 3)
+    cfg.level_weighting = "balanced"
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    assert state["config"]["level_weighting"] == "balanced"
+    balanced = state["model"]
+    assert all(torch.isfinite(t).all() for t in balanced.values())
+    assert not torch.equal(plain["g_a.0.weight"], balanced["g_a.0.weight"])

@@ -1,0 +1,34 @@
+import math
+
+import torch
+
+from rdcodec.models.training.objective import LevelBalance, rate_distortion
+
+
+def test_rate_distortion_weights_each_sample():
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16)
+    out = {
+        "x_hat": x + 0.01 * torch.randn_like(x),
+        "y_likelihoods": torch.rand(3, 4, 1, 1),
+        "z_likelihoods": torch.rand(3, 2, 1, 1),
+    }
+    lmbda = torch.tensor([0.001, 0.01, 0.1])
+    plain = rate_distortion(out, x, lmbda)
+    assert torch.allclose(plain["loss"], plain["sample_loss"].mean())
+    weights = torch.tensor([3.0, 0.0, 0.0])
+    weighted = rate_distortion(out, x, lmbda, weights)
+    assert torch.allclose(weighted["loss"], plain["sample_loss"][0])
+
+
+def test_level_balance_evens_out_the_levels():
+    balance = LevelBalance(3, decay=0.5)
+    levels = torch.tensor([0, 1, 2])
+    assert torch.equal(balance.weights(levels), torch.ones(3))  # nothing seen yet
+    balance.update(torch.tensor([0, 2]), torch.tensor([1.0, 4.0]))
+    w = balance.weights(levels)
+    # level 1 is unseen: it counts as the mean of the seen ones (2.5)
+    assert torch.allclose(w * torch.tensor([1.0, 2.5, 4.0]), torch.full((3,), w[0].item()))
+    assert math.isclose(w.mean().item(), 1.0, rel_tol=1e-6)
+    balance.update(torch.tensor([2]), torch.tensor([2.0]))
+    assert math.isclose(balance.mean_loss[2].item(), 3.0)  # 0.5 * 4 + 0.5 * 2

@@ -234,7 +234,13 @@ def train(
 
 @click.command("train-speed")
 @click.option(
-    "--arch", "archs", multiple=True, default=["96,128"], show_default=True, help="N,M (repeat)."
+    "--arch",
+    "archs",
+    multiple=True,
+    default=["96,128,4"],
+    show_default=True,
+    help="N,M or N,M,S (repeat): S > 1 is the exact model with S channel slices, as the "
+    "default model trains.",
 )
 @click.option("--crop", "crops", type=int, multiple=True, default=[128], show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -259,27 +265,30 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
     try:
         shapes = [tuple(int(v) for v in a.split(",")) for a in archs]
     except ValueError:
-        raise CodecError("--arch: expected N,M such as 96,128") from None
-    if any(len(s) != 2 or min(s) < 1 for s in shapes) or steps < 1:
-        raise CodecError("--arch takes N,M > 0 and --steps at least 1")
+        raise CodecError("--arch: expected N,M or N,M,S such as 96,128,4") from None
+    if any(len(s) not in (2, 3) or min(s) < 1 for s in shapes) or steps < 1:
+        raise CodecError("--arch takes N,M or N,M,S > 0 and --steps at least 1")
+    if any(len(s) == 3 and s[1] % s[2] for s in shapes):
+        raise CodecError("--arch N,M,S: the slices S must divide M")
     if any(c < 64 or c % 64 for c in crops):
         raise CodecError("--crop must be a multiple of 64")
     if not as_json:
         click.echo(
-            "| N,M | crop | batch | threads | mode | s/step | kpixels/s | warm-up s "
+            "| N,M,S | crop | batch | threads | mode | s/step | kpixels/s | warm-up s "
             "| sampler ms/batch | JPEG decode ms/batch |"
         )
         click.echo("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     rows = []
-    for (n, m), crop, threads, mode in itertools.product(shapes, crops, threads_list, modes):
+    for shape, crop, threads, mode in itertools.product(shapes, crops, threads_list, modes):
+        n, m, k = (*shape, 1)[:3]
         try:
-            rows.append(throughput.measure(n, m, crop, batch_size, threads, mode, steps))
+            rows.append(throughput.measure(n, m, crop, batch_size, threads, mode, steps, k))
         except RuntimeError as exc:
             raise CodecError(str(exc)) from None
         if not as_json:
             r = rows[-1]
             click.echo(
-                f"| {r.N},{r.M} | {r.crop} | {r.batch_size} | {r.threads} | {r.mode} | "
+                f"| {r.N},{r.M},{r.slices} | {r.crop} | {r.batch_size} | {r.threads} | {r.mode} | "
                 f"{r.seconds_per_step:.3f} | {r.pixels_per_second / 1e3:.0f} | "
                 f"{r.warmup_seconds:.1f} | {r.sampler_ms_per_batch:.2f} | "
                 f"{r.jpeg_decode_ms_per_batch:.1f} |"

@@ -35,6 +35,7 @@ class ThroughputRow:
     warmup_seconds: float  # first steps, including compilation
     sampler_ms_per_batch: float  # in-memory crops (what training uses)
     jpeg_decode_ms_per_batch: float  # decoding a training-size JPEG per crop instead
+    slices: int = 1  # > 1: the exact model with a channel context of this many slices
 
 
 def _jpeg_decode_ms(images: list[np.ndarray], batch_size: int) -> float:
@@ -50,7 +51,9 @@ def _jpeg_decode_ms(images: list[np.ndarray], batch_size: int) -> float:
     return 1000 * (time.perf_counter() - start)
 
 
-def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str, steps: int):
+def _worker(
+    N: int, M: int, crop: int, batch_size: int, threads: int, mode: str, steps: int, slices: int
+):
     import torch
 
     from ...codec.bench.speed import synthetic_photo
@@ -64,7 +67,8 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
     # Training photos are ~0.15 MP; a few synthetic ones of that size.
     images = [synthetic_photo(480, 320, seed) for seed in range(8)]
     sampler = CropSampler(images, crop, seed=0)
-    model = build_network({"N": N, "M": M}, trainable=True)
+    arch = {"N": N, "M": M, **({"exact": True, "slices": slices} if slices > 1 else {})}
+    model = build_network(arch, trainable=True)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt, aux_opt = build_optimizers(model, TrainConfig())
@@ -98,16 +102,27 @@ def _worker(N: int, M: int, crop: int, batch_size: int, threads: int, mode: str,
         warmup,
         sampler_ms,
         _jpeg_decode_ms(images, batch_size),
+        slices,
     )
 
 
 def measure(
-    N: int, M: int, crop: int, batch_size: int, threads: int, mode: str, steps: int = 20
+    N: int,
+    M: int,
+    crop: int,
+    batch_size: int,
+    threads: int,
+    mode: str,
+    steps: int = 20,
+    slices: int = 1,
 ) -> ThroughputRow:
-    """Measure one configuration in a fresh process."""
+    """Measure one configuration in a fresh process (``slices`` > 1: the exact model with
+    a channel context, as the shipped default trains)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    args = [str(v) for v in (N, M, crop, batch_size, threads, mode, steps)]
+    if slices < 1 or M % slices:
+        raise ValueError(f"{slices} slices do not divide M = {M}")
+    args = [str(v) for v in (N, M, crop, batch_size, threads, mode, steps, slices)]
     proc = subprocess.run(
         [sys.executable, "-m", "rdcodec.models.training.throughput", *args],
         capture_output=True,
@@ -117,11 +132,13 @@ def measure(
     if proc.returncode != 0:
         # The exception's own line, not a trailing hint (torch.compile prints those).
         lines = [ln for ln in proc.stderr.strip().splitlines() if "Error" in ln] or ["no output"]
-        raise RuntimeError(f"{mode} N={N} M={M} crop={crop} failed: {lines[-1].strip()}")
+        raise RuntimeError(
+            f"{mode} N={N} M={M} slices={slices} crop={crop} failed: {lines[-1].strip()}"
+        )
     return ThroughputRow(**json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 if __name__ == "__main__":
-    n, m, c, b, t, mode_arg, s = sys.argv[1:8]
-    row = _worker(int(n), int(m), int(c), int(b), int(t), mode_arg, int(s))
+    n, m, c, b, t, mode_arg, s, k = sys.argv[1:9]
+    row = _worker(int(n), int(m), int(c), int(b), int(t), mode_arg, int(s), int(k))
     print(json.dumps(asdict(row)))

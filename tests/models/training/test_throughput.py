@@ -23,14 +23,16 @@ def test_unknown_mode_is_refused_before_starting_a_process():
 
 def test_cli_prints_one_row_per_combination():
     args = ["train-speed", "--arch", "8,12", "--crop", "64", "--crop", "128", "--steps", "1"]
+    args += ["--arch", "8,12,3"]  # and the exact model with a 3-slice channel context
     result = CliRunner().invoke(main, [*args, "--mode", "eager", "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [r["crop"] for r in rows] == [64, 128]
+    assert [(r["crop"], r["slices"]) for r in rows] == [(64, 1), (128, 1), (64, 3), (128, 3)]
 
 
 @pytest.mark.parametrize(
-    "args", [["--arch", "8"], ["--arch", "a,b"], ["--crop", "32"], ["--crop", "100"]]
+    "args",
+    [["--arch", "8"], ["--arch", "a,b"], ["--arch", "8,12,5"], ["--crop", "32"], ["--crop", "100"]],
 )
 def test_cli_rejects_bad_shapes(args):
     result = CliRunner().invoke(main, ["train-speed", *args])

@@ -88,7 +88,8 @@ from .common import reports_errors
     type=int,
     default=None,
     help="Latent channels M to grow the warm-start model to (function-preserving: the new "
-    "channels start small and unread).",
+    "channels start at zero and cost next to no bits; a channel context gets whole new "
+    "slices of its width).",
 )
 @click.option(
     "--slices",
@@ -196,19 +197,31 @@ def train(
     cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
     if levels:
         cfg.arch["levels"] = levels
+    old_m, old_slices = cfg.arch["M"], cfg.arch.get("slices", 1)
     if widen:
-        if from_scratch or widen < cfg.arch["M"]:
+        if from_scratch or widen < old_m:
             raise CodecError(f"--widen {widen}: give more channels than the warm start's M")
-        old_slices = cfg.arch.get("slices", 1)
-        if old_slices > 1 and not slices:
-            # A channel context grows by whole slices of the width it has.
-            width = cfg.arch["M"] // old_slices
-            if widen % width:
-                raise CodecError(f"--widen {widen}: not a multiple of the slice width {width}")
-            cfg.arch["slices"] = widen // width
         cfg.arch["M"] = widen
     if slices:
         cfg.arch["slices"] = slices
+    if widen and old_slices > 1:
+        # A channel context carries over slice by slice: the slices keep their width, and
+        # a wider latent gets whole new slices after the old ones.
+        width = old_m // old_slices
+        if widen % width:
+            raise CodecError(f"--widen {widen}: not a multiple of the slice width {width}")
+        if slices and slices != widen // width:
+            raise CodecError(
+                f"--slices {slices}: the context's slices are {width} channels wide, so "
+                f"--widen {widen} needs --slices {widen // width} (or leave it out)"
+            )
+        cfg.arch["slices"] = widen // width
+    last = Path(out) / "last.ckpt"
+    if not from_scratch and last.exists() and cfg.arch != registry.config_of(last):
+        raise CodecError(
+            f"{out} holds a run of another architecture; give --widen/--slices/--levels a "
+            "new --out (with --init of that run's checkpoint)"
+        )
     registry.build_network(cfg.arch)  # a clear error for an impossible combination
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None
@@ -239,8 +252,8 @@ def train(
     multiple=True,
     default=["96,128,4"],
     show_default=True,
-    help="N,M or N,M,S (repeat): S > 1 is the exact model with S channel slices, as the "
-    "default model trains.",
+    help="N,M or N,M,S (repeat): N,M is the float hyperprior, S > 1 the exact model with S "
+    "channel slices, as the default model trains.",
 )
 @click.option("--crop", "crops", type=int, multiple=True, default=[128], show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)

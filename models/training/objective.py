@@ -61,15 +61,22 @@ class LevelBalance:
     running mean of its level's loss makes the step follow the sum of the levels'
     *relative* improvements (the gradient of sum log L_l), which is what a BD-rate,
     an average over log rates, rewards. The weights average 1 over the levels.
+
+    The running mean is a plain mean over a level's first 1/(1 - decay) samples and an
+    exponential one after that, so one unusual first crop does not set a level's weight.
     """
 
-    def __init__(self, levels: int, decay: float = 0.99):
+    def __init__(self, levels: int, decay: float = 0.99, state: dict | None = None):
         self.decay = decay
         self.mean_loss = torch.full((levels,), math.nan)
+        self.count = torch.zeros(levels, dtype=torch.int64)
+        if state is not None:
+            self.mean_loss = state["mean_loss"].clone()
+            self.count = state["count"].clone()
 
     def weights(self, levels: Tensor) -> Tensor:
         """The weight of each sample of 0-based ``levels`` (1 until a level is seen)."""
-        seen = ~torch.isnan(self.mean_loss)
+        seen = self.count > 0
         if not seen.any():
             return torch.ones(len(levels))
         filled = torch.where(seen, self.mean_loss, self.mean_loss[seen].mean())
@@ -79,10 +86,15 @@ class LevelBalance:
     def update(self, levels: Tensor, sample_loss: Tensor) -> None:
         """Fold a step's per-sample losses into the running means."""
         losses = sample_loss.detach().float().cpu().tolist()
+        horizon = 1 / (1 - self.decay)
         for level, loss in zip(levels.tolist(), losses, strict=True):
-            old = self.mean_loss[level]
-            new = loss if math.isnan(old) else self.decay * old + (1 - self.decay) * loss
-            self.mean_loss[level] = new
+            self.count[level] += 1
+            old = 0.0 if self.count[level] == 1 else float(self.mean_loss[level])
+            rate = max(1 / int(self.count[level]), 1 / horizon)
+            self.mean_loss[level] = old + rate * (loss - old)
+
+    def state_dict(self) -> dict:
+        return {"mean_loss": self.mean_loss.clone(), "count": self.count.clone()}
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,7 @@ def save_checkpoint(
     sampler,
     elapsed: float,
     ema: WeightAverage | None = None,
+    balance: LevelBalance | None = None,
 ) -> None:
     """Atomically write a resumable checkpoint (includes optimiser state: never ship it).
 
@@ -197,6 +198,7 @@ def save_checkpoint(
     state = {
         "model": model.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
+        "level_balance": balance.state_dict() if balance is not None else None,
         "opt": opt.state_dict(),
         "aux_opt": aux_opt.state_dict(),
         "step": step,
@@ -262,8 +264,8 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
             raise ModelError(
                 f"{path} codes y in {old_slices} slices of {old_width} channels; a model "
                 f"of {model.config.slices} slices of {width} cannot start from its context "
-                f"(keep the slice width: --slices {model.config.M // old_width}, or start "
-                "from a model without a context)"
+                f"(keep slices of {old_width} channels, or start from a model without a "
+                "context)"
             )
     _widen_latent(weights, model)
     model.load_state_dict(weights, strict=False)
@@ -293,8 +295,8 @@ def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
 
 def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     """Give weights of a model with fewer latent channels (M) the channels of ``model``,
-    function-preservingly: the new channels of y start so small that they round to zero
-    (g_a's new output filters are small random ones), h_s gives them mean 0 and the
+    function-preservingly: the new channels of y start at zero (g_a's new output
+    filters are zero), h_s gives them mean 0 and the
     smallest scale (so they cost next to no bits), and h_a does not read them (its new
     input filters are zero); h_s's new hidden channels are zero, so the old channels
     keep their means and scales, and a channel context keeps its old slices' networks
@@ -324,11 +326,13 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
         grown = torch.zeros(want.shape, dtype=value.dtype)
         grown[tuple(slice(0, n) for n in value.shape)] = value
         weights[key] = grown
-    # The new channels of y: small filters (a hundredth of the old ones' spread), and the
+    # g_s reads the new channels through small random filters (a tenth of the old ones'
+    # spread; the channels are zero, so the picture does not change), and they get the
     # per-level gains of the average old channel.
-    for key, size in (("g_a.6.weight", 0.01), ("g_s.0.weight", 0.1)):
-        old = weights[key][:old_m]
-        weights[key][old_m:] = torch.randn_like(weights[key][old_m:]) * (size * float(old.std()))
+    old = weights["g_s.0.weight"][:old_m]
+    weights["g_s.0.weight"][old_m:] = torch.randn_like(weights["g_s.0.weight"][old_m:]) * (
+        0.1 * float(old.std())
+    )
     for name in ("log_gain", "log_inv_gain"):
         if name in weights:
             weights[name][:, old_m:] = weights[name][:, :old_m].mean(dim=1, keepdim=True)
@@ -483,7 +487,11 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     val_images = _val_crops(cfg.val) if _rank() == 0 else []
     log = open(out / "log.jsonl", "a") if _rank() == 0 else None
     lambdas = torch.tensor(model.config.lambdas)
-    balance = LevelBalance(len(lambdas)) if cfg.level_weighting == "balanced" else None
+    balance = None
+    if cfg.level_weighting == "balanced":
+        resumed = ckpt is not None and resume_from == str(ckpt_path)
+        saved = ckpt.get("level_balance") if resumed else None
+        balance = LevelBalance(len(lambdas), state=saved)
     start, last_ckpt_step = time.time(), step
     bar = tqdm(
         total=cfg.steps,
@@ -516,7 +524,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             mse = rd["mse"].mean().item()
             row = {
                 "step": step,
-                "loss": rd["loss"].item(),
+                "loss": rd["sample_loss"].mean().item(),  # unweighted: comparable across runs
                 "bpp": rd["bpp"].mean().item(),
                 "bpp_y": rd["bpp_y"].mean().item(),
                 "bpp_z": rd["bpp_z"].mean().item(),
@@ -541,14 +549,15 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
             log.flush()
         if step - last_ckpt_step >= cfg.ckpt_every:
             seconds = elapsed + time.time() - start
-            save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds, ema)
+            save_checkpoint(
+                ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds, ema, balance
+            )
             last_ckpt_step = step
             if on_checkpoint is not None and _rank() == 0:
                 on_checkpoint(ckpt_path, step, seconds)
     bar.close()
-    save_checkpoint(
-        ckpt_path, model, opt, aux_opt, step, cfg, sampler, elapsed + time.time() - start, ema
-    )
+    seconds = elapsed + time.time() - start
+    save_checkpoint(ckpt_path, model, opt, aux_opt, step, cfg, sampler, seconds, ema, balance)
     if log is not None:
         log.close()
     return TrainResult(ckpt_path, model, step)

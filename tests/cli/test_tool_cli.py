@@ -268,5 +268,14 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     assert wide.exit_code == 0, wide.output
     arch = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]["arch"]
     assert (arch["M"], arch["slices"]) == (20, 5)
-    odd = runner.invoke(main, [*other[:-2], "--out", str(tmp_path / "r3"), "--widen", "18"])
-    assert odd.exit_code != 0 and "slice width 4" in odd.output and odd.output.count("\n") == 1
+    r3 = [*other, "--out", str(tmp_path / "r3"), "--steps", "1"]
+    for extra, message in [
+        (["--widen", "18"], "slice width 4"),
+        (["--widen", "20", "--slices", "4"], "needs --slices 5"),
+    ]:
+        bad = runner.invoke(main, [*r3, *extra])
+        assert bad.exit_code != 0 and message in bad.output and bad.output.count("\n") == 1
+    assert not (tmp_path / "r3").exists()  # refused before the run folder is made
+    # A run folder keeps its architecture: widening it again needs a new run.
+    again = runner.invoke(main, [*other, "--widen", "24", "--steps", "2"])
+    assert again.exit_code != 0 and "another architecture" in again.output

@@ -165,20 +165,22 @@ def test_a_wider_latent_keeps_the_context_of_the_old_slices(
     path = tmp_path / "wide.rdw"
     export_weights(wide, path)
     model = load_weights_file(path, "wide", 254)
-    narrow_data = pipeline.encode(coffee, 6, tiny_context_model)
-    a = pipeline.decode_latents(narrow_data, tiny_context_model)
-    data = pipeline.encode(coffee, 6, model)
-    b = pipeline.decode_latents(data, model)
-    assert np.array_equal(a.y_symbols, b.y_symbols[:, :12])
-    assert np.array_equal(a.y_indices, b.y_indices[:, :12])
-    assert torch.equal(a.means, b.means[:, :12])
-    assert not b.y_symbols[:, 12:].any() and not b.y_indices[:, 12:].any()
-    assert not b.means[:, 12:].any()
-    assert np.array_equal(
-        pipeline.decode_array(data, model), pipeline.decode_array(narrow_data, tiny_context_model)
-    )
-    assert len(narrow_data) <= len(data) <= len(narrow_data) + 16
-    with pytest.raises(ModelError, match="--slices 4"):
+    for quality in (1, 6, 11, 7.5):
+        narrow_data = pipeline.encode(coffee, quality, tiny_context_model)
+        a = pipeline.decode_latents(narrow_data, tiny_context_model)
+        data = pipeline.encode(coffee, quality, model)
+        b = pipeline.decode_latents(data, model)
+        assert np.array_equal(a.y_symbols, b.y_symbols[:, :12])
+        assert np.array_equal(a.y_indices, b.y_indices[:, :12])
+        assert torch.equal(a.means, b.means[:, :12])
+        assert not b.y_symbols[:, 12:].any() and not b.y_indices[:, 12:].any()
+        assert not b.means[:, 12:].any()
+        assert np.array_equal(
+            pipeline.decode_array(data, model),
+            pipeline.decode_array(narrow_data, tiny_context_model),
+        )
+        assert len(narrow_data) <= len(data) <= len(narrow_data) + 16
+    with pytest.raises(ModelError, match="slices of 4 channels"):
         load_initial_weights(
             build_network({**model.network.config.to_dict(), "M": 16, "slices": 2}, True),
             str(tiny_context_weights),

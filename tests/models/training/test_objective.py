@@ -31,4 +31,8 @@ def test_level_balance_evens_out_the_levels():
     assert torch.allclose(w * torch.tensor([1.0, 2.5, 4.0]), torch.full((3,), w[0].item()))
     assert math.isclose(w.mean().item(), 1.0, rel_tol=1e-6)
     balance.update(torch.tensor([2]), torch.tensor([2.0]))
-    assert math.isclose(balance.mean_loss[2].item(), 3.0)  # 0.5 * 4 + 0.5 * 2
+    assert math.isclose(balance.mean_loss[2].item(), 3.0)  # the mean of its first two
+    balance.update(torch.tensor([2]), torch.tensor([5.0]))
+    assert math.isclose(balance.mean_loss[2].item(), 4.0)  # then exponential (decay 0.5)
+    resumed = LevelBalance(3, decay=0.5, state=balance.state_dict())
+    assert torch.equal(resumed.weights(levels), balance.weights(levels))

@@ -226,6 +226,11 @@ def test_balanced_level_weighting_trains_differently(data_dir, tmp_path):
     cfg.level_weighting = "balanced"
     state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
     assert state["config"]["level_weighting"] == "balanced"
+    # The running means are kept for a resume: one per level seen, at different values.
+    means = state["level_balance"]["mean_loss"]
+    assert int(state["level_balance"]["count"].sum()) == 3 * cfg.batch_size
+    seen = means[~torch.isnan(means)]
+    assert len(seen) >= 2 and len(set(seen.tolist())) == len(seen)
     balanced = state["model"]
     assert all(torch.isfinite(t).all() for t in balanced.values())
     assert not torch.equal(plain["g_a.0.weight"], balanced["g_a.0.weight"])

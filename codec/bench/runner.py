@@ -796,14 +796,22 @@ def _rdcodec_curves(curves: Iterable[Curve]) -> list[Curve]:
     return [c for c in curves if is_rdcodec(c.name) and not c.published]
 
 
+def _classical_curves(curves: Iterable[Curve]) -> list[Curve]:
+    return [c for c in curves if not is_rdcodec(c.name) and not c.published]
+
+
 def bd_table(curves: list[Curve]) -> list[BdEntry]:
     """BD-rates of every curve against each anchor present (JPEG, AVIF), both metrics;
-    with two or more rdcodec models, also of each against the first one."""
+    with two or more rdcodec models, also of each against the first one; and the first
+    rdcodec model against every other classical codec (head to head)."""
     entries = []
     anchors = [c for c in curves if c.name in ANCHORS and not c.published]
     pairs = [(anchor, test) for anchor in anchors for test in curves if test is not anchor]
     ours = _rdcodec_curves(curves)
     pairs += [(ours[0], test) for test in ours[1:]]
+    if ours:
+        others = [c for c in _classical_curves(curves) if c.name not in ANCHORS]
+        pairs += [(other, ours[0]) for other in others]
     for anchor, test in pairs:
         psnr_result = bd_rate_detail(anchor.bpp, anchor.psnr, test.bpp, test.psnr)
         entries.append(BdEntry(test.label, anchor.name, "psnr", psnr_result))
@@ -861,21 +869,39 @@ def bd_markdown(curves: list[Curve], entries: list[BdEntry], images: int) -> str
             "",
             *_bd_rows([e for e in entries if e.anchor == anchor.name], anchor.name),
         ]
+    if ours and _classical_curves(curves):
+        first = ours[0]
+        rows = [e for e in entries if e.test == first.label and e.anchor != first.name]
+        lines += [
+            "",
+            f"## Head to head: {first.label} against each codec",
+            "",
+            "The first rdcodec model in --codecs as the test, each classical codec as the "
+            "anchor: positive means rdcodec needs that many more bits than the codec for the "
+            "same quality over the interval both cover.",
+            "",
+            *_bd_rows(rows, first.label, by="anchor", labels=labels),
+        ]
     return "\n".join(lines) + "\n"
 
 
-def _bd_rows(rows: list[BdEntry], anchor: str) -> list[str]:
-    """One markdown table: each tested curve's BD-rates against ``anchor``."""
+def _bd_rows(
+    rows: list[BdEntry], fixed: str, by: str = "test", labels: dict | None = None
+) -> list[str]:
+    """One markdown table, a row per tested curve against the anchor ``fixed`` (``by``
+    "test"), or a row per anchor of the one tested curve ``fixed`` (``by`` "anchor")."""
     lines = [
         "| codec | BD-rate (PSNR) | PSNR interval (dB) "
         "| BD-rate (MS-SSIM) | MS-SSIM interval (dB) |",
         "|---|---:|---|---:|---|",
     ]
-    for test in dict.fromkeys(e.test for e in rows):
+    for name in dict.fromkeys(getattr(e, by) for e in rows):
+        test, anchor = (name, fixed) if by == "test" else (fixed, name)
         p = find_bd(rows, test, anchor, "psnr")
         s = find_bd(rows, test, anchor, "ms-ssim")
+        label = (labels or {}).get(name, name)
         lines.append(
-            f"| {test} | {format_percent(p.percent)} | {_format_interval(p)} | "
+            f"| {label} | {format_percent(p.percent)} | {_format_interval(p)} | "
             f"{format_percent(s.percent)} | {_format_interval(s)} |"
         )
     return lines

@@ -515,3 +515,28 @@ def test_codec_names_come_from_the_one_table():
         assert bench.parse_qualities(f"{codec.name}={codec.search_grid[1]:g}")[0] == codec.name
         with pytest.raises(CodecError):
             bench.parse_qualities(f"{codec.name}={codec.search_grid[1] * 2:g}")
+
+
+def test_head_to_head_puts_the_first_rdcodec_model_against_each_codec():
+    from rdcodec.codec.bench.runner import Curve, bd_markdown, bd_table
+
+    psnr_points = (26.0, 29.0, 32.0, 35.0)
+    rates = (0.2, 0.4, 0.8, 1.6)
+
+    def curve(name, label, scale):
+        return Curve(name, label, "", tuple(r * scale for r in rates), psnr_points)
+
+    curves = [
+        curve("rdcodec", "rdcodec (cc)", 1.1),
+        curve("jpeg", "JPEG", 2.0),
+        curve("webp", "WebP", 1.0),
+        curve("jpeg2000", "JPEG 2000", 1.25),
+    ]
+    entries = bd_table(curves)
+    assert bench.find_bd(entries, "rdcodec (cc)", "webp", "psnr").percent == pytest.approx(10)
+    assert bench.find_bd(entries, "rdcodec (cc)", "jpeg2000", "psnr").percent == pytest.approx(-12)
+    text = bd_markdown(curves, entries, 1).split("## Head to head: rdcodec (cc) against each codec")
+    assert len(text) == 2
+    rows = [line for line in text[1].splitlines() if line.startswith("| ") and "%" in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| JPEG", "| WebP", "| JPEG 2000"]
+    assert "+10.0%" in rows[1] and "-12.0%" in rows[2]

@@ -114,6 +114,15 @@ from .common import reports_errors
     help="lambda: R + lmbda D as it is (the top levels dominate each batch); balanced: "
     "each sample's loss divided by a running mean of its level's loss.",
 )
+@click.option(
+    "--rate-warmup",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="With --widen: charge the new channels' bits at step/N of their cost for the first "
+    "N steps (a KL warm-up), so the decoder learns to read them before the rate term can "
+    "close them.",
+)
 @reports_errors
 def train(
     data,
@@ -144,6 +153,7 @@ def train(
     slices,
     ema_decay,
     level_weighting,
+    rate_warmup,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..codec import image_io
@@ -182,6 +192,7 @@ def train(
         bf16=bf16,
         ema_decay=ema_decay,
         level_weighting=level_weighting,
+        rate_warmup=rate_warmup,
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -217,6 +228,15 @@ def train(
             )
         cfg.arch["slices"] = widen // width
     last = Path(out) / "last.ckpt"
+    if rate_warmup:
+        if not widen:
+            raise CodecError("--rate-warmup warms up the channels --widen adds: give --widen")
+        cfg.rate_warmup_from = old_m
+        if last.exists():  # resuming: the channels the run's own --widen added
+            import torch
+
+            saved = torch.load(last, map_location="cpu", weights_only=False)["config"]
+            cfg.rate_warmup_from = saved.get("rate_warmup_from") or old_m
     if not from_scratch and last.exists() and cfg.arch != registry.config_of(last):
         raise CodecError(
             f"{out} holds a run of another architecture; give --widen/--slices/--levels a "

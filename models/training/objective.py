@@ -27,16 +27,26 @@ def rd_parameters(network: torch.nn.Module) -> list[tuple[str, torch.nn.Paramete
 
 
 def rate_distortion(
-    out: dict[str, Tensor], x: Tensor, lmbda: Tensor, weights: Tensor | None = None
+    out: dict[str, Tensor],
+    x: Tensor,
+    lmbda: Tensor,
+    weights: Tensor | None = None,
+    channel_rate: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample rate (bits per pixel), distortion (MSE) and loss, and their mean
-    ``loss`` (weighted per sample by ``weights`` when given)."""
+    ``loss`` (weighted per sample by ``weights`` when given). ``channel_rate`` (M,):
+    how much of each y channel's bits the loss charges (a rate warm-up; the reported
+    rate is always the whole)."""
     pixels = x.shape[2] * x.shape[3]
-    bits_y = -torch.log2(out["y_likelihoods"]).flatten(1).sum(1)
+    bits_y_map = -torch.log2(out["y_likelihoods"])
+    bits_y = bits_y_map.flatten(1).sum(1)
     bits_z = -torch.log2(out["z_likelihoods"]).flatten(1).sum(1)
     mse = ((out["x_hat"] - x) ** 2).flatten(1).mean(1)
     bpp = (bits_y + bits_z) / pixels
     sample_loss = lmbda * 255**2 * mse + bpp
+    if channel_rate is not None:
+        charged = (bits_y_map * channel_rate.to(bits_y_map)[None, :, None, None]).flatten(1)
+        sample_loss = sample_loss - (bits_y - charged.sum(1)) / pixels
     weighted = sample_loss if weights is None else weights * sample_loss
     return {
         "loss": weighted.mean(),

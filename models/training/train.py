@@ -73,6 +73,11 @@ class TrainConfig:
     # "lambda": every sample's loss as it is, R + lmbda D (the top levels dominate);
     # "balanced": each divided by a running mean of its level's loss (LevelBalance).
     level_weighting: str = "lambda"
+    # A rate warm-up for y channels from ``rate_warmup_from`` on (those a --widen added):
+    # the loss charges step / rate_warmup of their bits until step rate_warmup, so g_s
+    # learns to read them before the rate term can close them (a KL warm-up).
+    rate_warmup: int = 0
+    rate_warmup_from: int | None = None
 
 
 def _rank() -> int:
@@ -383,18 +388,22 @@ def train_step(
     clip,
     bf16: bool = False,
     weights: Tensor | None = None,
+    channel_rate: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """One update of the R + lmbda D parameters and one of the tail quantiles.
 
     ``step_model`` is what runs the forward pass (``model`` itself, or wrapped by DDP
     and/or ``torch.compile``); ``levels`` are 0-based quality levels, one per sample.
     ``bf16``: the transforms run under bfloat16 autocast (weights, optimiser state and
-    the rate terms stay float32). ``weights``: per-sample loss weights (``LevelBalance``).
+    the rate terms stay float32). ``weights``: per-sample loss weights (``LevelBalance``);
+    ``channel_rate``: the share of each y channel's bits the loss charges.
     """
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = step_model(batch, (levels + 1).float().to(batch.device))
         lmbda = lambdas[levels].to(batch.device)
-        rd = rate_distortion(out, batch, lmbda, None if weights is None else weights.to(lmbda))
+        if weights is not None:
+            weights = weights.to(lmbda)
+        rd = rate_distortion(out, batch, lmbda, weights, channel_rate)
     opt.zero_grad(set_to_none=True)
     rd["loss"].backward()
     if clip:
@@ -507,8 +516,22 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
         batch = to_batch(sampler.batch(cfg.batch_size), device, cfg.channels_last)
         levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
         weights = balance.weights(levels) if balance is not None else None
+        channel_rate = None
+        if cfg.rate_warmup_from is not None and step < cfg.rate_warmup:
+            channel_rate = torch.ones(model.config.M)
+            channel_rate[cfg.rate_warmup_from :] = step / cfg.rate_warmup
         rd, aux = train_step(
-            step_model, model, opt, aux_opt, batch, levels, lambdas, cfg.clip, cfg.bf16, weights
+            step_model,
+            model,
+            opt,
+            aux_opt,
+            batch,
+            levels,
+            lambdas,
+            cfg.clip,
+            cfg.bf16,
+            weights,
+            channel_rate,
         )
         if balance is not None:
             balance.update(levels, rd["sample_loss"])

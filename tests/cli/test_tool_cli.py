@@ -226,6 +226,7 @@ def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, t
         (["rdplane", "IMAGES", "--out", "OUT", "--reference", "rdcodec"], "classical codecs"),
         (["rdplane", "IMAGES", "--out", "OUT", "--reference", "heic"], "unknown codec"),
         (["train", "--export", "MISSING/w.rdw", "--steps", "1"], "directory does not exist"),
+        (["train", "--rate-warmup", "5", "--steps", "1"], "give --widen"),
     ],
 )
 def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
@@ -264,10 +265,16 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     assert refused.exit_code != 0 and refused.output.startswith("rdcodec: error:")
     assert "3 slices" in refused.output and refused.output.count("\n") == 1
     # --widen of a context model adds whole slices of its width (4 channels).
-    wide = runner.invoke(main, [*other, "--widen", "20", "--steps", "1"])
+    wide = runner.invoke(main, [*other, "--widen", "20", "--rate-warmup", "5", "--steps", "1"])
     assert wide.exit_code == 0, wide.output
-    arch = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]["arch"]
-    assert (arch["M"], arch["slices"]) == (20, 5)
+    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]
+    assert (config["arch"]["M"], config["arch"]["slices"]) == (20, 5)
+    assert (config["rate_warmup"], config["rate_warmup_from"]) == (5, 12)
+    # Resumed, the warm-up still covers the channels the first --widen added.
+    resumed = runner.invoke(main, [*other, "--widen", "20", "--rate-warmup", "5", "--steps", "2"])
+    assert resumed.exit_code == 0, resumed.output
+    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]
+    assert config["rate_warmup_from"] == 12
     r3 = [*other, "--out", str(tmp_path / "r3"), "--steps", "1"]
     for extra, message in [
         (["--widen", "18"], "slice width 4"),

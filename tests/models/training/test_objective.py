@@ -21,6 +21,23 @@ def test_rate_distortion_weights_each_sample():
     assert torch.allclose(weighted["loss"], plain["sample_loss"][0])
 
 
+def test_a_rate_warm_up_charges_part_of_some_channels_bits():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    out = {
+        "x_hat": x,
+        "y_likelihoods": torch.rand(2, 4, 1, 1),
+        "z_likelihoods": torch.ones(2, 2, 1, 1),
+    }
+    lmbda = torch.tensor([0.01, 0.01])
+    plain = rate_distortion(out, x, lmbda)
+    warm = rate_distortion(out, x, lmbda, channel_rate=torch.tensor([1.0, 1.0, 0.25, 0.0]))
+    assert torch.equal(warm["bpp"], plain["bpp"])  # the reported rate is the whole
+    bits = -torch.log2(out["y_likelihoods"])[:, :, 0, 0]
+    charged = (bits[:, 0] + bits[:, 1] + 0.25 * bits[:, 2]) / 256
+    assert torch.allclose(warm["sample_loss"], charged)
+
+
 def test_level_balance_evens_out_the_levels():
     balance = LevelBalance(3, decay=0.5)
     levels = torch.tensor([0, 1, 2])

@@ -37,14 +37,21 @@ def _weights(path):
     return torch.load(path, weights_only=False)["model"]
 
 
-def test_resume_is_bit_exact(data_dir, tmp_path):
-    straight = train(_config(data_dir, tmp_path / "a", 6), progress=False).checkpoint
-    train(_config(data_dir, tmp_path / "b", 3), progress=False)
-    resumed = train(_config(data_dir, tmp_path / "b", 6), progress=False).checkpoint
-    a, b = _weights(straight), _weights(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+@pytest.mark.parametrize("weighting", ["lambda", "balanced"])
+def test_resume_is_bit_exact(data_dir, tmp_path, weighting):
+    def run(out, steps):
+        cfg = _config(data_dir, out, steps)
+        cfg.level_weighting = weighting
+        return train(cfg, progress=False).checkpoint
+
+    straight = torch.load(run(tmp_path / "a", 6), weights_only=False)
+    run(tmp_path / "b", 3)
+    resumed = torch.load(run(tmp_path / "b", 6), weights_only=False)
+    for part in ("model", "ema"):
+        a, b = straight[part], resumed[part]
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (part, k)
 
 
 def test_gains_train_faster_and_one_group_checkpoints_still_load(data_dir):

@@ -119,9 +119,9 @@ from .common import reports_errors
     type=click.IntRange(0),
     default=0,
     show_default=True,
-    help="With --widen: charge the new channels' bits at step/N of their cost for the first "
-    "N steps (a KL warm-up), so the decoder learns to read them before the rate term can "
-    "close them.",
+    help="With --widen: the new channels' bits are free for the first N steps, then charged "
+    "on a ramp to their full cost at step 2N (free bits, then a KL warm-up), so the decoder "
+    "learns to read them before the rate term can close them.",
 )
 @reports_errors
 def train(

@@ -74,8 +74,10 @@ class TrainConfig:
     # "balanced": each divided by a running mean of its level's loss (LevelBalance).
     level_weighting: str = "lambda"
     # A rate warm-up for y channels from ``rate_warmup_from`` on (those a --widen added):
-    # the loss charges step / rate_warmup of their bits until step rate_warmup, so g_s
-    # learns to read them before the rate term can close them (a KL warm-up).
+    # their bits are free for the first ``rate_warmup`` steps, then charged on a ramp that
+    # reaches the full cost at step 2 * rate_warmup, so g_s learns to read them before the
+    # rate term can close them (free bits, then a KL warm-up). A ramp from step 0 was not
+    # enough: the new channels closed within 1,000 steps.
     rate_warmup: int = 0
     rate_warmup_from: int | None = None
 
@@ -517,9 +519,10 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
         levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
         weights = balance.weights(levels) if balance is not None else None
         channel_rate = None
-        if cfg.rate_warmup_from is not None and step < cfg.rate_warmup:
+        if cfg.rate_warmup_from is not None and step < 2 * cfg.rate_warmup:
             channel_rate = torch.ones(model.config.M)
-            channel_rate[cfg.rate_warmup_from :] = step / cfg.rate_warmup
+            share = max(step - cfg.rate_warmup, 0) / cfg.rate_warmup
+            channel_rate[cfg.rate_warmup_from :] = share
         rd, aux = train_step(
             step_model,
             model,

@@ -226,7 +226,7 @@ def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, t
         (["rdplane", "IMAGES", "--out", "OUT", "--reference", "rdcodec"], "classical codecs"),
         (["rdplane", "IMAGES", "--out", "OUT", "--reference", "heic"], "unknown codec"),
         (["train", "--export", "MISSING/w.rdw", "--steps", "1"], "directory does not exist"),
-        (["train", "--rate-warmup", "5", "--steps", "1"], "give --widen"),
+        (["train", "--data", "IMAGES", "--rate-warmup", "5", "--steps", "1"], "give --widen"),
     ],
 )
 def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):

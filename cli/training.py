@@ -227,16 +227,11 @@ def train(
                 f"--widen {widen} needs --slices {widen // width} (or leave it out)"
             )
         cfg.arch["slices"] = widen // width
-    last = Path(out) / "last.ckpt"
     if rate_warmup:
         if not widen:
             raise CodecError("--rate-warmup warms up the channels --widen adds: give --widen")
-        cfg.rate_warmup_from = old_m
-        if last.exists():  # resuming: the channels the run's own --widen added
-            import torch
-
-            saved = torch.load(last, map_location="cpu", weights_only=False)["config"]
-            cfg.rate_warmup_from = saved.get("rate_warmup_from") or old_m
+        cfg.rate_warmup_from = old_m  # a resumed run keeps its own (see train.train)
+    last = Path(out) / "last.ckpt"
     if not from_scratch and last.exists() and cfg.arch != registry.config_of(last):
         raise CodecError(
             f"{out} holds a run of another architecture; give --widen/--slices/--levels a "

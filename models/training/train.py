@@ -473,16 +473,18 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     ckpt = load_initial_weights(model, resume_from) if resume_from else None
     model.to(device)
     opt, aux_opt = build_optimizers(model, cfg)
-    if ckpt is not None and resume_from == str(ckpt_path):
+    resumed = ckpt is not None and resume_from == str(ckpt_path)
+    if resumed:
         load_optimizer_state(opt, ckpt["opt"], model)
         aux_opt.load_state_dict(ckpt["aux_opt"])
         set_learning_rates(opt, cfg)  # a new --lr applies on resume
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         _restore_rng(ckpt, sampler)
+        # The rate warm-up stays on the channels the run's own --widen added.
+        cfg.rate_warmup_from = ckpt["config"].get("rate_warmup_from", cfg.rate_warmup_from)
     ema = None
     if cfg.ema_decay:
-        saved = ckpt.get("ema") if ckpt is not None and resume_from == str(ckpt_path) else None
-        ema = WeightAverage(model, cfg.ema_decay, saved)
+        ema = WeightAverage(model, cfg.ema_decay, ckpt.get("ema") if resumed else None)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     ddp_model = model
@@ -500,9 +502,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     lambdas = torch.tensor(model.config.lambdas)
     balance = None
     if cfg.level_weighting == "balanced":
-        resumed = ckpt is not None and resume_from == str(ckpt_path)
-        saved = ckpt.get("level_balance") if resumed else None
-        balance = LevelBalance(len(lambdas), state=saved)
+        balance = LevelBalance(len(lambdas), state=ckpt.get("level_balance") if resumed else None)
     start, last_ckpt_step = time.time(), step
     bar = tqdm(
         total=cfg.steps,

@@ -33,3 +33,8 @@ class OutputError(CodecError):
     """The output path cannot be written (exists, or its directory does not)."""
 
     exit_code = 6
+
+
+class CodecNotice(UserWarning):
+    """Something users should know that did not stop the work (issued with
+    ``warnings.warn``; the CLI prints it as one ``rdcodec: notice:`` line)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import warnings
 
 import click
 
-from ..errors import CodecError
+from ..errors import CodecError, CodecNotice
 
 
 def _fail(message: str, code: int) -> None:
@@ -17,12 +18,24 @@ def _fail(message: str, code: int) -> None:
 
 
 def reports_errors(command):
-    """Turn a ``CodecError`` into one line on stderr and its exit code; Ctrl-C into 130."""
+    """Turn a ``CodecError`` into one line on stderr and its exit code; Ctrl-C into 130;
+    a ``CodecNotice`` into one ``rdcodec: notice:`` line."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as notices:
+                warnings.simplefilter("always", CodecNotice)
+                try:
+                    return command(*args, **kwargs)
+                finally:
+                    for notice in notices:
+                        if issubclass(notice.category, CodecNotice):
+                            click.echo(f"rdcodec: notice: {notice.message}", err=True)
+                        else:
+                            warnings.showwarning(
+                                notice.message, notice.category, notice.filename, notice.lineno
+                            )
         except CodecError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:

@@ -104,9 +104,9 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     z_info = z_tables.bits(lat.z_symbols, _channel_indices(lat.z_symbols.shape))  # (1, N, hz, wz)
     y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
 
-    from ..models.layers import gaussian_likelihood
+    from ..models.gaussian import likelihood
 
-    y_lik = gaussian_likelihood(lat.y_hat, lat.scales.float(), lat.means.float())
+    y_lik = likelihood(lat.y_hat, lat.scales.float(), lat.means.float())
     zc = lat.z_hat.permute(1, 0, 2, 3).reshape(lat.z_hat.shape[1], 1, -1)
     z_lik = net.z_likelihood(zc)
 

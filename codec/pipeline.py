@@ -11,17 +11,16 @@ from __future__ import annotations
 import functools
 import math
 import time
-import zlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import BitstreamError, CodecError, ImageError, ModelError
-from ..models.network import scale_indices  # noqa: F401  (re-exported for tools and tests)
+from ..errors import BitstreamError, CodecError, CodecNotice, ImageError, ModelError
 from ..models.registry import CodecModel, load_model
-from . import container, entropy
+from . import container, entropy, repair
 from .image_io import DEFAULT_MAX_PIXELS
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
@@ -132,10 +131,6 @@ def _as_array(image) -> np.ndarray:
     return arr
 
 
-def _index_crc(indices: np.ndarray) -> int:
-    return zlib.crc32(indices.astype(np.uint8).tobytes())
-
-
 def _to_symbols(values: torch.Tensor) -> np.ndarray:
     v = values.double()  # a fresh tensor: the steps below work in place
     v.nan_to_num_(nan=0.0).round_()
@@ -222,20 +217,21 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
 
 
-def _no_grad(fn):
-    """Coding never needs gradients. (The convolution backend is torch's choice:
-    oneDNN is 1.4-1.8x faster than the native kernels here, and what it changes, +-1
-    in rare pixels, is within what decoding guarantees; table choice is exact.)"""
+def _coding(fn):
+    """Coding never needs gradients, and runs on the kernels its model's files were
+    written with (``Hyperprior.coding_kernels``: native convolutions for the float
+    model of wire id 1, torch's choice, oneDNN, for the exact models). The first
+    argument of a decorated function is the model, or None to use the default."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with torch.no_grad():
-            return fn(*args, **kwargs)
+    def wrapper(model, *args, **kwargs):
+        with torch.no_grad(), (model or load_model()).network.coding_kernels():
+            return fn(model, *args, **kwargs)
 
     return wrapper
 
 
-@_no_grad
+@_coding
 def _analyse(model: CodecModel, image: np.ndarray) -> torch.Tensor:
     """The quality-independent part of encoding: g_a of the whole image."""
     return _analysis_tiled(model.network, image)
@@ -248,7 +244,7 @@ def _encode(
     return _code(model, _analyse(model, image), height, width, quality_milli, grayscale)
 
 
-@_no_grad
+@_coding
 def _code(
     model: CodecModel,
     y_ungained: torch.Tensor,
@@ -283,7 +279,7 @@ def _code(
         height,
         width,
         quality_milli,
-        _index_crc(y_idx),
+        repair.index_crc(y_idx),
         flags=container.FLAG_GRAYSCALE if grayscale else 0,
     )
     data = container.pack(header, z_payload, y_payload)
@@ -365,7 +361,7 @@ def _table_sets(model: CodecModel) -> tuple[entropy.TableSet, entropy.TableSet]:
     )
 
 
-@_no_grad
+@torch.no_grad()
 def decode_latents(
     data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Latents:
@@ -384,6 +380,13 @@ def decode_latents(
             f"bitstream declares quality {header.quality_milli / 1000}, above model "
             f"'{model.name}''s {quality_range(model)[1]:g} levels"
         )
+    with model.network.coding_kernels():
+        return _decode_latents(header, z_payload, y_payload, model)
+
+
+def _decode_latents(
+    header: container.Header, z_payload: bytes, y_payload: bytes, model: CodecModel
+) -> Latents:
     net = model.network
     pad_h = -(-header.height // net.multiple) * net.multiple
     pad_w = -(-header.width // net.multiple) * net.multiple
@@ -398,18 +401,22 @@ def decode_latents(
         "arithmetic on this machine); refusing to decode a wrong image"
     )
     if net.config.slices == 1:
-        # The indices are all known before decoding: check them first.
+        # The indices are all known before decoding: check them first, and where table
+        # choice is not exact, repair indices that moved across a table boundary.
         means, scales, y_idx = net.coding_parameters(z_sym)
-        if _index_crc(y_idx) != header.index_crc:
-            raise mismatch
+        if repair.index_crc(y_idx) != header.index_crc:
+            y_idx = _repaired(net, scales, y_idx, header.index_crc)
+            if y_idx is None:
+                raise mismatch
         y_sym = entropy.decode(y_payload, y_idx, y_tables)
     else:
-        # Each slice's indices depend on the slices before it: check them at the end.
+        # Each slice's indices depend on the slices before it: check them at the end
+        # (a channel context needs an exact model, so there is nothing to repair).
         decoder = entropy.StageDecoder(y_payload, y_tables)
         y_sym, y_idx, means, scales = _slice_loop(
             net, z_sym, lambda channels, means, indices: decoder.decode(indices)
         )
-        if _index_crc(y_idx) != header.index_crc:
+        if repair.index_crc(y_idx) != header.index_crc:
             raise mismatch
         decoder.finish()
     return Latents(
@@ -417,14 +424,37 @@ def decode_latents(
     )
 
 
-@_no_grad
+def _repaired(net, scales: torch.Tensor, indices: np.ndarray, crc: int) -> np.ndarray | None:
+    """The indices whose CRC is the header's, found by moving a few that sit on a table
+    boundary (``codec/repair.py``); None where table choice is exact or nothing within
+    the repair's budget matches."""
+    margins = net.index_margins(scales)
+    if margins is None:
+        return None
+    fixed = repair.repair_indices(indices, *margins, crc)
+    if fixed is None:
+        return None
+    plural = "index" if fixed.flipped == 1 else "indices"
+    warnings.warn(
+        f"repaired {fixed.flipped} scale {plural} computed differently on this CPU "
+        f"({fixed.candidates} near a table boundary, {fixed.tries} tries, CRC-32 confirmed)",
+        CodecNotice,
+        stacklevel=2,
+    )
+    return fixed.indices
+
+
+@torch.no_grad()
 def decode_array(
     data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Decode a bitstream to an (H, W, 3) uint8 array."""
     lat = decode_latents(data, model, max_pixels)
     q = _quality_tensor(lat.header.quality_milli)
-    return _synthesis_tiled(lat.model.network, lat.y_hat, q, lat.header.height, lat.header.width)
+    with lat.model.network.coding_kernels():
+        return _synthesis_tiled(
+            lat.model.network, lat.y_hat, q, lat.header.height, lat.header.width
+        )
 
 
 def encode(

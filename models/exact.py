@@ -3,7 +3,8 @@
 A bitstream only decodes if the decoder picks, for every latent, the same probability
 table and the same mean as the encoder did. Floating-point networks do not give that:
 the same ``h_s`` on AVX-512 and on AVX2 kernels sums in another order and, for some
-latents, lands on the other side of a table boundary (measured: 14-15% of files).
+latents, lands on the other side of a table boundary (measured: 14-15% of files; the
+first release's float model lives with that through ``codec/repair.py``).
 
 This module follows Ballé, Johnston & Minnen (2019), "Integer networks for data
 compression with latent-variable models": every weight, bias and activation of ``h_s``
@@ -35,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .gaussian import index_thresholds, table_indices
 
 # Fixed-point grids (value = integer * 2**-bits).
 INPUT_BITS = 8  # z_hat = z symbol + median; medians are kept on this grid
@@ -166,22 +169,6 @@ class QuantisedSliceContext(nn.Sequential):
     def forward(self, context: Tensor) -> Tensor:
         """Inputs on the 2**-ACT_BITS grid (clamped here) -> corrections (B, 2C, H, W)."""
         return quantised_forward(self, _fake_quant(context, ACT_BITS), ACT_BITS)
-
-
-def index_thresholds(scales: Sequence[float]) -> np.ndarray:
-    """Integer thresholds on the output grid: a scale's table index is the number of
-    thresholds at or below it (nearest table scale in the log domain, as the float
-    path picks it). Computed once, at export, and stored with the weights."""
-    logs = [math.log(s) for s in scales]
-    bounds = [math.exp((a + b) / 2) for a, b in zip(logs, logs[1:], strict=False)]
-    return np.array([math.ceil(b * (1 << ACT_BITS)) for b in bounds], dtype=np.int64)
-
-
-def table_indices(thresholds: Tensor, scales_units: Tensor) -> np.ndarray:
-    """Table index (uint8) of each scale in units of 2**-ACT_BITS: the number of
-    thresholds (float64 integers, see :func:`index_thresholds`) at or below it."""
-    found = torch.searchsorted(thresholds, scales_units.contiguous(), right=True)
-    return found.numpy().astype(np.uint8)
 
 
 class ExactNetwork:

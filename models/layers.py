@@ -2,15 +2,15 @@
 
 compressai's package import takes seconds (it pulls in torchvision, torch_geometric,
 pandas, scipy and torch._dynamo), which would be most of every ``rdcodec decode``.
-Coding needs only the forward functions of three of its modules, so they are here,
-with the same parameter names (weight files load into either) and the same formulas:
+Coding needs only the forward functions of two of its modules (the Gaussian
+conditional's likelihood lives with the rest of the y model in ``models/gaussian.py``),
+so they are here, with the same parameter names (weight files load into either) and
+the same formulas:
 
 - :class:`GDN`: generalized divisive normalization (Ballé et al. 2016), with
   compressai's non-negative reparametrisation of beta and gamma applied once.
 - :class:`FactorizedDensity`: the z prior of the entropy bottleneck (Ballé et al.
   2018, appendix 6.1): its medians and its likelihood, for the rate estimate.
-- :func:`gaussian_likelihood`: the mean-scale Gaussian of the y latents, for the
-  rate estimate.
 
 Training keeps compressai's modules (they also train: the lower-bound gradients, the
 quantiles' aux loss), see ``models/trainable.py``.
@@ -28,7 +28,6 @@ from torch.nn import functional as F
 _PEDESTAL = (2.0**-18) ** 2
 BETA_MIN = 1e-6
 LIKELIHOOD_BOUND = 1e-9
-SCALE_BOUND = 0.11
 
 
 def _non_negative(p: Tensor, minimum: float = 0.0) -> Tensor:
@@ -86,13 +85,3 @@ class FactorizedDensity(nn.Module):
         upper = self._logits_cumulative(values + 0.5)
         p = torch.sigmoid(upper) - torch.sigmoid(lower)
         return torch.clamp(p, min=LIKELIHOOD_BOUND)
-
-
-def gaussian_likelihood(values: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-    """P(value) of quantised values under N(mean, scale) integrated over +-1/2."""
-    scales = torch.clamp(scales, min=SCALE_BOUND)
-    v = torch.abs(values - means)
-    c = -(2**-0.5)
-    upper = 0.5 * torch.erfc(c * (0.5 - v) / scales)
-    lower = 0.5 * torch.erfc(c * (-0.5 - v) / scales)
-    return torch.clamp(upper - lower, min=LIKELIHOOD_BOUND)

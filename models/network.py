@@ -14,8 +14,9 @@ Names follow the papers: ``g_a``/``g_s`` analysis and synthesis transforms,
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,27 +31,23 @@ from .exact import (
     ExactSliceContext,
     QuantisedHyperSynthesis,
     QuantisedSliceContext,
-    index_thresholds,
     ste_round,
+)
+from .gaussian import (
+    boundary_margins,
+    default_thresholds,
+    likelihood,
+    scale_indices,
+    scale_table,
     table_indices,
 )
-from .layers import GDN, FactorizedDensity, gaussian_likelihood
+from .layers import GDN, FactorizedDensity
 
 # lambda ladder of the eight quality levels, for the loss lmbda * 255^2 * MSE + bpp.
 LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
 # Three more levels below them (the same ~1.93x steps), which reach down to 0.1-0.15 bpp
 # where learned codecs win most: the ladder of the models that have 11 levels.
 LOW_LAMBDAS: tuple[float, ...] = (0.00025, 0.00048, 0.00093)
-
-# Scales of the Gaussian tables the y symbols are coded with (CompressAI's default
-# ladder); the coder picks a table by integer index into this list.
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
-
-
-def scale_table() -> list[float]:
-    """Log-spaced scales of the y probability tables."""
-    step = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
-    return [math.exp(math.log(SCALE_MIN) + i * step) for i in range(SCALE_LEVELS)]
 
 
 @dataclass(frozen=True)
@@ -199,6 +196,26 @@ class Hyperprior(nn.Module):
         return log_g.exp()[:, :, None, None], log_ig.exp()[:, :, None, None]
 
     # ---- coding path ---------------------------------------------------------
+    def coding_kernels(self) -> contextlib.AbstractContextManager:
+        """The convolution backend every coding step of this network runs under.
+
+        The float model of wire id 1 chooses tables from float scales, so its files
+        decode only where ``h_s`` computes the floats its encoder did: the first release
+        ran all four transforms on PyTorch's native kernels (oneDNN off), and so does
+        this path for it, for ever (oneDNN's floats differ by up to 22 ulp and move
+        some indices across a table boundary). Exact models choose tables with integers
+        on any backend, so they keep torch's choice (oneDNN is 1.4-1.8x faster here).
+        """
+        if self.config.exact:
+            return contextlib.nullcontext()
+        return _native_kernels()
+
+    def index_margins(self, scales: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where table choice is not exact: each float scale's relative distance to a
+        table boundary and the index across it (see ``codec/repair.py``); None for an
+        exact model, whose indices are the same on every machine."""
+        return None if self.config.exact else boundary_margins(scales)
+
     def z_medians(self) -> Tensor:
         """Per-channel offsets z is quantised around (C,); on the exact model's input
         grid when its entropy parameters are exact."""
@@ -223,9 +240,10 @@ class Hyperprior(nn.Module):
         """Means, scales and table indices of y from the decoded z symbols: what both
         the encoder and the decoder run, and all that chooses a table or a y value.
 
-        Exact models compute them with the integer ``h_s`` (identical on every machine);
-        the float model of wire id 1 keeps its float path (files it wrote decode where
-        they did), guarded by the index CRC in the header.
+        Exact models compute them with the integer ``h_s`` (identical on every machine).
+        The float model of wire id 1 keeps its float path under ``coding_kernels`` (the
+        kernels its files were written with); on other CPUs a few indices can differ,
+        which the index CRC in the header detects and ``codec/repair.py`` repairs.
         """
         if self.config.exact:
             exact = self.exact_h_s or ExactHyperSynthesis.from_module(
@@ -261,7 +279,9 @@ class Hyperprior(nn.Module):
         means, scales = context.corrected(y_hat_before, means, scales)
         # The thresholds stored with the weights (libm's exp may differ in the last bit
         # between machines; stored integers do not); a live network's from the code.
-        thresholds = self.exact_h_s.thresholds if self.exact_h_s is not None else _thresholds()
+        thresholds = (
+            self.exact_h_s.thresholds if self.exact_h_s is not None else default_thresholds()
+        )
         return means, scales, table_indices(thresholds, scales * (1 << ACT_BITS))
 
     def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor):
@@ -301,14 +321,9 @@ class Hyperprior(nn.Module):
         total = 0.0
         for c in range(0, y_hat.shape[1], block):
             part = slice(c, c + block)
-            lik = gaussian_likelihood(y_hat[:, part], scales[:, part], means[:, part])
+            lik = likelihood(y_hat[:, part], scales[:, part], means[:, part])
             total += float(-torch.log2(lik).sum())
         return total
-
-
-@functools.lru_cache(maxsize=1)
-def _thresholds() -> Tensor:
-    return torch.from_numpy(index_thresholds(scale_table()).astype(np.float64))
 
 
 def _ste_y_hat(y: Tensor, means: Tensor) -> Tensor:
@@ -316,17 +331,17 @@ def _ste_y_hat(y: Tensor, means: Tensor) -> Tensor:
     return ste_round(y - means) + means
 
 
-_LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
-
-
-def scale_indices(scales: Tensor) -> np.ndarray:
-    """Table index of each float scale: the nearest table scale in the log domain (the
-    float model's index function; exact models use ``ExactHyperSynthesis``)."""
-    s = scales.double().numpy()  # a fresh array: the steps below work in place
-    np.clip(s, SCALE_MIN, SCALE_MAX, out=s)
-    np.log(s, out=s)
-    s -= math.log(SCALE_MIN)
-    s /= _LOG_SCALE_STEP
-    np.rint(s, out=s)
-    np.clip(s, 0, SCALE_LEVELS - 1, out=s)
-    return s.astype(np.uint8)
+@contextlib.contextmanager
+def _native_kernels():
+    """PyTorch's native convolutions (oneDNN off) for the duration, restored after."""
+    with warnings.catch_warnings():
+        # flags() also sets oneDNN's TF32 switch, which warns on CPU-only builds.
+        warnings.simplefilter("ignore", UserWarning)
+        backend = torch.backends.mkldnn.flags(enabled=False)
+        backend.__enter__()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            backend.__exit__(None, None, None)

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from . import gaussian
 from .exact import ExactHyperSynthesis, ExactSliceContext
-from .network import Hyperprior, ModelConfig, scale_table
+from .network import Hyperprior, ModelConfig
 
 WEIGHTS_FORMAT = 1
 DEFAULT_QUALITY = 2.0
@@ -134,7 +135,7 @@ def export_weights(network: Hyperprior, path: Path) -> str:
     Tables are computed from the weights as they will be loaded (after the fp16
     rounding), so encoder, decoder and tables all see the same numbers.
     """
-    from .tables import bottleneck_tables, gaussian_tables  # training-side (compressai)
+    from .tables import bottleneck_tables  # training-side (compressai)
 
     state = _compact_state_dict(network)
     rounded = build_network(network.config.to_dict(), trainable=True)
@@ -158,10 +159,12 @@ def export_weights(network: Hyperprior, path: Path) -> str:
         "config": network.config.to_dict(),
         "state_dict": state,
         "z_tables": as_tensors(bottleneck_tables(rounded)),
-        "y_tables": as_tensors(gaussian_tables()),
+        "y_tables": as_tensors(gaussian.tables()),
     }
     if network.config.exact:
-        exact = ExactHyperSynthesis.from_module(network.h_s, rounded.z_medians(), scale_table())
+        exact = ExactHyperSynthesis.from_module(
+            network.h_s, rounded.z_medians(), gaussian.scale_table()
+        )
         blob["exact_h_s"] = _int_tensors(exact.arrays())
     if network.config.slices > 1:
         contexts = {}

@@ -5,21 +5,22 @@ network outputs) is what makes a bitstream decodable on another machine: the cod
 only ever sees integers picked by integer indices. Each table is a row of counts that
 sums to ``2**TABLE_PRECISION``; its last entry is the escape symbol, which stands for
 any value outside the row's range (the value itself is then coded separately).
+
+The y tables (one per scale of the Gaussian ladder) are built in ``models/gaussian.py``;
+the z tables (one per channel of the learned density) here.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .network import scale_table
-from .trainable import GainedHyperprior
+if TYPE_CHECKING:
+    from .trainable import GainedHyperprior
 
 TABLE_PRECISION = 20
-# Tail mass left outside a table's range: P(|value| > bound) for the y Gaussians.
-TAIL_MASS = 1e-9
 
 
 def quantize_pmf(pmf: np.ndarray, precision: int = TABLE_PRECISION) -> np.ndarray:
@@ -43,7 +44,7 @@ def quantize_pmf(pmf: np.ndarray, precision: int = TABLE_PRECISION) -> np.ndarra
     return counts.astype(np.uint32)
 
 
-def _pack(rows: list[np.ndarray], offsets: list[int]) -> dict[str, np.ndarray]:
+def pack_tables(rows: list[np.ndarray], offsets: list[int]) -> dict[str, np.ndarray]:
     length = max(len(r) for r in rows)
     counts = np.zeros((len(rows), length), dtype=np.uint32)
     for i, r in enumerate(rows):
@@ -53,20 +54,6 @@ def _pack(rows: list[np.ndarray], offsets: list[int]) -> dict[str, np.ndarray]:
         "lengths": np.array([len(r) for r in rows], dtype=np.int32),
         "offsets": np.array(offsets, dtype=np.int32),
     }
-
-
-def gaussian_tables() -> dict[str, np.ndarray]:
-    """One table per scale of ``scale_table()``: symbols round(y - mu) in [-T, T] + escape."""
-    multiplier = -_normal_ppf(TAIL_MASS / 2)
-    rows, offsets = [], []
-    for sigma in scale_table():
-        bound = math.ceil(sigma * multiplier)
-        s = np.arange(-bound, bound + 1, dtype=np.float64)
-        pmf = _normal_cdf((s + 0.5) / sigma) - _normal_cdf((s - 0.5) / sigma)
-        tail = max(1.0 - pmf.sum(), 0.0)
-        rows.append(quantize_pmf(np.append(pmf, tail)))
-        offsets.append(-bound)
-    return _pack(rows, offsets)
 
 
 @torch.no_grad()
@@ -87,26 +74,10 @@ def bottleneck_tables(model: GainedHyperprior) -> dict[str, np.ndarray]:
         tail = max(1.0 - pmf[c, :n].sum(), 0.0)
         rows.append(quantize_pmf(np.append(pmf[c, :n], tail)))
         offsets.append(int(lo[c]))
-    return _pack(rows, offsets)
+    return pack_tables(rows, offsets)
 
 
 def _double_copy(module: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     return copy.deepcopy(module).double()
-
-
-def _normal_cdf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in np.atleast_1d(x)])
-
-
-def _normal_ppf(p: float) -> float:
-    # Bisection on the CDF: exact enough for a table bound and free of scipy.
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2

@@ -14,7 +14,8 @@ from compressai.layers import GDN
 from torch import Tensor
 
 from .exact import ste_round
-from .network import SCALE_MIN, Hyperprior, ModelConfig
+from .gaussian import SCALE_MIN
+from .network import Hyperprior, ModelConfig
 
 
 class GainedHyperprior(Hyperprior):

@@ -12,6 +12,37 @@ from PIL import Image
 IMAGES = Path(__file__).parent / "images"
 
 
+# Environments that force other CPU kernels on a fresh process: torch's ATen dispatch
+# level, MKL's and oneDNN's instruction sets (oneDNN runs the convolutions; ATen's level
+# does not reach it), and the thread count. tests/portability_long.py and
+# tests/field_long.py run the same environments.
+def _onednn(isa: str) -> dict[str, str]:
+    return {"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa}
+
+
+KERNELS = [
+    {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        **_onednn("SSE41"),
+        "OMP_NUM_THREADS": "1",
+    },
+    {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        **_onednn("AVX2"),
+        "OMP_NUM_THREADS": "2",
+    },
+    {"ATEN_CPU_CAPABILITY": "avx512", **_onednn("AVX512_CORE"), "OMP_NUM_THREADS": "1"},
+]
+
+
+@pytest.fixture(scope="session")
+def forced_kernels() -> list[dict[str, str]]:
+    """The forced-kernel environments (SSE, AVX2, AVX-512) for decode subprocesses."""
+    return KERNELS
+
+
 def load_image(name: str) -> np.ndarray:
     with Image.open(IMAGES / name) as im:
         return np.array(im.convert("RGB"))

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rdcodec.codec import container, entropy, pipeline
+from rdcodec.codec import container, entropy, pipeline, repair
 from rdcodec.errors import CodecError
+from rdcodec.models import gaussian
 
 IMAGES = Path(__file__).parent / "images"
 CRC = container.CRC_BYTES
@@ -107,7 +108,7 @@ def forge_index_crc(data: bytes, model) -> bytes:
         _, scales = net.entropy_parameters(z_hat)
     except Exception:  # noqa: BLE001 - the decode proper meets the same and is judged
         return data
-    return set_field(data, "index_crc", pipeline._index_crc(pipeline.scale_indices(scales)))
+    return set_field(data, "index_crc", repair.index_crc(gaussian.scale_indices(scales)))
 
 
 @torch.no_grad()
@@ -120,7 +121,7 @@ def y_indices(header, z: bytes, model) -> tuple[tuple[int, ...], np.ndarray]:
     )
     z_hat = torch.from_numpy(z_sym).float() + net.z_medians()[None, :, None, None]
     _, scales = net.entropy_parameters(z_hat)
-    return shape, pipeline.scale_indices(scales)
+    return shape, gaussian.scale_indices(scales)
 
 
 def code_values(values: np.ndarray, indexes: np.ndarray, tables: dict) -> bytes:

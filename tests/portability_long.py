@@ -7,7 +7,7 @@ version is tests/codec/test_determinism.py.
 
 Encodes every photo of the folder at several qualities in this process (default
 kernels) and decodes each file here, as the reference. Then fresh processes, each
-forced onto other CPU kernels (the environments of ``KERNELS`` in the test) decode all
+forced onto other CPU kernels (the environments of ``KERNELS`` in tests/conftest.py) decode all
 the files of a model and compare with the reference: decode failures (any exception),
 table indices / y symbols / means that differ, and pixels that differ (largest
 |difference|, how many values, how many files). The exact default model is checked on
@@ -38,7 +38,7 @@ from rdcodec.codec import pipeline
 from rdcodec.models.registry import load_model
 
 
-# As KERNELS in tests/codec/test_determinism.py: torch's ATen dispatch level, MKL's and
+# As KERNELS in tests/conftest.py: torch's ATen dispatch level, MKL's and
 # oneDNN's instruction sets (oneDNN runs the convolutions; ATen's level does not reach
 # it), and the thread count, read when the decode process starts.
 def _onednn(isa: str) -> dict[str, str]:

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...models.tables import gaussian_tables
+from ...models import gaussian
 from ...models.training.toy import ToyConfig, ToyGaussianCodec, sample_source
 from .. import entropy
-from ..pipeline import scale_indices
 
 # High-rate loss of entropy-coded scalar uniform quantisation against R(D).
 HIGH_RATE_GAP = 0.5 * math.log2(2 * math.pi * math.e / 12)
@@ -59,9 +58,9 @@ def evaluate_toy(
     generator = torch.Generator().manual_seed(seed)
     x = sample_source(samples, config, generator)
     y = model.g_a(x)
-    indexes = scale_indices(model.scales().expand_as(y))
+    indexes = gaussian.scale_indices(model.scales().expand_as(y))
     y_sym = y.double().round().long().numpy()
-    tables = entropy.TableSet.from_arrays(gaussian_tables())
+    tables = entropy.TableSet.from_arrays(gaussian.tables())
     data = entropy.encode(y_sym, indexes, tables)
     decoded = entropy.decode(data, indexes, tables)
     x_hat = model.g_s(torch.from_numpy(decoded).float())

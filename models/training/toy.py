@@ -20,7 +20,7 @@ import torch
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor, nn
 
-from ..network import SCALE_MIN
+from ..gaussian import SCALE_MIN
 
 
 @dataclass(frozen=True)

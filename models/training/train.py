@@ -21,7 +21,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...errors import ModelError
-from ..network import SCALE_MIN, ModelConfig
+from ..gaussian import SCALE_MIN
+from ..network import ModelConfig
 from ..registry import build_network
 from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops

@@ -48,30 +48,6 @@ np.savez(out, **results)
 """
 
 
-# Each decode process forces other kernels: torch's ATen dispatch level, MKL's and
-# oneDNN's instruction sets (oneDNN runs the convolutions; ATen's level does not reach
-# it), and the thread count. tests/portability_long.py runs the same environments.
-def _onednn(isa: str) -> dict[str, str]:
-    return {"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa}
-
-
-KERNELS = [
-    {
-        "ATEN_CPU_CAPABILITY": "default",
-        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-        **_onednn("SSE41"),
-        "OMP_NUM_THREADS": "1",
-    },
-    {
-        "ATEN_CPU_CAPABILITY": "avx2",
-        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-        **_onednn("AVX2"),
-        "OMP_NUM_THREADS": "2",
-    },
-    {"ATEN_CPU_CAPABILITY": "avx512", **_onednn("AVX512_CORE"), "OMP_NUM_THREADS": "1"},
-]
-
-
 def _run(env_extra: dict, args: list[str], tmp_path, name: str) -> dict:
     out = tmp_path / f"{name}.npz"
     env = {**os.environ, **env_extra}
@@ -96,14 +72,14 @@ def _weights_args(which: str, request) -> list[str]:
 
 
 @pytest.mark.parametrize("which", ["tiny", "tiny-context", "shipped"])
-def test_files_decode_identically_on_other_cpu_kernels(which, request, tmp_path):
+def test_files_decode_identically_on_other_cpu_kernels(which, request, tmp_path, forced_kernels):
     weights = _weights_args(which, request)
     image = str(IMAGES / "coffee.png")
     # Encode (and decode) under the default kernels, in a process of its own.
     ref = _run({}, [*weights, image, "encode"], tmp_path, "encoder")
     stream = tmp_path / "file.rdc"
     stream.write_bytes(ref["data"].tobytes())
-    for n, kernels in enumerate(KERNELS):
+    for n, kernels in enumerate(forced_kernels):
         got = _run(kernels, [*weights, image, str(stream)], tmp_path, f"decoder{n}")
         what = ", ".join(f"{k}={v}" for k, v in kernels.items())
         assert np.array_equal(got["indices0"], ref["indices0"]), f"table indices differ ({what})"

@@ -6,7 +6,8 @@ import torch
 
 from rdcodec.codec import entropy
 from rdcodec.errors import BitstreamError
-from rdcodec.models.tables import TABLE_PRECISION, gaussian_tables, quantize_pmf
+from rdcodec.models.gaussian import tables as gaussian_tables
+from rdcodec.models.tables import TABLE_PRECISION, quantize_pmf
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_real_latents_round_trip(tiny_model, coffee):
     with torch.no_grad():
         y, z = net.analysis(x, torch.tensor([5.0]))
         means, scales = net.entropy_parameters(torch.round(z))
-    from rdcodec.codec.pipeline import scale_indices
+    from rdcodec.models.gaussian import scale_indices
 
     idx = scale_indices(scales)
     values = torch.round(y - means).long().numpy()

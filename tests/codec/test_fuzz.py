@@ -23,8 +23,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rdcodec.codec import container, entropy, pipeline
+from rdcodec.codec import container, entropy, pipeline, repair
 from rdcodec.errors import BitstreamError, CodecError
+from rdcodec.models import gaussian
 
 # One decode of these tiny files takes milliseconds; 5 s means a hang or a blow-up.
 # Counted in CPU seconds of this process, so a loaded machine does not fail it.
@@ -120,13 +121,13 @@ def decoder_y_indices(data: bytes, model) -> np.ndarray | None:
     net = model.network
     z_hat = torch.from_numpy(z_sym).float() + net.z_medians()[None, :, None, None]
     _, scales = net.entropy_parameters(z_hat)
-    return pipeline.scale_indices(scales)
+    return gaussian.scale_indices(scales)
 
 
 def decoder_index_crc(data: bytes, model) -> int | None:
     """The index CRC ``decode_array`` will compute, as a hand-made file can carry."""
     indexes = decoder_y_indices(data, model)
-    return None if indexes is None else pipeline._index_crc(indexes)
+    return None if indexes is None else repair.index_crc(indexes)
 
 
 def code_values(values: np.ndarray, indexes: np.ndarray, tables: dict) -> bytes:

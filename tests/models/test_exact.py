@@ -18,7 +18,7 @@ from rdcodec.models.exact import (
     ExactHyperSynthesis,
     QuantisedHyperSynthesis,
 )
-from rdcodec.models.network import scale_indices, scale_table
+from rdcodec.models.gaussian import scale_indices, scale_table
 
 
 def _round_shift(x: np.ndarray, shift: int) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""Repair of table indices that a float entropy model computed differently.
+
+A model whose table choice is floating point (wire id 1, ``hp-gain-n96m128``) picks a
+y symbol's probability table from a float scale. On another CPU, or under other
+convolution kernels, that scale can come out a few ulp away from the encoder's, and a
+scale that sits within those ulp of a table boundary then gets the neighbouring index.
+The header holds a CRC-32 of all indices, so the decoder knows that something differs;
+this module finds what.
+
+The repair rests on three facts:
+
+- Only indices whose scale lies within ``tolerance`` (relative) of a table boundary can
+  have moved, and each can only have moved to the index on the other side.
+- CRC-32 is affine over GF(2): flipping byte p of an n-byte message by ``x`` changes
+  the CRC by ``crc32(x, 0^(n-p-1)) ^ crc32(0^(n-p))``, whatever the other bytes are. So
+  each candidate's effect on the CRC is computed once, and a combination of flips is
+  tested by XOR-ing their effects, without touching the 200 k-byte index array.
+- A combination is accepted only if the whole CRC then matches. A wrong combination
+  passes with probability 2^-32 per try, so with ``MAX_TRIES`` = 100,000 tries the chance
+  that damage is turned into a wrong picture is at most 100,000 / 2^32 = 2.3e-5 per
+  file (and damage that changes z moves far more than a few boundary indices).
+
+If no combination within the budget matches, the caller refuses the file as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_TRIES = 100_000  # combinations tested at most (false-match chance <= 2.3e-5)
+MAX_SECONDS = 2.0  # wall-clock bound of one repair
+MAX_CANDIDATES = 64  # the closest positions to a boundary that are considered
+TOLERANCE = 1e-5  # relative distance of a scale to a table boundary that can flip
+
+
+def index_crc(indices: np.ndarray) -> int:
+    """The CRC-32 of table indices as the header stores it (uint8, C order)."""
+    return zlib.crc32(np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What a repair did: the corrected indices and the work it took."""
+
+    indices: np.ndarray
+    flipped: int  # indices changed (0: nothing to repair)
+    candidates: int  # positions near a boundary that were considered
+    tries: int  # combinations tested
+    seconds: float
+
+
+def _crc_effect(position: int, delta: int, length: int, zeros: dict[int, int]) -> int:
+    """How the CRC-32 of a ``length``-byte message changes when byte ``position`` is
+    XOR-ed with ``delta`` (independent of the message's other bytes)."""
+    tail = length - position - 1
+    if tail not in zeros:
+        zeros[tail] = zlib.crc32(bytes(tail + 1))
+    return zlib.crc32(bytes([delta]) + bytes(tail)) ^ zeros[tail]
+
+
+def repair_indices(
+    indices: np.ndarray,
+    distance: np.ndarray,
+    neighbour: np.ndarray,
+    target_crc: int,
+    *,
+    tolerance: float = TOLERANCE,
+    max_tries: int = MAX_TRIES,
+    max_seconds: float = MAX_SECONDS,
+) -> Repair | None:
+    """Find the indices whose CRC-32 is ``target_crc`` by moving the fewest, closest
+    indices near a table boundary to the neighbouring index.
+
+    ``distance`` is each scale's relative distance to its nearest table boundary and
+    ``neighbour`` the index on the other side of it (both shaped like ``indices``).
+    Tries single flips, then pairs, and so on, closest first; returns None when no
+    combination matches within ``max_tries`` combinations or ``max_seconds``.
+    """
+    start = time.perf_counter()
+    flat = np.ascontiguousarray(indices, dtype=np.uint8).reshape(-1)
+    if index_crc(flat) == target_crc:
+        return Repair(indices, 0, 0, 0, time.perf_counter() - start)
+    dist = np.asarray(distance, dtype=np.float64).reshape(-1)
+    other = np.asarray(neighbour, dtype=np.int64).reshape(-1)
+    near = np.flatnonzero((dist < tolerance) & (other != flat))
+    near = near[np.argsort(dist[near], kind="stable")][:MAX_CANDIDATES]
+    zeros: dict[int, int] = {}
+    effects = [_crc_effect(int(p), int(flat[p]) ^ int(other[p]), flat.size, zeros) for p in near]
+    wanted = index_crc(flat) ^ target_crc
+    tries = 0
+    for size in range(1, len(near) + 1):
+        for combo in itertools.combinations(range(len(near)), size):
+            tries += 1
+            effect = 0
+            for i in combo:
+                effect ^= effects[i]
+            if effect == wanted:
+                fixed = flat.copy()
+                fixed[near[list(combo)]] = other[near[list(combo)]]
+                if index_crc(fixed) != target_crc:  # cannot happen; checked all the same
+                    continue
+                return Repair(
+                    fixed.reshape(indices.shape),
+                    size,
+                    len(near),
+                    tries,
+                    time.perf_counter() - start,
+                )
+            if tries >= max_tries or (
+                tries % 1024 == 0 and time.perf_counter() - start > max_seconds
+            ):
+                return None
+    return None

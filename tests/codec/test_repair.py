@@ -145,6 +145,7 @@ def test_decode_command_prints_the_repair_notice(float_model, monkeypatch, tmp_p
     from click.testing import CliRunner
 
     from rdcodec.cli.main import main
+
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: float_model)
     _move_one_index_across_a_boundary(float_model.network, monkeypatch)
     out = tmp_path / "out.png"

@@ -71,13 +71,26 @@ from .common import reports_errors
     "once more per codec. The comparisons use the first rdcodec model in --codecs, which "
     "must be the default model.",
 )
+@click.option(
+    "--effort",
+    type=int,
+    default=None,
+    help="Encode effort of every rdcodec model in --codecs that names none (rdcodec+e2 "
+    "names one per model; list rdcodec,rdcodec+e2,... to compare efforts).",
+)
 @reports_errors
-def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html):
+def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, effort):
     """Rate-distortion benchmark of rdcodec models and classical codecs on the images in DIR."""
     start = time.perf_counter()
     from ..codec.bench import runner as bench_lib
 
     names = bench_lib.parse_codecs(codecs)
+    if effort:
+        names = bench_lib.parse_codecs(
+            ",".join(
+                f"{n}+e{effort}" if bench_lib.is_rdcodec(n) and "+" not in n else n for n in names
+            )
+        )
     points = dict(bench_lib.parse_qualities(spec) for spec in qualities)
     try:
         targets = [float(v) for v in (target_bpp or "").split(",") if v.strip()]

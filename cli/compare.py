@@ -40,6 +40,9 @@ from .common import image_input_options, reports_errors
     type=click.Path(path_type=Path),
     help="The HTML page to write.",
 )
+@click.option(
+    "-e", "--effort", type=int, default=0, show_default=True, help="rdcodec's encode effort (0-4)."
+)
 @click.option("--no-heatmaps", is_flag=True, help="Leave the error maps out of the page.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite the page if it exists.")
@@ -51,6 +54,7 @@ def compare(
     target_bpp,
     codecs,
     out_path,
+    effort,
     no_heatmaps,
     model_name,
     as_json,
@@ -85,7 +89,7 @@ def compare(
         )
     loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
     result = lib.compare_image(
-        loaded.pixels, input_path.name, quality, target_bpp, names, model_name
+        loaded.pixels, input_path.name, quality, target_bpp, names, model_name, effort
     )
     page = lib.render_page([result], f"{input_path.name}", heatmaps=not no_heatmaps)
     image_io.atomic_write(out_path, lambda tmp: tmp.write_text(page, "utf-8"), force)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import BitstreamError, CodecError, CodecNotice, ImageError, ModelError
 from ..models.registry import CodecModel, load_model
-from . import container, entropy, repair
+from . import container, entropy, refine, repair
 from .image_io import DEFAULT_MAX_PIXELS
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
@@ -53,6 +53,15 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The same photo at the same quality with effort 0 (the single pass): what
+    refinement is measured against."""
+
+    num_bytes: int
+    psnr: float
+
+
+@dataclass(frozen=True)
 class EncodeResult:
     """Everything measured about one encode (and the decode of its own bytes)."""
 
@@ -68,6 +77,8 @@ class EncodeResult:
     encode_seconds: float
     decode_seconds: float
     jpeg: JpegPoint | None
+    effort: int = 0
+    baseline: Baseline | None = None  # the effort-0 file, at effort > 0
 
     @property
     def num_bytes(self) -> int:
@@ -103,6 +114,10 @@ class EncodeResult:
             "encode_seconds": self.encode_seconds,
             "decode_seconds": self.decode_seconds,
             "jpeg_same_bpp": jpeg,
+            "effort": self.effort,
+            "effort0": None
+            if self.baseline is None
+            else {"bytes": self.baseline.num_bytes, "psnr": self.baseline.psnr},
         }
 
 
@@ -238,10 +253,54 @@ def _analyse(model: CodecModel, image: np.ndarray) -> torch.Tensor:
 
 
 def _encode(
-    model: CodecModel, image: np.ndarray, quality_milli: int, grayscale: bool = False
+    model: CodecModel,
+    image: np.ndarray,
+    quality_milli: int,
+    grayscale: bool = False,
+    effort: int = refine.DEFAULT_EFFORT,
 ) -> tuple[bytes, Rate]:
     height, width = image.shape[:2]
-    return _code(model, _analyse(model, image), height, width, quality_milli, grayscale)
+    y_ungained = _analyse(model, image)
+    latents = _refined(model, image, y_ungained, quality_milli, effort)
+    return _code(model, y_ungained, height, width, quality_milli, grayscale, latents)
+
+
+# Refinement backpropagates through g_s over the whole image at once.
+REFINE_MAX_PIXELS = 4_000_000
+
+
+def _refined(
+    model: CodecModel, image: np.ndarray, y_ungained: torch.Tensor, quality_milli: int, effort: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The latents (gained y, z) refined for this photo at ``effort`` (``codec/refine``);
+    None at effort 0, where coding takes g_a's and h_a's outputs as they are."""
+    schedule = _effort_schedule(effort)
+    if schedule is None:
+        return None
+    height, width = image.shape[:2]
+    if height * width > REFINE_MAX_PIXELS:
+        raise CodecError(
+            f"--effort {effort} refines images of up to {REFINE_MAX_PIXELS:,} pixels; "
+            f"this one has {height * width:,} (use --effort 0)"
+        )
+    net = model.network
+    h, w = y_ungained.shape[2] * _Y_STRIDE, y_ungained.shape[3] * _Y_STRIDE
+    rows = np.minimum(np.arange(h), height - 1)
+    cols = np.minimum(np.arange(w), width - 1)
+    x = torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
+    with torch.no_grad():
+        gain, _ = net.gains(_quality_tensor(quality_milli))
+        y = y_ungained * gain
+        z = net.h_a(y)
+    with torch.enable_grad():
+        return refine.refine(net, x, y, z, quality_milli / 1000, schedule, (height, width))
+
+
+def _effort_schedule(effort: int) -> refine.Effort | None:
+    try:
+        return refine.effort_schedule(effort)
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
 
 
 @_coding
@@ -252,12 +311,17 @@ def _code(
     width: int,
     quality_milli: int,
     grayscale: bool = False,
+    latents: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[bytes, Rate]:
-    """Everything after g_a, at one quality: gain, hyperprior, entropy coding, container."""
+    """Everything after g_a, at one quality: gain, hyperprior, entropy coding, container.
+    ``latents``: refined (gained y, z) to code instead of g_a's and h_a's."""
     net = model.network
-    gain, _ = net.gains(_quality_tensor(quality_milli))
-    y = y_ungained * gain
-    z = net.h_a(y)
+    if latents is None:
+        gain, _ = net.gains(_quality_tensor(quality_milli))
+        y = y_ungained * gain
+        z = net.h_a(y)
+    else:
+        y, z = latents
 
     medians = net.z_medians()[None, :, None, None]
     z_sym = _to_symbols(z - medians)
@@ -462,17 +526,20 @@ def encode(
     quality: float | None = None,
     model: CodecModel | None = None,
     grayscale: bool | None = None,
+    effort: int = refine.DEFAULT_EFFORT,
 ) -> bytes:
     """Encode an image (PIL image or (H, W, 3) uint8 array) to bitstream bytes.
 
     ``grayscale`` marks the file to decode to one channel; by default it is set for
-    PIL images of mode L/LA/I;16.
+    PIL images of mode L/LA/I;16. ``effort`` > 0 refines the latents for this photo
+    (``codec/refine.py``): smaller or better files for more encode time, read by the
+    same decoder.
     """
     model = model or load_model()
     quality = model.default_quality if quality is None else quality
     if grayscale is None:
         grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
-    data, _ = _encode(model, _as_array(image), _check_quality(quality, model), grayscale)
+    data, _ = _encode(model, _as_array(image), _check_quality(quality, model), grayscale, effort)
     return data
 
 
@@ -490,18 +557,33 @@ def encode_image(
     model: CodecModel | None = None,
     compare_jpeg: bool = True,
     grayscale: bool = False,
+    effort: int = refine.DEFAULT_EFFORT,
+    target_bpp: float | None = None,
 ) -> EncodeResult:
-    """Encode, decode the bytes just written, and measure everything on the decoded pixels."""
+    """Encode, decode the bytes just written, and measure everything on the decoded pixels.
+
+    ``target_bpp`` instead of ``quality``: the highest quality whose file at this effort
+    stays at or below it (``encode_at_bpp``). At ``effort`` > 0 the result also holds the
+    effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
+    """
     model = model or load_model()
-    quality = model.default_quality if quality is None else quality
     array = _as_array(image)
-    quality_milli = _check_quality(quality, model)
     start = time.perf_counter()
-    data, rate = _encode(model, array, quality_milli, grayscale)
+    if target_bpp is not None:
+        quality, data, rate = _encode_at_bpp(model, array, target_bpp, grayscale, effort)
+        quality_milli = int(round(quality * 1000))
+    else:
+        quality = model.default_quality if quality is None else quality
+        quality_milli = _check_quality(quality, model)
+        data, rate = _encode(model, array, quality_milli, grayscale, effort)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_array(data, model)
     decode_seconds = time.perf_counter() - start
+    baseline = None
+    if effort:
+        single, _ = _encode(model, array, quality_milli, grayscale)
+        baseline = Baseline(len(single), psnr(array, decode_array(single, model)))
     pixels = array.shape[0] * array.shape[1]
     return EncodeResult(
         data=data,
@@ -516,6 +598,8 @@ def encode_image(
         encode_seconds=encode_seconds,
         decode_seconds=decode_seconds,
         jpeg=jpeg_at_size(array, len(data)) if compare_jpeg else None,
+        effort=effort,
+        baseline=baseline,
     )
 
 
@@ -525,43 +609,91 @@ def read_header(data: bytes) -> container.Header:
     return header
 
 
-def quality_for_bpp(image, target_bpp: float, model: CodecModel | None = None) -> float:
+def quality_for_bpp(
+    image, target_bpp: float, model: CodecModel | None = None, effort: int = 0
+) -> float:
     """Highest quality whose real file stays at or below ``target_bpp`` (bisection on
     the file size, to 1/1000 of a quality step)."""
-    return encode_at_bpp(image, target_bpp, model)[0]
+    return encode_at_bpp(image, target_bpp, model, effort)[0]
 
 
-def encode_at_bpp(image, target_bpp: float, model: CodecModel | None = None) -> tuple[float, bytes]:
-    """``quality_for_bpp``'s quality and the file it found there.
+def encode_at_bpp(
+    image, target_bpp: float, model: CodecModel | None = None, effort: int = 0
+) -> tuple[float, bytes]:
+    """``quality_for_bpp``'s quality and the file it found there (at or below the
+    target, at every effort)."""
+    model = model or load_model()
+    quality, data, _ = _encode_at_bpp(model, _as_array(image), target_bpp, False, effort)
+    return quality, data
+
+
+# Refinement at effort > 0 changes a quality's file size (mostly down): the search for
+# the target refines at most this many qualities and keeps the largest file that fits.
+_REFINE_TRIES = 3
+
+
+def _encode_at_bpp(
+    model: CodecModel, array: np.ndarray, target_bpp: float, grayscale: bool, effort: int
+) -> tuple[float, bytes, Rate]:
+    """Bisection on the real file size at effort 0; at effort > 0, refined files at the
+    quality found, then at the quality whose effort-0 size, scaled by how much
+    refinement changed it, meets the target (the effort-0 file where none fits).
 
     g_a does not depend on the quality (the gain comes after it), so it runs once; each
     bisection step only re-runs the hyperprior and the entropy coder, and writes the
     same bytes a full encode at that quality would.
     """
-    model = model or load_model()
-    array = _as_array(image)
+    _effort_schedule(effort)  # an unknown effort fails before any work
     height, width = array.shape[:2]
     pixels = height * width
     y_ungained = _analyse(model, array)
-    files: dict[int, bytes] = {}
+    files: dict[int, tuple[bytes, Rate]] = {}
 
-    def file_bpp(quality_milli: int) -> float:
-        files[quality_milli] = _code(model, y_ungained, height, width, quality_milli)[0]
-        return bpp(len(files[quality_milli]), pixels)
+    def file_bpp(quality_milli: int, latents=None) -> float:
+        if latents is not None:
+            coded = _code(model, y_ungained, height, width, quality_milli, grayscale, latents)
+            return bpp(len(coded[0]), pixels), coded
+        if quality_milli not in files:
+            files[quality_milli] = _code(model, y_ungained, height, width, quality_milli, grayscale)
+        return bpp(len(files[quality_milli][0]), pixels)
 
     q_min, q_max = quality_range(model)
-    lo, hi = int(q_min * 1000), int(q_max * 1000)
-    lowest = file_bpp(lo)
+    bottom, top = int(q_min * 1000), int(q_max * 1000)
+
+    def highest_within(target: float) -> int:
+        if file_bpp(top) <= target:
+            return top
+        lo, hi = bottom, top
+        while hi - lo > 1:  # invariant: bpp(lo) <= target < bpp(hi), or lo is the bottom
+            mid = (lo + hi) // 2
+            if file_bpp(mid) <= target:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    lowest = file_bpp(bottom)
     if lowest > target_bpp:
         raise CodecError(
             f"target {target_bpp:g} bpp is below the lowest quality's {lowest:.4f} bpp"
         )
-    if file_bpp(hi) <= target_bpp:
-        return q_max, files[hi]
-    while hi - lo > 1:  # invariant: bpp(lo) <= target < bpp(hi)
-        mid = (lo + hi) // 2
-        if file_bpp(mid) <= target_bpp:
-            lo = mid
-        else:
-            hi = mid
-    return lo / 1000, files[lo]
+    found = highest_within(target_bpp)
+    best: tuple[float, int, tuple[bytes, Rate]] | None = None
+    quality_milli, tried = found, set()
+    for _ in range(_REFINE_TRIES if effort else 0):
+        if quality_milli in tried:
+            break
+        tried.add(quality_milli)
+        latents = _refined(model, array, y_ungained, quality_milli, effort)
+        size, coded = file_bpp(quality_milli, latents)
+        if size <= target_bpp and (best is None or size > best[0]):
+            best = (size, quality_milli, coded)
+        # Where refinement moved the size by a factor, aim the next try at the quality
+        # whose effort-0 file is the target over that factor.
+        factor = size / file_bpp(quality_milli)
+        quality_milli = highest_within(target_bpp / factor)
+        if best is not None and best[0] > 0.98 * target_bpp:
+            break
+    if best is not None:
+        return best[1] / 1000, *best[2]
+    return found / 1000, *files[found]

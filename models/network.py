@@ -284,11 +284,13 @@ class Hyperprior(nn.Module):
         )
         return means, scales, table_indices(thresholds, scales * (1 << ACT_BITS))
 
-    def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor):
+    def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor, rounder=ste_round):
         """Training face of the slice loop: the means and scales of every slice (with
-        straight-through rounded y of the slices before it as context) and y_hat."""
+        the rounded y of the slices before it as context) and y_hat = rounder(y - means)
+        + means (straight-through rounding in training; encode-time refinement passes
+        its annealed soft rounding)."""
         if self.config.slices == 1:
-            return means, scales, _ste_y_hat(y, means)
+            return means, scales, rounder(y - means) + means
         out_means, out_scales, y_hats = [], [], []
         bound = ACT_LIMIT / (1 << ACT_BITS)  # the exact face's clamp, in float units
         for k, ch in enumerate(self.slice_channels()):
@@ -299,7 +301,7 @@ class Hyperprior(nn.Module):
                 s = torch.clamp(s + d_s, -bound, bound)
             out_means.append(m)
             out_scales.append(s)
-            y_hats.append(_ste_y_hat(y[:, ch], m))
+            y_hats.append(rounder(y[:, ch] - m) + m)
         return torch.cat(out_means, 1), torch.cat(out_scales, 1), torch.cat(y_hats, 1)
 
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
@@ -324,11 +326,6 @@ class Hyperprior(nn.Module):
             lik = likelihood(y_hat[:, part], scales[:, part], means[:, part])
             total += float(-torch.log2(lik).sum())
         return total
-
-
-def _ste_y_hat(y: Tensor, means: Tensor) -> Tensor:
-    """round(y - means) + means, with the identity's gradient."""
-    return ste_round(y - means) + means
 
 
 @contextlib.contextmanager

@@ -137,10 +137,11 @@ def compare_image(
     target_bpp: float | None = None,
     codecs: Sequence[str] = DEFAULT_CODECS,
     model_name: str | None = None,
+    effort: int = 0,
 ) -> Comparison:
     """Code ``pixels`` with rdcodec (at ``quality``, or the highest quality within
-    ``target_bpp``), then with each of ``codecs`` at the largest quality whose file is at
-    most rdcodec's bytes; decode and measure them all.
+    ``target_bpp``; at encode ``effort``), then with each of ``codecs`` at the largest
+    quality whose file is at most rdcodec's bytes; decode and measure them all.
 
     Times follow ``rdcodec bench``'s rule: one thread per codec, after a warm-up.
     """
@@ -150,10 +151,10 @@ def compare_image(
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
     model_name = model_name or registry.default_model_name()
-    ours = runner.RdcodecCodec(model_name)  # checks the name
+    ours = runner.RdcodecCodec(model_name, effort=effort)  # checks the name
     model = registry.load_model(model_name)  # cached: the same model ``ours`` codes with
     if target_bpp is not None:
-        quality = pipeline.quality_for_bpp(pixels, target_bpp, model)
+        quality = pipeline.quality_for_bpp(pixels, target_bpp, model, effort)
     quality = model.default_quality if quality is None else quality
     rows, decoded, skipped = [], {}, []
     sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()

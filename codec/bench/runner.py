@@ -52,17 +52,18 @@ class RdcodecCodec:
     """A shipped rdcodec model, at its quality levels.
 
     ``name`` is the ``--codecs`` name: ``rdcodec`` for the default model, or
-    ``rdcodec@MODEL`` for any shipped model.
+    ``rdcodec@MODEL`` for any shipped model, each with ``+eN`` for encode effort N.
     """
 
     quality_meaning = "quality level"
 
-    def __init__(self, model_name: str | None = None, name: str = "rdcodec"):
+    def __init__(self, model_name: str | None = None, name: str = "rdcodec", effort: int = 0):
         from ...models import registry
 
         self._entry = registry.find_entry(model_name or registry.default_model_name())
         self._model = None
         self.name = name
+        self.effort = effort
 
     @property
     def model_name(self) -> str:
@@ -70,7 +71,8 @@ class RdcodecCodec:
 
     @property
     def label(self) -> str:
-        return f"rdcodec ({self._entry['name']})"
+        effort = f", effort {self.effort}" if self.effort else ""
+        return f"rdcodec ({self._entry['name']}{effort})"
 
     def quality_range(self) -> tuple[float, float]:
         """The model's levels, from its manifest entry (without loading the weights)."""
@@ -89,12 +91,16 @@ class RdcodecCodec:
     def settings_id(self) -> str:
         # The weights and the code that turns them into bytes and back: different
         # models never share a cache entry.
-        from ...models import exact, layers, network, registry
-        from .. import container, entropy, pipeline
+        from ...models import exact, gaussian, layers, network, registry
+        from .. import container, entropy, pipeline, refine
 
         digest = hashlib.sha256(self._entry["sha256"].encode())
-        for module in (pipeline, container, entropy, network, exact, layers, registry):
+        modules = (pipeline, container, entropy, network, exact, gaussian, layers, registry)
+        for module in modules:
             digest.update(Path(module.__file__).read_bytes())
+        if self.effort:
+            digest.update(f"effort {self.effort}".encode())
+            digest.update(Path(refine.__file__).read_bytes())
         return f"{self._entry['sha256'][:12]}-{digest.hexdigest()[:8]}"
 
     def description(self, qualities: Sequence[float]) -> str:
@@ -114,7 +120,7 @@ class RdcodecCodec:
     def encode(self, image: np.ndarray, quality: float) -> bytes:
         from .. import pipeline
 
-        return pipeline.encode(image, quality, self._loaded())
+        return pipeline.encode(image, quality, self._loaded(), effort=self.effort)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import pipeline
@@ -123,8 +129,9 @@ class RdcodecCodec:
 
 
 def is_rdcodec(name: str) -> bool:
-    """Whether a ``--codecs`` name is an rdcodec model (``rdcodec`` or ``rdcodec@MODEL``)."""
-    return name == "rdcodec" or name.startswith("rdcodec@")
+    """Whether a ``--codecs`` name is an rdcodec model (``rdcodec`` or ``rdcodec@MODEL``,
+    either with ``+eN``)."""
+    return name.partition("+")[0] == "rdcodec" or name.startswith("rdcodec@")
 
 
 def file_stem(name: str) -> str:
@@ -139,11 +146,12 @@ def _cache_stem(name: str) -> str:
 
 
 def make_codec(name: str):
-    """The codec object of one ``--codecs`` name (``rdcodec@MODEL``: a shipped model)."""
-    if name == "rdcodec":
-        return RdcodecCodec()
-    if name.startswith("rdcodec@"):
-        return RdcodecCodec(name.partition("@")[2], name=name)
+    """The codec object of one ``--codecs`` name (``rdcodec@MODEL``: a shipped model;
+    ``+eN``: at encode effort N)."""
+    if is_rdcodec(name):
+        base, _, effort = name.partition("+")
+        model = base.partition("@")[2] or None
+        return RdcodecCodec(model, name=name, effort=int(effort[1:]) if effort else 0)
     if name in baselines.CLASSICAL:
         return baselines.CLASSICAL[name]
     raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL")
@@ -151,6 +159,21 @@ def make_codec(name: str):
 
 def _parse_codec(raw: str) -> str:
     """One ``--codecs`` name, checked; ``""`` for an empty item."""
+    raw, plus, effort = raw.strip().partition("+")
+    name = _parse_codec_name(raw)
+    if not plus:
+        return name
+    from ..refine import EFFORTS
+
+    if not is_rdcodec(name):
+        raise CodecError(f"'{raw.strip()}+{effort}': only rdcodec takes +eN (encode effort)")
+    level = effort.strip().lower().removeprefix("e")
+    if not level.isdigit() or int(level) not in EFFORTS:
+        raise CodecError(f"'{raw.strip()}+{effort}': effort must be e0..e{max(EFFORTS)}")
+    return name if int(level) == 0 else f"{name}+e{int(level)}"
+
+
+def _parse_codec_name(raw: str) -> str:
     base, at, model = raw.strip().partition("@")
     name = base.strip().lower().replace("-", "").replace(" ", "")
     name = baselines.ALIASES.get(name, name)

@@ -4,6 +4,7 @@
 >>> data = rdcodec.encode(image, quality=4)      # PIL image or (H, W, 3) uint8 array
 >>> image = rdcodec.decode(data)                 # PIL image
 >>> result = rdcodec.encode_image(image)         # bytes plus measured bpp, PSNR, ...
+>>> rdcodec.register_pillow()                    # Image.open("x.rdc"), im.save("x.rdc")
 
 The codec functions load on first use (PEP 562), so that ``rdcodec --help`` and the
 other commands that do not code images start without importing torch.
@@ -28,6 +29,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     *_PIPELINE,
+    "register_pillow",
 ]
 __version__ = "0.1.0"
 
@@ -37,4 +39,9 @@ def __getattr__(name: str):
         from .codec import pipeline
 
         return getattr(pipeline, name)
+    if name == "register_pillow":
+        # Registering imports Pillow's plugin machinery only: torch comes with a decode.
+        from .codec.pillow_plugin import register_pillow
+
+        return register_pillow
     raise AttributeError(f"module 'rdcodec' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The codec's own commands: encode, decode, models, inspect."""
+"""The codec's own commands: encode, decode, models, info, inspect."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CodecError
+from ..errors import BitstreamError, CodecError, ModelError
 from .common import fmt_db, image_input_options, reports_errors
 
 
@@ -182,6 +182,60 @@ def models(as_json):
             f"(default {e.get('default_quality')}), sha256 {e['sha256'][:16]}..., "
             f"{e.get('parameters', 0) / 1e6:.2f} M parameters, {e.get('description', '')}"
         )
+
+
+@click.command()
+@click.argument("input_path", metavar="FILE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the header as one JSON object.")
+@reports_errors
+def info(input_path, as_json):
+    """Show what the header of bitstream FILE says, without decoding it."""
+    from ..codec import container, image_io
+    from ..models.registry import find_entry
+
+    data = image_io.read_bitstream(input_path)
+    try:
+        header, z_payload, y_payload = container.unpack(data)  # lengths and CRC checked
+    except BitstreamError as exc:
+        raise BitstreamError(f"{input_path}: {exc}") from None
+    try:
+        model = find_entry(wire_id=header.model_id)["name"]
+    except ModelError:
+        model = None  # a file from a model this install lacks still has a header to show
+    pixels = header.width * header.height
+    sizes = {
+        "header": container.OVERHEAD_BYTES,
+        "z": len(z_payload),
+        "y": len(y_payload),
+        "total": len(data),
+    }
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "input": str(input_path),
+                    "width": header.width,
+                    "height": header.height,
+                    "model": model,
+                    "model_id": header.model_id,
+                    "weights_sha256_prefix": header.weights_hash.hex(),
+                    "quality": header.quality,
+                    "grayscale": header.grayscale,
+                    "bytes": sizes,
+                    "bpp": 8 * len(data) / pixels,
+                }
+            )
+        )
+        return
+    name = model if model is not None else "not installed"
+    click.echo(
+        f"{input_path}: {header.width}x{header.height}, model {name} (wire id "
+        f"{header.model_id}, weights {header.weights_hash.hex()}), quality {header.quality:g}"
+        + (", greyscale" if header.grayscale else "")
+    )
+    for part, label in (("header", "header+CRC"), ("z", "z"), ("y", "y")):
+        click.echo(f"  {label:<11}{sizes[part]:>9} bytes  {8 * sizes[part] / pixels:.4f} bpp")
+    click.echo(f"  {'total':<11}{len(data):>9} bytes  {8 * len(data) / pixels:.4f} bpp")
 
 
 @click.command()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from .bench import bench
-from .codec_commands import decode, encode, inspect, models
+from .codec_commands import decode, encode, info, inspect, models
 from .compare import compare
 from .measure import rdplane, speed
 from .training import export, pack_crops, plot_log, probe, release, train, train_speed
 
 SECTIONS = {
-    "Codec": (encode, decode, models, inspect),
+    "Codec": (encode, decode, models, info, inspect),
     "Measure": (bench, compare, rdplane, speed),
     "Training": (train, train_speed, probe, plot_log, export, release, pack_crops),
 }

@@ -115,19 +115,8 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         raise BitstreamError(
             f"truncated bitstream: {len(data)} bytes, a header alone is {OVERHEAD_BYTES}"
         )
-    (
-        _,
-        version,
-        model_id,
-        flags,
-        weights_hash,
-        height,
-        width,
-        quality_milli,
-        index_crc,
-        len_z,
-        len_y,
-    ) = _HEADER.unpack_from(data)
+    fields = _HEADER.unpack_from(data)
+    version, len_z, len_y = fields[1], fields[-2], fields[-1]
     if version != FORMAT_VERSION:
         raise BitstreamError(
             f"unsupported format version {version} (this rdcodec reads version {FORMAT_VERSION})"
@@ -142,8 +131,38 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     (crc,) = struct.unpack_from(">I", data, len(data) - CRC_BYTES)
     if crc != zlib.crc32(data[: len(data) - CRC_BYTES]):
         raise BitstreamError("corrupted bitstream: CRC-32 mismatch")
-    # The CRC matched, so the fields below are what an encoder wrote; still check
-    # them, since a hand-made file can carry a valid CRC.
+    # The CRC matched, so the fields are what an encoder wrote; still check them, since
+    # a hand-made file can carry a valid CRC.
+    header = parse_header(data)
+    z_start = HEADER_BYTES
+    return header, data[z_start : z_start + len_z], data[z_start + len_z : z_start + len_z + len_y]
+
+
+def parse_header(head: bytes) -> Header:
+    """The header of a file's first ``HEADER_BYTES`` bytes, every field checked, without
+    the payloads or the CRC (``unpack`` checks those): what a reader that only wants
+    the size and model needs. Raises ``BitstreamError`` with the reason."""
+    if len(head) < 4 or head[:4] != MAGIC:
+        raise BitstreamError("not an rdcodec bitstream (bad magic number)")
+    if len(head) < HEADER_BYTES:
+        raise BitstreamError(f"truncated bitstream: {len(head)} bytes, a header is {HEADER_BYTES}")
+    (
+        _,
+        version,
+        model_id,
+        flags,
+        weights_hash,
+        height,
+        width,
+        quality_milli,
+        index_crc,
+        len_z,
+        len_y,
+    ) = _HEADER.unpack_from(head)
+    if version != FORMAT_VERSION:
+        raise BitstreamError(
+            f"unsupported format version {version} (this rdcodec reads version {FORMAT_VERSION})"
+        )
     if flags & ~KNOWN_FLAGS:
         raise BitstreamError(f"unsupported bitstream flags {flags:#04x}")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
@@ -154,8 +173,6 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
         )
     if len_z % 4 or len_y % 4:
         raise BitstreamError("corrupted bitstream: payload lengths are not whole 32-bit words")
-    z_start = HEADER_BYTES
-    header = Header(
+    return Header(
         model_id, weights_hash, height, width, quality_milli, index_crc, len_z, len_y, flags
     )
-    return header, data[z_start : z_start + len_z], data[z_start + len_z : z_start + len_z + len_y]

@@ -169,8 +169,6 @@ def _quality_tensor(quality_milli: int) -> torch.Tensor:
 # size, so encoder and decoder cut the same tiles.
 WHOLE_LATENTS = 4_000_000 // 256  # y positions of a 4 MP image
 TILE_LATENTS = 64  # tile side in y positions (1024 px) beyond that
-MARGIN_LATENTS = 2  # overlap on each side in y positions (32 px)
-_Y_STRIDE = 16
 
 
 def _tiles(size: int, whole: bool):
@@ -187,19 +185,20 @@ def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
     of 64) and converted to float on its own, so no float copy of the whole image exists.
     """
     height, width = image.shape[:2]
-    h = -(-height // net.multiple) * net.multiple // _Y_STRIDE
-    w = -(-width // net.multiple) * net.multiple // _Y_STRIDE
+    s = net.stride
+    h = -(-height // net.multiple) * net.multiple // s
+    w = -(-width // net.multiple) * net.multiple // s
     y = torch.empty(1, net.config.M, h, w)
-    m, whole = MARGIN_LATENTS, h * w <= WHOLE_LATENTS
+    m, whole = net.margin, h * w <= WHOLE_LATENTS
     for t0, t1 in _tiles(h, whole):
         for l0, l1 in _tiles(w, whole):
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            rows = np.minimum(np.arange(a0 * _Y_STRIDE, a1 * _Y_STRIDE), height - 1)
-            cols = np.minimum(np.arange(b0 * _Y_STRIDE, b1 * _Y_STRIDE), width - 1)
+            rows = np.minimum(np.arange(a0 * s, a1 * s), height - 1)
+            cols = np.minimum(np.arange(b0 * s, b1 * s), width - 1)
             tile = (
                 torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
             )
-            out = net.g_a(tile)
+            out = net.analysis_transform(tile)
             y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
     return y
 
@@ -208,16 +207,15 @@ def _synthesis_tiled(
     net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int
 ) -> np.ndarray:
     """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
-    _, inv_gain = net.gains(q)
     h, w = y_hat.shape[2:]
     image = np.empty((height, width, 3), dtype=np.uint8)
-    m, s, whole = MARGIN_LATENTS, _Y_STRIDE, h * w <= WHOLE_LATENTS
+    m, s, whole = net.margin, net.stride, h * w <= WHOLE_LATENTS
     for t0, t1 in _tiles(h, whole):
         for l0, l1 in _tiles(w, whole):
             if t0 * s >= height or l0 * s >= width:
                 continue  # the tile lies entirely in the padding
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            out = net.g_s(y_hat[:, :, a0:a1, b0:b1] * inv_gain)
+            out = net.synthesis(y_hat[:, :, a0:a1, b0:b1], q)
             rows = (t0 * s, min(t1 * s, height))
             cols = (l0 * s, min(l1 * s, width))
             crop = out[
@@ -284,14 +282,12 @@ def _refined(
             f"this one has {height * width:,} (use --effort 0)"
         )
     net = model.network
-    h, w = y_ungained.shape[2] * _Y_STRIDE, y_ungained.shape[3] * _Y_STRIDE
+    h, w = y_ungained.shape[2] * net.stride, y_ungained.shape[3] * net.stride
     rows = np.minimum(np.arange(h), height - 1)
     cols = np.minimum(np.arange(w), width - 1)
     x = torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
     with torch.no_grad():
-        gain, _ = net.gains(_quality_tensor(quality_milli))
-        y = y_ungained * gain
-        z = net.h_a(y)
+        y, z = net.hyper_analysis(y_ungained, _quality_tensor(quality_milli))
     with torch.enable_grad():
         return refine.refine(net, x, y, z, quality_milli / 1000, schedule, (height, width))
 
@@ -317,15 +313,11 @@ def _code(
     ``latents``: refined (gained y, z) to code instead of g_a's and h_a's."""
     net = model.network
     if latents is None:
-        gain, _ = net.gains(_quality_tensor(quality_milli))
-        y = y_ungained * gain
-        z = net.h_a(y)
+        y, z = net.hyper_analysis(y_ungained, _quality_tensor(quality_milli))
     else:
         y, z = latents
-
-    medians = net.z_medians()[None, :, None, None]
-    z_sym = _to_symbols(z - medians)
-    z_hat = torch.from_numpy(z_sym).float() + medians
+    z_sym = _to_symbols(net.z_residual(z))
+    z_hat = net.z_hat(z_sym)
     stages = []  # (symbols, table indices) of each slice of y
 
     def code_slice(channels: slice, means: torch.Tensor, indices: np.ndarray) -> np.ndarray:
@@ -458,8 +450,7 @@ def _decode_latents(
 
     z_tables, y_tables = _table_sets(model)
     z_sym = entropy.decode(z_payload, _channel_indices(z_shape), z_tables)
-    medians = net.z_medians()[None, :, None, None]
-    z_hat = torch.from_numpy(z_sym).float() + medians
+    z_hat = net.z_hat(z_sym)
     mismatch = BitstreamError(
         "decoder's entropy parameters differ from the encoder's (different weights or "
         "arithmetic on this machine); refusing to decode a wrong image"

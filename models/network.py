@@ -121,9 +121,13 @@ class Hyperprior(nn.Module):
     """Variable-rate mean-scale hyperprior: the coding interface.
 
     The codec pipeline calls only these methods, in the same order on the encoder and
-    the decoder side: ``analysis`` (g_a, gain, h_a), ``coding_parameters`` (z symbols
-    -> means, scales, table indices), ``synthesis`` (inverse gain, g_s), and the rate
-    estimates; ``multiple`` and ``margins`` tell it how to pad and tile.
+    the decoder side: ``analysis_transform`` (g_a, on tiles) and ``hyper_analysis``
+    (gain, h_a); ``z_residual`` / ``z_hat`` (z to and from its symbols);
+    ``coding_parameters`` (z symbols -> means, scales, table indices) and, slice by
+    slice, ``slice_parameters``; ``synthesis`` (inverse gain, g_s, on tiles); the rate
+    estimates; ``coding_kernels`` and ``index_margins`` (how its table choice is
+    computed and repaired). ``multiple``, ``stride`` and ``margin`` tell it how to pad
+    and tile. Encode-time refinement (``codec/refine.py``) uses the training faces.
     """
 
     # The analysis transform downsamples by 16, the hyper analysis by 4 more.
@@ -225,11 +229,28 @@ class Hyperprior(nn.Module):
         return medians
 
     def analysis(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
-        """x in [0, 1] -> (gained y, z)."""
+        """x in [0, 1] -> (gained y, z) (the training face; coding runs the two halves
+        below, so that g_a can run on tiles)."""
+        return self.hyper_analysis(self.analysis_transform(x), quality)
+
+    def analysis_transform(self, x: Tensor) -> Tensor:
+        """g_a: x in [0, 1] -> y before the quality's gain (quality-independent, and
+        exact on a tile with ``margin`` y positions of context on each side)."""
+        return self.g_a(x)
+
+    def hyper_analysis(self, y_ungained: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """y before the gain -> (gained y, z) at ``quality``."""
         gain, _ = self.gains(quality)
-        y = self.g_a(x) * gain
-        z = self.h_a(y)
-        return y, z
+        y = y_ungained * gain
+        return y, self.h_a(y)
+
+    def z_residual(self, z: Tensor) -> Tensor:
+        """z minus the offsets it is quantised around: what is rounded to z symbols."""
+        return z - self.z_medians()[None, :, None, None]
+
+    def z_hat(self, z_symbols: np.ndarray) -> Tensor:
+        """Decoded hyper-latents from z symbols."""
+        return torch.from_numpy(z_symbols).float() + self.z_medians()[None, :, None, None]
 
     def entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """Means and scales of y given the decoded hyper-latents."""
@@ -250,8 +271,7 @@ class Hyperprior(nn.Module):
                 self.h_s, self.z_medians(), scale_table()
             )
             return exact(z_symbols)
-        z_hat = torch.from_numpy(z_symbols).float() + self.z_medians()[None, :, None, None]
-        means, scales = self.entropy_parameters(z_hat)
+        means, scales = self.entropy_parameters(self.z_hat(z_symbols))
         return means, scales, scale_indices(scales)
 
     def slice_channels(self) -> list[slice]:

@@ -104,7 +104,7 @@ def forge_index_crc(data: bytes, model) -> bytes:
         z_sym = entropy.decode(
             z, pipeline._channel_indices(shape), entropy.TableSet.from_arrays(model.z_tables)
         )
-        z_hat = torch.from_numpy(z_sym).float() + net.z_medians()[None, :, None, None]
+        z_hat = net.z_hat(z_sym)
         _, scales = net.entropy_parameters(z_hat)
     except Exception:  # noqa: BLE001 - the decode proper meets the same and is judged
         return data
@@ -119,7 +119,7 @@ def y_indices(header, z: bytes, model) -> tuple[tuple[int, ...], np.ndarray]:
     z_sym = entropy.decode(
         z, pipeline._channel_indices(shape), entropy.TableSet.from_arrays(model.z_tables)
     )
-    z_hat = torch.from_numpy(z_sym).float() + net.z_medians()[None, :, None, None]
+    z_hat = net.z_hat(z_sym)
     _, scales = net.entropy_parameters(z_hat)
     return shape, gaussian.scale_indices(scales)
 

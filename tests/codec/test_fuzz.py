@@ -119,7 +119,7 @@ def decoder_y_indices(data: bytes, model) -> np.ndarray | None:
     except Exception:  # noqa: BLE001 - decode_array will meet the same and be judged
         return None
     net = model.network
-    z_hat = torch.from_numpy(z_sym).float() + net.z_medians()[None, :, None, None]
+    z_hat = net.z_hat(z_sym)
     _, scales = net.entropy_parameters(z_hat)
     return gaussian.scale_indices(scales)
 

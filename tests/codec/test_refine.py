@@ -85,11 +85,10 @@ def test_refinement_codes_every_kind_of_model(which, request, coffee):
 
 
 def test_target_bpp_lands_at_or_under_the_target_at_effort(coffee):
-    model = load_model()
-    for target in (0.3, 0.6):
-        quality, data = pipeline.encode_at_bpp(coffee, target, model, effort=1)
-        assert bpp(len(data), coffee.shape[0] * coffee.shape[1]) <= target
-        assert pipeline.read_header(data).quality_milli == int(round(quality * 1000))
+    model, crop = load_model(), coffee[:96, :128]
+    quality, data = pipeline.encode_at_bpp(crop, 0.5, model, effort=1)
+    assert bpp(len(data), crop.shape[0] * crop.shape[1]) <= 0.5
+    assert pipeline.read_header(data).quality_milli == int(round(quality * 1000))
 
 
 def test_unknown_effort_and_oversized_image_are_one_line_errors(coffee, monkeypatch):

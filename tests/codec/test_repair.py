@@ -165,8 +165,8 @@ def _altered_index_crc(data: bytes) -> bytes:
 def _flipped_z_bits(data: bytes):
     """Files with one z bit flipped (and the file CRC recomputed), across the stream."""
     header, z, y = container.unpack(data)
-    for byte in range(0, len(z), 7):
-        for bit in (0, 3, 6):
+    for byte in range(0, len(z), 11):
+        for bit in (0, 5):
             flipped = bytearray(z)
             flipped[byte] ^= 1 << bit
             yield container.pack(header, bytes(flipped), y)

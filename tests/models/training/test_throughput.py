@@ -21,6 +21,7 @@ def test_unknown_mode_is_refused_before_starting_a_process():
         throughput.measure(8, 12, 64, 2, 1, "fast")
 
 
+@pytest.mark.slow  # about 15 s on a free machine, and it checks only the rows' shape
 def test_cli_prints_one_row_per_combination():
     args = ["train-speed", "--arch", "8,12", "--crop", "64", "--crop", "128", "--steps", "1"]
     args += ["--arch", "8,12,3"]  # and the exact model with a 3-slice channel context

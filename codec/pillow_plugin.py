@@ -1,0 +1,217 @@
+"""The .rdc format as a Pillow image plugin: ``Image.open``, ``im.save(..., format="RDC")``.
+
+>>> import rdcodec
+>>> rdcodec.register_pillow()                  # or: import rdcodec.codec.pillow_register
+>>> im = Image.open("photo.rdc")               # reads the 37-byte header only
+>>> im.size, im.mode, im.info["model"]         # no decoding yet
+>>> im.load()                                  # decodes (imports torch, loads the model)
+>>> im.save("small.rdc", quality=3)            # options: quality | target_bpp, model, effort
+
+Opening reads the header alone, and this module imports neither torch nor the
+pipeline: size and mode of a folder of files come without loading a model. The
+first ``load()`` (or anything needing pixels) decodes the whole file.
+
+Errors follow Pillow's conventions: a file that is not .rdc, or whose header is
+damaged, is not identified (``UnidentifiedImageError``); a file that cannot be
+decoded raises ``OSError`` on ``load()`` and ``SyntaxError`` on ``verify()``; bad
+save options raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from importlib import resources
+from typing import IO
+
+from PIL import Image, ImageFile
+
+from ..errors import CodecError, ImageError, ModelError
+from . import container
+
+FORMAT = "RDC"
+EXTENSION = ".rdc"
+MIME_TYPE = "image/x-rdc"
+
+# Modes whose pixels can be see-through (P and RGB/L also, with info["transparency"]).
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[:4] == container.MAGIC
+
+
+def _parse_header(head: bytes) -> container.Header:
+    """The header fields of a file's first bytes, checked as far as they can be without
+    the payloads (``container.unpack`` checks the rest, and the CRC, on load)."""
+    try:
+        return container.parse_header(head)
+    except CodecError as exc:
+        raise SyntaxError(f"not a readable RDC file: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _model_names() -> dict[int, str]:
+    # The manifest read directly: models.registry imports torch, which opening a file
+    # must not need.
+    text = resources.files("rdcodec.weights").joinpath("manifest.json").read_text()
+    return {entry["wire_id"]: entry["name"] for entry in json.loads(text)["models"]}
+
+
+def model_name(wire_id: int) -> str | None:
+    """The shipped model with this wire id, None where none is installed."""
+    return _model_names().get(wire_id)
+
+
+class RdcImageFile(ImageFile.ImageFile):
+    """An .rdc file opened by Pillow: header on open, pixels on the first ``load()``.
+
+    ``info`` holds ``model`` (the model's name, None where it is not installed),
+    ``model_id`` (its wire id) and ``quality``; ``header`` is the parsed
+    ``container.Header`` (payload lengths as declared, unchecked until ``load()``).
+    """
+
+    format = FORMAT
+    format_description = "rdcodec learned image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        self._start = self.fp.tell()
+        header = _parse_header(self.fp.read(container.HEADER_BYTES))
+        self.header = header
+        self._size = (header.width, header.height)
+        self._mode = "L" if header.grayscale else "RGB"
+        self.info["model"] = model_name(header.model_id)
+        self.info["model_id"] = header.model_id
+        self.info["quality"] = header.quality
+
+    def _read_file(self) -> bytes:
+        if self.fp is None:
+            raise ValueError("the RDC file is closed (load() before closing it)")
+        self.fp.seek(self._start)
+        return self.fp.read()
+
+    def verify(self) -> None:
+        """Check lengths and the CRC-32 without decoding (and close the file, as Pillow's
+        ``verify`` does); ``SyntaxError`` for a broken file."""
+        try:
+            container.unpack(self._read_file())
+        except CodecError as exc:
+            raise SyntaxError(f"broken RDC file: {exc}") from None
+        super().verify()
+
+    def load(self):
+        if self._im is None:
+            data = self._read_file()
+            self.im = _decode(data).im
+            self.readonly = 0
+            if self._exclusive_fp and self._close_exclusive_fp_after_loading:
+                self.fp.close()
+            self.fp = None
+        return Image.Image.load(self)
+
+
+def _decode(data: bytes) -> Image.Image:
+    from . import pipeline  # torch and the model come with the first decode
+
+    try:
+        # Pillow has checked the declared size against Image.MAX_IMAGE_PIXELS on open.
+        return pipeline.decode(data, max_pixels=container.MAX_PIXELS)
+    except CodecError as exc:
+        raise OSError(f"cannot decode RDC file: {exc}") from None
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """Encode ``im`` into ``fp``; options from ``im.encoderinfo``: ``quality`` or
+    ``target_bpp``, ``model`` (a shipped model's name), ``effort`` and ``drop_alpha``."""
+    options = im.encoderinfo
+    quality = options.get("quality")
+    target_bpp = options.get("target_bpp")
+    effort = options.get("effort", 0)
+    if quality is not None and target_bpp is not None:
+        raise ValueError("give quality or target_bpp, not both")
+    if quality is not None and not _is_number(quality):
+        raise ValueError(f"quality must be a number, got {quality!r}")
+    if target_bpp is not None and not (_is_number(target_bpp) and target_bpp > 0):
+        raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
+    if isinstance(effort, bool) or not isinstance(effort, int):
+        raise ValueError(f"effort must be an integer, got {effort!r}")
+    _check_transparency(im, bool(options.get("drop_alpha", False)))
+
+    from . import pipeline, refine
+
+    refine.effort_schedule(effort)  # ValueError for an unknown effort
+    model = _model_option(options.get("model"))
+    if quality is not None:
+        lo, hi = pipeline.quality_range(model)
+        if not lo <= quality <= hi:
+            raise ValueError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
+    grayscale = im.mode in pipeline.GRAYSCALE_MODES
+    try:
+        if target_bpp is None:
+            data = pipeline.encode(im, quality, model, grayscale, effort)
+        else:
+            # encode_image is the public entry that takes both a target and the
+            # greyscale flag; its measurements are not needed here.
+            data = pipeline.encode_image(
+                im, None, model, False, grayscale, effort, target_bpp=target_bpp
+            ).data
+    except ImageError as exc:
+        raise OSError(f"cannot write mode {im.mode} as RDC: {exc}") from None
+    except ModelError as exc:
+        raise OSError(str(exc)) from None
+    except CodecError as exc:  # a target below the lowest quality, an effort too big...
+        raise ValueError(str(exc)) from None
+    fp.write(data)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _model_option(model):
+    """The ``model`` save option: None (the default model), a shipped model's name, or
+    an already loaded ``CodecModel``."""
+    from ..models.registry import CodecModel, find_entry, load_model
+
+    if isinstance(model, CodecModel):
+        return model
+    if model is not None and not isinstance(model, str):
+        raise ValueError(f"model must be a shipped model's name, got {model!r}")
+    if model is not None:
+        try:
+            find_entry(name=model)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+    try:
+        return load_model(model)
+    except ModelError as exc:
+        raise OSError(str(exc)) from None
+
+
+def _check_transparency(im: Image.Image, drop_alpha: bool) -> None:
+    """Refuse see-through pixels unless ``drop_alpha`` (the pipeline then composites
+    them onto white); an alpha that is opaque everywhere loses nothing and passes."""
+    if im.mode not in _ALPHA_MODES and "transparency" not in im.info:
+        return
+    lowest, _ = im.convert("RGBA").getchannel("A").getextrema()
+    if lowest < 255 and not drop_alpha:
+        raise ValueError(
+            "RDC does not support transparency yet: the image has see-through pixels "
+            "(save with drop_alpha=True to composite them onto white)"
+        )
+
+
+def register_pillow() -> None:
+    """Make Pillow open and save .rdc files (``Image.open``, ``im.save("x.rdc")``).
+
+    Safe to call more than once; imports neither torch nor a model.
+    """
+    Image.register_open(FORMAT, RdcImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, EXTENSION)
+    Image.register_mime(FORMAT, MIME_TYPE)
+
+
+__all__ = ["RdcImageFile", "model_name", "register_pillow"]

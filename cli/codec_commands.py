@@ -12,6 +12,65 @@ from ..errors import BitstreamError, CodecError, ModelError
 from .common import fmt_db, image_input_options, reports_errors
 
 
+def batch_options(command):
+    """The options of a folder run (IN and OUT are folders)."""
+    for option in reversed(
+        (
+            click.option(
+                "-j",
+                "--jobs",
+                type=int,
+                default=None,
+                help="Folders: worker processes, each loading the model once (default: "
+                "the machine's cores over --threads).",
+            ),
+            click.option(
+                "--threads",
+                type=int,
+                default=1,
+                show_default=True,
+                help="Folders: torch threads per worker.",
+            ),
+            click.option("--quiet", is_flag=True, help="Folders: no progress bar."),
+            click.option(
+                "--report",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Folders: one row per file (bytes, bpp, PSNR, quality, seconds), "
+                "as .csv or .json.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _run_folder(input_path, output_path, settings, jobs, quiet, report) -> None:
+    """A folder run: progress, summary, report, and exit status 1 if a file failed."""
+    import sys
+
+    from ..codec import batch
+
+    def progress(rows, total):
+        from tqdm import tqdm
+
+        disable = quiet or not sys.stderr.isatty()
+        return tqdm(rows, total=total, unit="image", disable=disable, desc=settings.mode)
+
+    workers = jobs if jobs is not None else batch.default_jobs(settings.threads)
+    if workers < 1 or settings.threads < 1:
+        raise CodecError("--jobs and --threads must be at least 1")
+    summary = batch.run_batch(
+        input_path, output_path, settings, batch.local_engine(workers), progress
+    )
+    if report is not None:
+        batch.write_report(report, summary)
+    for line in summary.lines():
+        click.echo(line, err=line.startswith("failed:"))
+    if summary.failed:
+        raise CodecError(f"{summary.failed} of {len(summary.rows)} files failed")
+
+
 @click.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
@@ -42,6 +101,7 @@ from .common import fmt_db, image_input_options, reports_errors
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--no-jpeg", is_flag=True, help="Skip the JPEG-at-the-same-bpp comparison.")
 @image_input_options
+@batch_options
 @reports_errors
 def encode(
     input_path,
@@ -55,13 +115,37 @@ def encode(
     no_jpeg,
     max_pixels,
     drop_alpha,
+    jobs,
+    threads,
+    quiet,
+    report,
 ):
-    """Encode image IN into bitstream OUT and report what was measured."""
+    """Encode image IN into bitstream OUT and report what was measured; or every image
+    under folder IN into the same tree of .rdc files under folder OUT."""
     from ..codec import image_io, pipeline
     from ..models.registry import load_model
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
+    if input_path.is_dir():
+        from ..codec.batch import Settings
+
+        if as_json:
+            raise CodecError("--json is for one file; for a folder use --report FILE.json")
+        load_model(model_name)  # an unknown model fails before any work
+        settings = Settings(
+            "encode",
+            quality,
+            target_bpp,
+            model_name,
+            effort,
+            threads,
+            max_pixels,
+            drop_alpha,
+            force,
+        )
+        _run_folder(input_path, output_path, settings, jobs, quiet, report)
+        return
     image_io.check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
         raise CodecError("OUT is the same file as IN; refusing to overwrite the input")
@@ -132,10 +216,21 @@ def encode(
     default=None,
     help="Refuse files declaring larger images (default 100 MP).",
 )
+@batch_options
 @reports_errors
-def decode(input_path, output_path, force, as_json, max_pixels):
-    """Decode bitstream IN into image OUT (format from its extension, e.g. .png)."""
+def decode(input_path, output_path, force, as_json, max_pixels, jobs, threads, quiet, report):
+    """Decode bitstream IN into image OUT (format from its extension, e.g. .png); or every
+    .rdc file under folder IN into the same tree of PNGs under folder OUT."""
     from ..codec import image_io, pipeline
+
+    if input_path.is_dir():
+        from ..codec.batch import Settings
+
+        if as_json:
+            raise CodecError("--json is for one file; for a folder use --report FILE.json")
+        settings = Settings("decode", threads=threads, max_pixels=max_pixels, force=force)
+        _run_folder(input_path, output_path, settings, jobs, quiet, report)
+        return
 
     image_io.check_output(output_path, force)
     data = image_io.read_bitstream(input_path)

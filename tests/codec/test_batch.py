@@ -1,0 +1,114 @@
+"""Folders: rdcodec encode DIR OUTDIR / decode DIR OUTDIR."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rdcodec.cli.main import main
+from rdcodec.codec import batch, pipeline
+
+IMAGES = Path(__file__).parents[1] / "images"
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """Three good photos (one in a subfolder), a corrupt PNG, a truncated PNG, a 0-byte
+    JPEG and a text file."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for name in ("coffee.png", "astronaut.png"):
+        with Image.open(IMAGES / name) as im:
+            im.convert("RGB").crop((0, 0, 96, 64)).save(src / name)
+    shutil.copy(src / "coffee.png", src / "sub" / "again.png")
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (src / "cut.png").write_bytes((src / "coffee.png").read_bytes()[:300])
+    (src / "sub" / "empty.jpg").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def _encode(src: Path, out: Path, *extra: str):
+    return CliRunner().invoke(main, ["encode", str(src), str(out), "-j", "1", *extra])
+
+
+def test_folder_encode_mirrors_the_tree_and_reports_each_bad_file(photo_folder, tmp_path):
+    out, report = tmp_path / "out", tmp_path / "report.csv"
+    result = _encode(photo_folder, out, "--report", str(report))
+    assert result.exit_code != 0  # three files failed
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.rdc")) == [
+        "astronaut.rdc",
+        "coffee.rdc",
+        "sub/again.rdc",
+    ]
+    for name in ("bad.png", "cut.png", "sub/empty.jpg"):
+        assert f"failed: {name}" in result.stderr
+    assert "done 3, skipped 0" in result.output and "failed 3, not images 1" in result.output
+    assert not list(out.rglob(".*"))  # no temporary file left
+    rows = {r["file"]: r for r in csv.DictReader(report.open())}
+    assert rows["coffee.png"]["status"] == "done" and rows["bad.png"]["status"] == "failed"
+    # Each output is the file a single encode writes, and decodes to the reported PSNR.
+    data = (out / "coffee.rdc").read_bytes()
+    pixels = np.array(Image.open(photo_folder / "coffee.png").convert("RGB"))
+    assert data == pipeline.encode(pixels, 5.0)
+    assert int(rows["coffee.png"]["bytes_out"]) == len(data)
+
+
+def test_a_second_run_skips_what_is_done_and_clears_stale_temporaries(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    _encode(photo_folder, out)
+    done = out / "coffee.rdc"
+    before = done.stat().st_mtime_ns
+    (out / "sub" / "again.rdc").unlink()  # as if the batch was killed before it
+    (out / ".astronaut.rdc.abc123.part").write_bytes(b"half")  # killed mid-write
+    result = _encode(photo_folder, out)
+    assert "done 1, skipped 2" in result.output
+    assert done.stat().st_mtime_ns == before  # not done twice
+    assert (out / "sub" / "again.rdc").exists()
+    assert not list(out.rglob("*.part"))
+    forced = _encode(photo_folder, out, "--force")
+    assert "done 3, skipped 0" in forced.output
+
+
+def test_two_workers_write_the_same_files_as_one(photo_folder, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _encode(photo_folder, one)
+    CliRunner().invoke(main, ["encode", str(photo_folder), str(two), "-j", "2", "--quiet"])
+    for path in one.rglob("*.rdc"):
+        assert path.read_bytes() == (two / path.relative_to(one)).read_bytes()
+
+
+def test_folder_decode_and_json_report(photo_folder, tmp_path):
+    out, back, report = tmp_path / "out", tmp_path / "back", tmp_path / "r.json"
+    _encode(photo_folder, out)
+    result = CliRunner().invoke(
+        main, ["decode", str(out), str(back), "-j", "1", "--report", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*.png")) == [
+        "astronaut.png",
+        "coffee.png",
+        "sub/again.png",
+    ]
+    rows = json.loads(report.read_text())
+    assert {r["status"] for r in rows} == {"done"} and len(rows) == 3
+
+
+def test_folder_options_are_checked_before_any_work(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    bad_model = _encode(photo_folder, out, "--model", "no-such-model")
+    assert bad_model.exit_code != 0 and not out.exists()
+    as_json = _encode(photo_folder, out, "--json")
+    assert as_json.exit_code != 0 and "--report" in as_json.stderr
+
+
+def test_default_jobs_fill_the_machine():
+    assert batch.default_jobs(1) >= 1
+    assert batch.default_jobs(1000) == 1

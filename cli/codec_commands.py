@@ -100,6 +100,9 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--no-jpeg", is_flag=True, help="Skip the JPEG-at-the-same-bpp comparison.")
+@click.option(
+    "--strip", is_flag=True, help="Store no metadata (ICC profile, EXIF, XMP); alpha stays."
+)
 @image_input_options
 @batch_options
 @reports_errors
@@ -113,6 +116,7 @@ def encode(
     as_json,
     force,
     no_jpeg,
+    strip,
     max_pixels,
     drop_alpha,
     jobs,
@@ -143,13 +147,16 @@ def encode(
             max_pixels,
             drop_alpha,
             force,
+            strip,
         )
         _run_folder(input_path, output_path, settings, jobs, quiet, report)
         return
     image_io.check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
         raise CodecError("OUT is the same file as IN; refusing to overwrite the input")
-    loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
+    loaded = image_io.read_image(
+        input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha, keep_alpha=True
+    )
     model = load_model(model_name)
     result = pipeline.encode_image(
         loaded.pixels,
@@ -157,6 +164,8 @@ def encode(
         model,
         not no_jpeg,
         loaded.grayscale,
+        extras=pipeline.Extras(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha),
+        strip=strip,
         effort=effort,
         target_bpp=target_bpp,
     )
@@ -184,7 +193,10 @@ def encode(
         line += f", MS-SSIM {result.ms_ssim:.4f}"
     click.echo(line)
     click.echo(
-        f"  rate      header {r.header_bits} b + z {r.z_bits} b + y {r.y_bits} b = {r.file_bits} b"
+        f"  rate      header {r.header_bits} b + "
+        + (f"metadata {r.metadata_bits} b + " if r.metadata_bits else "")
+        + (f"alpha {r.alpha_bits} b + " if r.alpha_bits else "")
+        + f"z {r.z_bits} b + y {r.y_bits} b = {r.file_bits} b"
     )
     click.echo(
         f"  estimate  -log2 p = {r.estimate_bits:.0f} b "
@@ -298,11 +310,20 @@ def info(input_path, as_json):
     except ModelError:
         model = None  # a file from a model this install lacks still has a header to show
     pixels = header.width * header.height
+    alpha = len(header.chunk(b"ALPH") or b"")
     sizes = {
         "header": container.OVERHEAD_BYTES,
+        "metadata": header.chunk_bytes - alpha,
+        "alpha": alpha,
         "z": len(z_payload),
         "y": len(y_payload),
         "total": len(data),
+    }
+    present = {
+        "icc_profile": header.chunk(b"ICCP") is not None,
+        "exif": header.chunk(b"EXIF") is not None,
+        "xmp": header.chunk(b"XMP_") is not None,
+        "alpha": alpha > 0,
     }
     if as_json:
         click.echo(
@@ -316,6 +337,7 @@ def info(input_path, as_json):
                     "weights_sha256_prefix": header.weights_hash.hex(),
                     "quality": header.quality,
                     "grayscale": header.grayscale,
+                    "metadata": present,
                     "bytes": sizes,
                     "bpp": 8 * len(data) / pixels,
                 }
@@ -328,7 +350,12 @@ def info(input_path, as_json):
         f"{header.model_id}, weights {header.weights_hash.hex()}), quality {header.quality:g}"
         + (", greyscale" if header.grayscale else "")
     )
-    for part, label in (("header", "header+CRC"), ("z", "z"), ("y", "y")):
+    kept = [k.replace("_", " ") for k, v in present.items() if v]
+    click.echo(f"  carries    {', '.join(kept) if kept else 'no metadata, no alpha'}")
+    parts = [("header", "header+CRC"), ("metadata", "metadata"), ("alpha", "alpha")]
+    for part, label in [*parts, ("z", "z"), ("y", "y")]:
+        if part in ("metadata", "alpha") and not sizes[part]:
+            continue
         click.echo(f"  {label:<11}{sizes[part]:>9} bytes  {8 * sizes[part] / pixels:.4f} bpp")
     click.echo(f"  {'total':<11}{len(data):>9} bytes  {8 * len(data) / pixels:.4f} bpp")
 

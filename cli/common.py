@@ -23,25 +23,35 @@ def reports_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        caught: list = []
         try:
-            with warnings.catch_warnings(record=True) as notices:
+            with warnings.catch_warnings(record=True) as recorded:
                 warnings.simplefilter("always", CodecNotice)
                 try:
                     return command(*args, **kwargs)
                 finally:
-                    for notice in notices:
-                        if issubclass(notice.category, CodecNotice):
-                            click.echo(f"rdcodec: notice: {notice.message}", err=True)
-                        else:
-                            warnings.showwarning(
-                                notice.message, notice.category, notice.filename, notice.lineno
-                            )
+                    caught = list(recorded)
         except CodecError as exc:
+            _report(caught)
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
+            _report(caught)
             _fail("interrupted", 130)
+        finally:
+            _report(caught)
 
     return wrapper
+
+
+def _report(caught: list) -> None:
+    """Print what was recorded while a command ran, once, after the recording ended
+    (re-emitting inside it would record the warning again, for ever)."""
+    while caught:
+        notice = caught.pop(0)
+        if issubclass(notice.category, CodecNotice):
+            click.echo(f"rdcodec: notice: {notice.message}", err=True)
+        else:
+            warnings.showwarning(notice.message, notice.category, notice.filename, notice.lineno)
 
 
 def fmt_db(value: float) -> str:
@@ -68,7 +78,8 @@ def image_input_options(command):
             click.option(
                 "--drop-alpha",
                 is_flag=True,
-                help="Composite a transparent image onto white instead of refusing it.",
+                help="Composite transparency onto white (encode codes it by default; "
+                "compare refuses it).",
             ),
         )
     ):

@@ -52,6 +52,7 @@ class Settings:
     max_pixels: int | None = None
     drop_alpha: bool = False
     force: bool = False
+    strip: bool = False  # store no metadata
 
 
 @dataclass(frozen=True)
@@ -181,16 +182,19 @@ def _encode(job: Job, settings: Settings) -> Row:
     from .metrics import psnr
 
     max_pixels = settings.max_pixels or image_io.DEFAULT_MAX_PIXELS
-    loaded = image_io.read_image(job.source, max_pixels, settings.drop_alpha)
+    loaded = image_io.read_image(job.source, max_pixels, settings.drop_alpha, keep_alpha=True)
     model = _WORKER["model"]
+    extras = pipeline.Extras(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha)
+    if settings.strip:
+        extras = extras.stripped()
     if settings.target_bpp is not None:
         quality, data = pipeline.encode_at_bpp(
-            loaded.pixels, settings.target_bpp, model, settings.effort
+            loaded.pixels, settings.target_bpp, model, settings.effort, loaded.grayscale, extras
         )
     else:
         quality = model.default_quality if settings.quality is None else settings.quality
         data = pipeline.encode(
-            loaded.pixels, quality, model, loaded.grayscale, effort=settings.effort
+            loaded.pixels, quality, model, loaded.grayscale, settings.effort, extras
         )
     decoded = pipeline.decode_array(data, model)
     image_io.write_bytes(job.output, data, force=True)

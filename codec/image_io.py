@@ -9,6 +9,7 @@ samples, images above a pixel limit) with one clear line, and converts what it c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import stat
 import struct
@@ -32,7 +33,6 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 NOTICE_16_BIT = "16-bit image converted to 8 bits"
 NOTICE_CMYK = "CMYK image converted to RGB (plain formula, not colour-managed)"
-NOTICE_ICC = "ICC colour profile not stored in the bitstream; colours are treated as sRGB"
 
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -61,7 +61,10 @@ class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8 RGB, EXIF orientation applied
     grayscale: bool  # the source had one channel: decode back to one
     notices: tuple[str, ...] = ()  # conversions a user should hear about
-    icc_profile: bytes | None = None  # the source's profile (not coded; see notices)
+    icc_profile: bytes | None = None  # the source's ICC profile
+    exif: bytes | None = None  # its EXIF block, orientation set to 1 (pixels are upright)
+    xmp: bytes | None = None  # its XMP packet
+    alpha: np.ndarray | None = None  # (H, W) uint8, with keep_alpha and see-through pixels
 
     @property
     def height(self) -> int:
@@ -95,14 +98,18 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_image(
-    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, drop_alpha: bool = False
+    path: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    drop_alpha: bool = False,
+    keep_alpha: bool = False,
 ) -> LoadedImage:
     """Read an image file for coding, or raise ``ImageError`` with the reason.
 
     The size is checked against ``max_pixels`` from the file's header, before any
-    pixel is decoded. Transparency is refused unless ``drop_alpha``, which
-    composites it onto white; an alpha channel that is opaque everywhere is dropped
-    silently, since nothing is lost.
+    pixel is decoded. Transparency is kept as an alpha plane with ``keep_alpha``,
+    composited onto white with ``drop_alpha``, and refused otherwise; an alpha channel
+    that is opaque everywhere is dropped silently, since nothing is lost. The ICC
+    profile, EXIF (orientation set to 1) and XMP come along for the file's chunks.
     """
     path = Path(path)
     with open_input(path, ImageError, "an image") as fp:
@@ -111,8 +118,16 @@ def read_image(
             raise ImageError(f"{path}: not a regular file")
         if info.st_size == 0:
             raise ImageError(f"{path}: empty file (0 bytes)")
-        with _pillow_limits_ours():
-            return _read(fp, path, max_pixels, drop_alpha)
+        with _pillow_limits_ours(), warnings.catch_warnings(record=True) as problems:
+            warnings.simplefilter("always")  # Pillow warns about corrupt EXIF, among others
+            loaded = _read(fp, path, max_pixels, drop_alpha, keep_alpha)
+    for problem in problems:
+        if "EXIF" in str(problem.message) and loaded.exif is None:
+            notices = (*loaded.notices, "malformed EXIF dropped")
+            return dataclasses.replace(loaded, notices=notices)
+    for problem in problems:  # anything else is not ours to judge: pass it on
+        warnings.warn_explicit(problem.message, problem.category, problem.filename, problem.lineno)
+    return loaded
 
 
 def open_input(path: Path, error: type[CodecError], kind: str) -> BinaryIO:
@@ -150,7 +165,7 @@ def _pillow_limits_ours() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def _read(fp, path: Path, max_pixels: int, drop_alpha: bool) -> LoadedImage:
+def _read(fp, path: Path, max_pixels: int, drop_alpha: bool, keep_alpha: bool) -> LoadedImage:
     try:
         im = Image.open(fp)
     except UnidentifiedImageError:
@@ -177,6 +192,8 @@ def _read(fp, path: Path, max_pixels: int, drop_alpha: bool) -> LoadedImage:
             im.load()  # a full decode here, so that truncation is an error, not grey pixels
             icc_profile = im.info.get("icc_profile") or None
             orientation = _orientation(im)  # after load(): PNG keeps EXIF after the pixels
+            exif, xmp, meta_notices = metadata_of(im, upright=True)
+            notices.extend(meta_notices)
             if orientation > 1:
                 im = ImageOps.exif_transpose(im)
         except MemoryError:
@@ -191,11 +208,59 @@ def _read(fp, path: Path, max_pixels: int, drop_alpha: bool) -> LoadedImage:
             notices.append(
                 f"EXIF orientation {orientation} applied (rotated to display orientation)"
             )
-        pixels, grayscale, converted = _convert(im, rawmode, drop_alpha, str(path))
+        pixels, grayscale, converted, alpha = _convert(
+            im, rawmode, drop_alpha, str(path), keep_alpha
+        )
     notices.extend(converted)
-    if icc_profile is not None:
-        notices.append(NOTICE_ICC)
-    return LoadedImage(pixels, grayscale, tuple(notices), icc_profile)
+    if icc_profile is not None and len(icc_profile) > MAX_METADATA_BYTES:
+        notices.append(f"ICC profile of {len(icc_profile):,} bytes dropped (over the limit)")
+        icc_profile = None
+    return LoadedImage(pixels, grayscale, tuple(notices), icc_profile, exif, xmp, alpha)
+
+
+# Each of ICC, EXIF and XMP is kept up to this size; a larger one is dropped with a
+# notice (real profiles and EXIF blocks are kilobytes; 4 MiB is generous).
+MAX_METADATA_BYTES = 4 << 20
+
+
+def metadata_of(
+    im: Image.Image, upright: bool = False
+) -> tuple[bytes | None, bytes | None, list[str]]:
+    """The EXIF block and the XMP packet of an opened image, and notices for what had
+    to be dropped. ``upright``: the pixels will be stored rotated to display
+    orientation, so the stored EXIF says orientation 1 (no viewer rotates twice)."""
+    notices = []
+    exif = None
+    if im.info.get("exif") or _has_exif(im):
+        try:
+            tags = im.getexif()  # Pillow's cached object: changed only for the bytes
+            original = tags.get(_ORIENTATION_TAG)
+            if upright and original is not None:
+                tags[_ORIENTATION_TAG] = 1
+            try:
+                exif = tags.tobytes() if len(tags) or tags.get_ifd(0x8769) else None
+            finally:
+                if original is not None:
+                    tags[_ORIENTATION_TAG] = original
+        except Exception as exc:  # malformed EXIF of any kind: the pixels still code
+            notices.append(f"malformed EXIF dropped ({type(exc).__name__})")
+            exif = None
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    for name, value in (("EXIF", exif), ("XMP", xmp)):
+        if value is not None and len(value) > MAX_METADATA_BYTES:
+            notices.append(f"{name} of {len(value):,} bytes dropped (over the limit)")
+    exif = exif if exif is None or len(exif) <= MAX_METADATA_BYTES else None
+    xmp = xmp if xmp is None or len(xmp) <= MAX_METADATA_BYTES else None
+    return exif or None, xmp or None, notices
+
+
+def _has_exif(im: Image.Image) -> bool:
+    try:
+        return bool(im.getexif())
+    except Exception:
+        return False
 
 
 def _rawmode(im: Image.Image) -> str:
@@ -220,9 +285,10 @@ def _orientation(im: Image.Image) -> int:
 
 
 def _convert(
-    im: Image.Image, rawmode: str, drop_alpha: bool, name: str
-) -> tuple[np.ndarray, bool, list[str]]:
-    """(H, W, 3) uint8 RGB, whether the source was greyscale, and notices."""
+    im: Image.Image, rawmode: str, drop_alpha: bool, name: str, keep_alpha: bool = False
+) -> tuple[np.ndarray, bool, list[str], np.ndarray | None]:
+    """(H, W, 3) uint8 RGB, whether the source was greyscale, notices, and the alpha
+    plane where ``keep_alpha`` and some pixel is see-through."""
     notices = []
     mode = im.mode
     grayscale = mode in _GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
@@ -247,11 +313,13 @@ def _convert(
     except ValueError:
         raise ImageError(f"{name}: pixel mode {mode} is not supported") from None
     if not has_alpha:
-        return rgba.copy(), grayscale, notices
+        return rgba.copy(), grayscale, notices, None
     rgb, alpha = rgba[..., :3], rgba[..., 3:]
     see_through = int(np.count_nonzero(alpha < 255))
     if see_through == 0:
-        return rgb.copy(), grayscale, notices  # opaque everywhere: nothing is lost
+        return rgb.copy(), grayscale, notices, None  # opaque everywhere: nothing is lost
+    if keep_alpha and not drop_alpha:
+        return rgb.copy(), grayscale, notices, alpha[..., 0].copy()
     if not drop_alpha:
         raise ImageError(
             f"{name}: the image has an alpha channel; rdcodec does not code transparency "
@@ -260,7 +328,7 @@ def _convert(
     notices.append(
         f"alpha channel composited onto white ({see_through} of {alpha.size} pixels not opaque)"
     )
-    return _onto_white(rgb, alpha), grayscale, notices
+    return _onto_white(rgb, alpha), grayscale, notices, None
 
 
 def _onto_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -272,6 +340,13 @@ def _onto_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow image as (H, W, 3) uint8 RGB; transparency composited onto white."""
     return _convert(im, _rawmode(im), drop_alpha=True, name="image")[0]
+
+
+def split_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow image as (H, W, 3) uint8 RGB and its alpha plane (None where every
+    pixel is opaque)."""
+    pixels, _, _, alpha = _convert(im, _rawmode(im), False, "image", keep_alpha=True)
+    return pixels, alpha
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:
@@ -342,16 +417,28 @@ def write_bytes(path: str | os.PathLike, data: bytes, force: bool = False) -> No
 def save_image(
     path: str | os.PathLike, image: np.ndarray | Image.Image, force: bool = False
 ) -> None:
-    """Save with the format the extension names (PNG for .png, ...)."""
+    """Save with the format the extension names (PNG for .png, ...), with the ICC
+    profile, EXIF and XMP of ``image.info``."""
     path = Path(path)
     pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise OutputError(f"{path}: unknown image extension '{path.suffix}' (use .png)")
 
+    options = {k: pil.info[k] for k in ("icc_profile", "exif") if pil.info.get(k)}
+    xmp = pil.info.get("xmp")
+    if xmp and fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        options["pnginfo"] = PngInfo()
+        text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
+        options["pnginfo"].add_itxt("XML:com.adobe.xmp", text)
+    elif xmp:
+        options["xmp"] = xmp
+
     def write(tmp: Path) -> None:
         try:
-            pil.save(tmp, format=fmt)
+            pil.save(tmp, format=fmt, **options)
         except (OSError, ValueError, KeyError) as exc:
             raise OutputError(f"{path}: cannot write as {fmt} ({exc})") from None
 

@@ -34,9 +34,6 @@ FORMAT = "RDC"
 EXTENSION = ".rdc"
 MIME_TYPE = "image/x-rdc"
 
-# Modes whose pixels can be see-through (P and RGB/L also, with info["transparency"]).
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-
 
 def _accept(prefix: bytes) -> bool:
     return prefix[:4] == container.MAGIC
@@ -78,13 +75,25 @@ class RdcImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         assert self.fp is not None
         self._start = self.fp.tell()
-        header = _parse_header(self.fp.read(container.HEADER_BYTES))
+        head = self.fp.read(container.HEADER_BYTES)
+        header = _parse_header(head)
+        if head[4] == container.FORMAT_VERSION_CHUNKS:  # metadata and alpha, before the pixels
+            try:
+                section = container.chunk_section_length(head + self.fp.read(4))
+                chunks = container.read_chunks(self.fp.read(section))
+            except CodecError as exc:
+                raise SyntaxError(f"not a readable RDC file: {exc}") from None
+            header = container.Header(**{**header.__dict__, "chunks": chunks})
         self.header = header
         self._size = (header.width, header.height)
-        self._mode = "L" if header.grayscale else "RGB"
+        alpha = header.chunk(b"ALPH") is not None
+        self._mode = ("LA" if alpha else "L") if header.grayscale else ("RGBA" if alpha else "RGB")
         self.info["model"] = model_name(header.model_id)
         self.info["model_id"] = header.model_id
         self.info["quality"] = header.quality
+        for key, tag in (("icc_profile", b"ICCP"), ("exif", b"EXIF"), ("xmp", b"XMP_")):
+            if header.chunk(tag):
+                self.info[key] = header.chunk(tag)
 
     def _read_file(self) -> bytes:
         if self.fp is None:
@@ -116,15 +125,19 @@ def _decode(data: bytes) -> Image.Image:
     from . import pipeline  # torch and the model come with the first decode
 
     try:
-        # Pillow has checked the declared size against Image.MAX_IMAGE_PIXELS on open.
-        return pipeline.decode(data, max_pixels=container.MAX_PIXELS)
+        # The header may declare any size (an empty payload is a valid stream): the
+        # pipeline's limit bounds the work, and Pillow's own limit where it is lower.
+        limit = min(pipeline.DEFAULT_MAX_PIXELS, Image.MAX_IMAGE_PIXELS or container.MAX_PIXELS)
+        return pipeline.decode(data, max_pixels=limit)
     except CodecError as exc:
         raise OSError(f"cannot decode RDC file: {exc}") from None
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     """Encode ``im`` into ``fp``; options from ``im.encoderinfo``: ``quality`` or
-    ``target_bpp``, ``model`` (a shipped model's name), ``effort`` and ``drop_alpha``."""
+    ``target_bpp``, ``model`` (a shipped model's name), ``effort``, ``drop_alpha``
+    (composite transparency onto white instead of coding it), ``strip`` (no metadata),
+    and ``icc_profile``, ``exif``, ``xmp`` (instead of ``im.info``'s)."""
     options = im.encoderinfo
     quality = options.get("quality")
     target_bpp = options.get("target_bpp")
@@ -137,9 +150,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
     if isinstance(effort, bool) or not isinstance(effort, int):
         raise ValueError(f"effort must be an integer, got {effort!r}")
-    _check_transparency(im, bool(options.get("drop_alpha", False)))
+    drop_alpha = bool(options.get("drop_alpha", False))
 
-    from . import pipeline, refine
+    from . import image_io, pipeline, refine
 
     refine.effort_schedule(effort)  # ValueError for an unknown effort
     model = _model_option(options.get("model"))
@@ -149,14 +162,27 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             raise ValueError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
     grayscale = im.mode in pipeline.GRAYSCALE_MODES
     try:
-        if target_bpp is None:
-            data = pipeline.encode(im, quality, model, grayscale, effort)
+        if drop_alpha:
+            pixels, alpha = image_io.to_rgb(im), None
         else:
-            # encode_image is the public entry that takes both a target and the
-            # greyscale flag; its measurements are not needed here.
-            data = pipeline.encode_image(
-                im, None, model, False, grayscale, effort, target_bpp=target_bpp
-            ).data
+            pixels, alpha = image_io.split_alpha(im)
+        exif = options.get("exif")
+        if isinstance(exif, Image.Exif):
+            exif = exif.tobytes()
+        if exif is None:
+            exif = image_io.metadata_of(im)[0]
+        extras = pipeline.Extras(
+            options.get("icc_profile", im.info.get("icc_profile")) or None,
+            exif or None,
+            options.get("xmp", im.info.get("xmp")) or None,
+            alpha,
+        )
+        if options.get("strip"):
+            extras = extras.stripped()
+        if target_bpp is None:
+            data = pipeline.encode(pixels, quality, model, grayscale, effort, extras)
+        else:
+            data = pipeline.encode_at_bpp(pixels, target_bpp, model, effort, grayscale, extras)[1]
     except ImageError as exc:
         raise OSError(f"cannot write mode {im.mode} as RDC: {exc}") from None
     except ModelError as exc:
@@ -188,19 +214,6 @@ def _model_option(model):
         return load_model(model)
     except ModelError as exc:
         raise OSError(str(exc)) from None
-
-
-def _check_transparency(im: Image.Image, drop_alpha: bool) -> None:
-    """Refuse see-through pixels unless ``drop_alpha`` (the pipeline then composites
-    them onto white); an alpha that is opaque everywhere loses nothing and passes."""
-    if im.mode not in _ALPHA_MODES and "transparency" not in im.info:
-        return
-    lowest, _ = im.convert("RGBA").getchannel("A").getextrema()
-    if lowest < 255 and not drop_alpha:
-        raise ValueError(
-            "RDC does not support transparency yet: the image has see-through pixels "
-            "(save with drop_alpha=True to composite them onto white)"
-        )
 
 
 def register_pillow() -> None:

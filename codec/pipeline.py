@@ -37,10 +37,12 @@ class Rate:
     y_bits: int
     estimate_z_bits: float  # the model's -log2 p of the coded z symbols
     estimate_y_bits: float  # the model's -log2 p of the coded y symbols
+    metadata_bits: int = 0  # ICC, EXIF and XMP chunks (with the chunk section's framing)
+    alpha_bits: int = 0  # the alpha plane's chunk
 
     @property
     def file_bits(self) -> int:
-        return self.header_bits + self.z_bits + self.y_bits
+        return self.header_bits + self.metadata_bits + self.alpha_bits + self.z_bits + self.y_bits
 
     @property
     def estimate_bits(self) -> float:
@@ -48,8 +50,72 @@ class Rate:
 
     @property
     def overhead_percent(self) -> float:
-        """How much larger the real file is than the model's estimate, in %."""
-        return 100 * (self.file_bits / self.estimate_bits - 1) if self.estimate_bits else math.inf
+        """How much larger the coded picture (header, z and y: the file without its
+        metadata and alpha) is than the model's estimate, in %."""
+        coded = self.header_bits + self.z_bits + self.y_bits
+        return 100 * (coded / self.estimate_bits - 1) if self.estimate_bits else math.inf
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a photo carries besides its RGB pixels, stored as chunks of the file
+    (container format version 2): ICC profile, EXIF (orientation 1: the pixels are
+    upright), XMP, and the alpha plane, coded losslessly (see ``alpha_chunk``)."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    alpha: np.ndarray | None = None  # (H, W) uint8
+
+    def chunks(self) -> tuple[tuple[bytes, bytes], ...]:
+        metadata = ((b"ICCP", self.icc_profile), (b"EXIF", self.exif), (b"XMP_", self.xmp))
+        out = [(tag, bytes(value)) for tag, value in metadata if value]
+        if self.alpha is not None:
+            out.append((b"ALPH", alpha_chunk(self.alpha)))
+        return tuple(out)
+
+    def stripped(self) -> Extras:
+        """Without the metadata (``--strip``); transparency is pixels, so it stays."""
+        return Extras(alpha=self.alpha)
+
+    @classmethod
+    def of(cls, header: container.Header) -> Extras:
+        alpha = header.chunk(b"ALPH")
+        return cls(
+            header.chunk(b"ICCP"),
+            header.chunk(b"EXIF"),
+            header.chunk(b"XMP_"),
+            None if alpha is None else _alpha_plane(alpha, header.height, header.width),
+        )
+
+
+def alpha_chunk(alpha: np.ndarray) -> bytes:
+    """The alpha plane as a lossless greyscale PNG (deflate). Lossless because masks
+    are mostly 0 and 255 with thin edges, which deflate codes in a few bytes per row
+    while a lossy transform codec would blur the edges and spend its bits there."""
+    import io
+
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8), "L").save(
+        out, format="PNG", optimize=True
+    )
+    return out.getvalue()
+
+
+def _alpha_plane(chunk: bytes, height: int, width: int) -> np.ndarray:
+    import io
+
+    try:
+        with Image.open(io.BytesIO(chunk), formats=["PNG"]) as im:
+            if im.size != (width, height) or im.mode != "L":
+                raise BitstreamError(
+                    f"corrupted bitstream: the alpha plane is {im.mode} {im.size[0]}x{im.size[1]}"
+                )
+            return np.asarray(im, dtype=np.uint8).copy()
+    except BitstreamError:
+        raise
+    except Exception as exc:
+        raise BitstreamError(f"corrupted bitstream: unreadable alpha plane ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -104,7 +170,14 @@ class EncodeResult:
             "bpp": self.bpp,
             "psnr": self.psnr,
             "ms_ssim": self.ms_ssim,
-            "bits": {"header": r.header_bits, "z": r.z_bits, "y": r.y_bits, "file": r.file_bits},
+            "bits": {
+                "header": r.header_bits,
+                "metadata": r.metadata_bits,
+                "alpha": r.alpha_bits,
+                "z": r.z_bits,
+                "y": r.y_bits,
+                "file": r.file_bits,
+            },
             "estimate_bits": {
                 "z": r.estimate_z_bits,
                 "y": r.estimate_y_bits,
@@ -256,11 +329,12 @@ def _encode(
     quality_milli: int,
     grayscale: bool = False,
     effort: int = refine.DEFAULT_EFFORT,
+    chunks: tuple[tuple[bytes, bytes], ...] = (),
 ) -> tuple[bytes, Rate]:
     height, width = image.shape[:2]
     y_ungained = _analyse(model, image)
     latents = _refined(model, image, y_ungained, quality_milli, effort)
-    return _code(model, y_ungained, height, width, quality_milli, grayscale, latents)
+    return _code(model, y_ungained, height, width, quality_milli, grayscale, latents, chunks)
 
 
 # Refinement backpropagates through g_s over the whole image at once.
@@ -308,6 +382,7 @@ def _code(
     quality_milli: int,
     grayscale: bool = False,
     latents: tuple[torch.Tensor, torch.Tensor] | None = None,
+    chunks: tuple[tuple[bytes, bytes], ...] = (),
 ) -> tuple[bytes, Rate]:
     """Everything after g_a, at one quality: gain, hyperprior, entropy coding, container.
     ``latents``: refined (gained y, z) to code instead of g_a's and h_a's."""
@@ -337,13 +412,26 @@ def _code(
         quality_milli,
         repair.index_crc(y_idx),
         flags=container.FLAG_GRAYSCALE if grayscale else 0,
+        chunks=chunks,
     )
-    data = container.pack(header, z_payload, y_payload)
+    try:
+        data = container.pack(header, z_payload, y_payload)
+    except BitstreamError as exc:
+        raise CodecError(f"cannot store the metadata: {exc}") from None
 
     y_hat = torch.from_numpy(y_sym).to(means.dtype) + means
     est_y = net.estimate_y_bits(y_hat.float(), scales.float(), means.float())
     est_z = net.estimate_z_bits(z_hat)
-    rate = Rate(8 * container.OVERHEAD_BYTES, 8 * len(z_payload), 8 * len(y_payload), est_z, est_y)
+    alpha_bits = 8 * len(header.chunk(b"ALPH") or b"")
+    rate = Rate(
+        8 * container.OVERHEAD_BYTES,
+        8 * len(z_payload),
+        8 * len(y_payload),
+        est_z,
+        est_y,
+        metadata_bits=8 * header.chunk_bytes - alpha_bits,
+        alpha_bits=alpha_bits,
+    )
     return data, rate
 
 
@@ -518,28 +606,63 @@ def encode(
     model: CodecModel | None = None,
     grayscale: bool | None = None,
     effort: int = refine.DEFAULT_EFFORT,
+    extras: Extras | None = None,
+    strip: bool = False,
 ) -> bytes:
     """Encode an image (PIL image or (H, W, 3) uint8 array) to bitstream bytes.
 
     ``grayscale`` marks the file to decode to one channel; by default it is set for
     PIL images of mode L/LA/I;16. ``effort`` > 0 refines the latents for this photo
     (``codec/refine.py``): smaller or better files for more encode time, read by the
-    same decoder.
+    same decoder. A PIL image's ICC profile, EXIF, XMP and transparency are stored
+    (``extras`` replaces them; ``strip`` drops the metadata).
     """
     model = model or load_model()
     quality = model.default_quality if quality is None else quality
     if grayscale is None:
         grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
-    data, _ = _encode(model, _as_array(image), _check_quality(quality, model), grayscale, effort)
+    array, chunks = _input(image, extras, strip)
+    data, _ = _encode(model, array, _check_quality(quality, model), grayscale, effort, chunks)
     return data
+
+
+def _input(image, extras: Extras | None, strip: bool) -> tuple[np.ndarray, tuple]:
+    """The RGB pixels to code and the chunks to store with them."""
+    found = None
+    if isinstance(image, Image.Image):
+        from .image_io import metadata_of, split_alpha
+
+        array, alpha = split_alpha(image)
+        exif, xmp, _ = metadata_of(image)
+        found = Extras(image.info.get("icc_profile") or None, exif, xmp, alpha)
+    else:
+        array = _as_array(image)
+    extras = extras if extras is not None else found
+    if extras is None:
+        return array, ()
+    if extras.alpha is not None and extras.alpha.shape != array.shape[:2]:
+        raise ImageError(f"alpha plane {extras.alpha.shape} does not match the image")
+    return array, (extras.stripped() if strip else extras).chunks()
 
 
 def decode(
     data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
-    """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source)."""
+    """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source; RGBA or
+    LA with transparency), with the stored ICC profile, EXIF and XMP in ``info``."""
     image = Image.fromarray(decode_array(data, model, max_pixels))
-    return image.convert("L") if read_header(data).grayscale else image
+    header = read_header(data)
+    if header.grayscale:
+        image = image.convert("L")
+    extras = Extras.of(header)
+    if extras.alpha is not None:
+        image.putalpha(Image.fromarray(extras.alpha, "L"))
+    for key, value in (("icc_profile", extras.icc_profile), ("exif", extras.exif)):
+        if value:
+            image.info[key] = value
+    if extras.xmp:
+        image.info["xmp"] = extras.xmp
+    return image
 
 
 def encode_image(
@@ -550,6 +673,8 @@ def encode_image(
     grayscale: bool = False,
     effort: int = refine.DEFAULT_EFFORT,
     target_bpp: float | None = None,
+    extras: Extras | None = None,
+    strip: bool = False,
 ) -> EncodeResult:
     """Encode, decode the bytes just written, and measure everything on the decoded pixels.
 
@@ -558,22 +683,24 @@ def encode_image(
     effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
     """
     model = model or load_model()
-    array = _as_array(image)
+    array, chunks = _input(image, extras, strip)
     start = time.perf_counter()
     if target_bpp is not None:
-        quality, data, rate = _encode_at_bpp(model, array, target_bpp, grayscale, effort)
+        quality, data, rate, effort = _encode_at_bpp(
+            model, array, target_bpp, grayscale, effort, chunks
+        )
         quality_milli = int(round(quality * 1000))
     else:
         quality = model.default_quality if quality is None else quality
         quality_milli = _check_quality(quality, model)
-        data, rate = _encode(model, array, quality_milli, grayscale, effort)
+        data, rate = _encode(model, array, quality_milli, grayscale, effort, chunks)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_array(data, model)
     decode_seconds = time.perf_counter() - start
     baseline = None
     if effort:
-        single, _ = _encode(model, array, quality_milli, grayscale)
+        single, _ = _encode(model, array, quality_milli, grayscale, 0, chunks)
         baseline = Baseline(len(single), psnr(array, decode_array(single, model)))
     pixels = array.shape[0] * array.shape[1]
     return EncodeResult(
@@ -609,12 +736,18 @@ def quality_for_bpp(
 
 
 def encode_at_bpp(
-    image, target_bpp: float, model: CodecModel | None = None, effort: int = 0
+    image,
+    target_bpp: float,
+    model: CodecModel | None = None,
+    effort: int = 0,
+    grayscale: bool = False,
+    extras: Extras | None = None,
 ) -> tuple[float, bytes]:
     """``quality_for_bpp``'s quality and the file it found there (at or below the
-    target, at every effort)."""
+    target, at every effort; the file's bytes include its metadata)."""
     model = model or load_model()
-    quality, data, _ = _encode_at_bpp(model, _as_array(image), target_bpp, False, effort)
+    array, chunks = _input(image, extras, False)
+    quality, data, _, _ = _encode_at_bpp(model, array, target_bpp, grayscale, effort, chunks)
     return quality, data
 
 
@@ -624,11 +757,17 @@ _REFINE_TRIES = 3
 
 
 def _encode_at_bpp(
-    model: CodecModel, array: np.ndarray, target_bpp: float, grayscale: bool, effort: int
-) -> tuple[float, bytes, Rate]:
+    model: CodecModel,
+    array: np.ndarray,
+    target_bpp: float,
+    grayscale: bool,
+    effort: int,
+    chunks: tuple = (),
+) -> tuple[float, bytes, Rate, int]:
     """Bisection on the real file size at effort 0; at effort > 0, refined files at the
     quality found, then at the quality whose effort-0 size, scaled by how much
     refinement changed it, meets the target (the effort-0 file where none fits).
+    Returns the quality, the file, its rate and the effort that made it.
 
     g_a does not depend on the quality (the gain comes after it), so it runs once; each
     bisection step only re-runs the hyperprior and the entropy coder, and writes the
@@ -686,5 +825,5 @@ def _encode_at_bpp(
         if best is not None and best[0] > 0.98 * target_bpp:
             break
     if best is not None:
-        return best[1] / 1000, *best[2]
-    return found / 1000, *files[found]
+        return best[1] / 1000, *best[2], effort
+    return found / 1000, *files[found], 0

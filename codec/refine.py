@@ -70,7 +70,7 @@ def effort_schedule(effort: int) -> Effort | None:
     return EFFORTS[effort]
 
 
-def sga_round(x: Tensor, tau: float) -> Tensor:
+def sga_round(x: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
     """Stochastic Gumbel annealing: a differentiable random soft rounding of ``x``
     (Yang et al. 2020, eq. 6); as tau -> 0 it becomes rounding to the nearest."""
     lo = torch.floor(x)
@@ -83,7 +83,8 @@ def sga_round(x: Tensor, tau: float) -> Tensor:
         ],
         dim=-1,
     )
-    gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-10, 1.0)))
+    uniform = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0)))
     weights = torch.softmax((logits + gumbel) / tau, dim=-1)
     return lo + weights[..., 1]
 
@@ -113,15 +114,13 @@ def refine(
     top-left ``size`` = (height, width) is the photo, from the single pass's ``y`` and
     ``z``; ``net`` is the coding network (its float faces are used, its weights are not
     changed)."""
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # the same photo and effort give the same file
-    try:
-        return _refine(net, x, y, z, quality, schedule, size)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    # A generator of its own: the same photo and effort give the same file, and the
+    # global random state (other threads', the caller's) is not touched.
+    generator = torch.Generator().manual_seed(seed)
+    return _refine(net, x, y, z, quality, schedule, size, generator)
 
 
-def _refine(net, x, y, z, quality, schedule, size):
+def _refine(net, x, y, z, quality, schedule, size, generator):
     q = torch.tensor([quality], dtype=torch.float32)
     lmbda = lambda_of_quality(net.config.lambdas, quality)
     _, inv_gain = net.gains(q)
@@ -133,7 +132,7 @@ def _refine(net, x, y, z, quality, schedule, size):
     bf16 = _bf16_is_native()
     # A channels-last copy of g_s: 2-2.3x faster backward passes with oneDNN (the
     # network itself is left as it is, so decoding is not touched).
-    g_s = copy.deepcopy(net.g_s).to(memory_format=torch.channels_last)
+    g_s = copy.deepcopy(net.g_s).to(memory_format=torch.channels_last).requires_grad_(False)
     y = y.detach().clone().requires_grad_(True)
     z = z.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([y, z], lr=schedule.lr)
@@ -145,10 +144,10 @@ def _refine(net, x, y, z, quality, schedule, size):
         for step in range(schedule.steps):
             tau = schedule.tau(step)
             optimiser.zero_grad(set_to_none=True)
-            z_tilde = sga_round(z - medians, tau) + medians
+            z_tilde = sga_round(z - medians, tau, generator) + medians
             means, scales = net.entropy_parameters(z_tilde)
             means, scales, y_tilde = net.context_parameters(
-                y, means, scales, rounder=lambda v, t=tau: sga_round(v, t)
+                y, means, scales, rounder=lambda v, t=tau: sga_round(v, t, generator)
             )
             bits_y = -torch.log2(likelihood(y_tilde, scales, means)).sum()
             per_channel = z_tilde.permute(1, 0, 2, 3).reshape(z_tilde.shape[1], 1, -1)

@@ -54,13 +54,51 @@ class Repair:
     seconds: float
 
 
-def _crc_effect(position: int, delta: int, length: int, zeros: dict[int, int]) -> int:
+# CRC-32's register update is linear over GF(2): appending a zero byte multiplies the
+# (pre-inversion) register by a fixed 32x32 bit matrix. ``_zero_bytes_operators`` holds
+# that matrix for 1, 2, 4, ... zero bytes (as zlib's crc32_combine builds them), so the
+# effect of a flip far from the end costs a few matrix-vector products, not a pass over
+# the whole message: a repair's set-up does not grow with the image.
+_POLY = 0xEDB88320  # CRC-32, reflected
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, column) for column in matrix]
+
+
+def _zero_bytes_operators(count: int) -> list[list[int]]:
+    """Operators for 2**j zero bytes, j = 0 .. enough for ``count`` bytes."""
+    one_bit = [_POLY] + [1 << (n - 1) for n in range(1, 32)]
+    byte = _gf2_square(_gf2_square(_gf2_square(one_bit)))  # 8 zero bits
+    ops = [byte]
+    while (1 << len(ops)) <= count:
+        ops.append(_gf2_square(ops[-1]))
+    return ops
+
+
+def _crc_effect(position: int, delta: int, length: int, ops: list[list[int]]) -> int:
     """How the CRC-32 of a ``length``-byte message changes when byte ``position`` is
-    XOR-ed with ``delta`` (independent of the message's other bytes)."""
-    tail = length - position - 1
-    if tail not in zeros:
-        zeros[tail] = zlib.crc32(bytes(tail + 1))
-    return zlib.crc32(bytes([delta]) + bytes(tail)) ^ zeros[tail]
+    XOR-ed with ``delta`` (independent of the message's other bytes): the linear CRC
+    of the one byte ``delta``, carried through the ``length - position - 1`` bytes
+    after it."""
+    effect = zlib.crc32(bytes([delta])) ^ zlib.crc32(b"\0")
+    tail, j = length - position - 1, 0
+    while tail:
+        if tail & 1:
+            effect = _gf2_times(ops[j], effect)
+        tail >>= 1
+        j += 1
+    return effect
 
 
 def repair_indices(
@@ -89,8 +127,8 @@ def repair_indices(
     other = np.asarray(neighbour, dtype=np.int64).reshape(-1)
     near = np.flatnonzero((dist < tolerance) & (other != flat))
     near = near[np.argsort(dist[near], kind="stable")][:MAX_CANDIDATES]
-    zeros: dict[int, int] = {}
-    effects = [_crc_effect(int(p), int(flat[p]) ^ int(other[p]), flat.size, zeros) for p in near]
+    ops = _zero_bytes_operators(flat.size)
+    effects = [_crc_effect(int(p), int(flat[p]) ^ int(other[p]), flat.size, ops) for p in near]
     wanted = index_crc(flat) ^ target_crc
     tries = 0
     for size in range(1, len(near) + 1):

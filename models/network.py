@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -348,9 +349,20 @@ class Hyperprior(nn.Module):
         return total
 
 
+# The oneDNN switch is process-wide: threads that code with the float model take turns
+# (re-entrant, so nested coding steps are fine).
+_NATIVE_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _native_kernels():
     """PyTorch's native convolutions (oneDNN off) for the duration, restored after."""
+    with _NATIVE_LOCK, _backend_off():
+        yield
+
+
+@contextlib.contextmanager
+def _backend_off():
     with warnings.catch_warnings():
         # flags() also sets oneDNN's TF32 switch, which warns on CPU-only builds.
         warnings.simplefilter("ignore", UserWarning)

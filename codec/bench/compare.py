@@ -154,7 +154,11 @@ def compare_image(
     ours = runner.RdcodecCodec(model_name, effort=effort)  # checks the name
     model = registry.load_model(model_name)  # cached: the same model ``ours`` codes with
     if target_bpp is not None:
-        quality = pipeline.quality_for_bpp(pixels, target_bpp, model, effort)
+        with runner._one_torch_thread():  # refinement repeats its bytes on one thread
+            quality, data = pipeline.encode_at_bpp(pixels, target_bpp, model, effort)
+            if effort and data != pipeline.encode(pixels, quality, model, effort=effort):
+                # No refined file fitted: the search kept the single pass's.
+                ours = runner.RdcodecCodec(model_name)
     quality = model.default_quality if quality is None else quality
     rows, decoded, skipped = [], {}, []
     sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()

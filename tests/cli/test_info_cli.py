@@ -44,7 +44,8 @@ def test_info_text(grey_file):
     lines = result.output.splitlines()
     assert lines[0].startswith(f"{grey_file}: 64x48, model cc-exact-n96m128s4-r2 (wire id 4")
     assert "greyscale" in lines[0]
-    assert [line.split()[0] for line in lines[1:]] == ["header+CRC", "z", "y", "total"]
+    assert lines[1].split() == ["carries", "no", "metadata,", "no", "alpha"]
+    assert [line.split()[0] for line in lines[2:]] == ["header+CRC", "z", "y", "total"]
 
 
 def test_info_of_a_model_not_installed(tmp_path, tiny_model):

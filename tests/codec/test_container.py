@@ -59,7 +59,7 @@ def _recrc(body: bytes) -> bytes:
         (lambda d: d[:20], "truncated"),
         (lambda d: d[:-1], "truncated"),
         (lambda d: d + b"\x00", "unexpected bytes"),
-        (lambda d: d[:4] + b"\x02" + d[5:], "unsupported format version 2"),
+        (lambda d: d[:4] + b"\x03" + d[5:], "unsupported format version 3"),
         (lambda d: d[:-1] + bytes([d[-1] ^ 1]), "CRC-32 mismatch"),
         (lambda d: _recrc(d[:6] + b"\x80" + d[7:-4]), "flags"),
         (lambda d: _recrc(d[:15] + b"\x00\x00\x00\x00" + d[19:-4]), "beyond the limits"),

@@ -297,16 +297,43 @@ def _with_alpha(crop: Image.Image, mode: str, see_through: bool) -> Image.Image:
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
-def test_transparency_is_refused(crop, mode):
-    with pytest.raises(ValueError, match="transparency"):
-        _with_alpha(crop, mode, True).save(io.BytesIO(), format="RDC")
+def test_transparency_round_trips_exactly(crop, mode):
+    source = _with_alpha(crop, mode, True)
+    stream = io.BytesIO()
+    source.save(stream, format="RDC", quality=5)
+    with Image.open(stream) as im:
+        assert im.mode == mode  # known from the header, before decoding
+        im.load()
+        assert im.mode == mode
+        assert np.array_equal(np.asarray(im.getchannel("A")), np.asarray(source.getchannel("A")))
 
 
-def test_palette_transparency_is_refused(crop):
+def test_palette_transparency_is_coded(crop):
     palette = crop.convert("P")
     palette.info["transparency"] = 0
-    with pytest.raises(ValueError, match="transparency"):
-        palette.save(io.BytesIO(), format="RDC")
+    stream = io.BytesIO()
+    palette.save(stream, format="RDC", quality=3)
+    with Image.open(stream) as im:
+        expected = np.asarray(palette.convert("RGBA").getchannel("A"))
+        assert im.mode == "RGBA" and np.array_equal(np.asarray(im.getchannel("A")), expected)
+
+
+def test_icc_exif_and_xmp_come_back_in_info(crop):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    stream = io.BytesIO()
+    crop.save(stream, format="RDC", quality=3, icc_profile=icc, exif=exif, xmp=xmp)
+    with Image.open(stream) as im:
+        assert im.info["icc_profile"] == icc and im.info["xmp"] == xmp
+        assert im.getexif()[0x010F] == "TestCam"
+    stripped = io.BytesIO()
+    crop.save(stripped, format="RDC", quality=3, icc_profile=icc, xmp=xmp, strip=True)
+    with Image.open(stripped) as im:
+        assert "icc_profile" not in im.info and "xmp" not in im.info
 
 
 def test_drop_alpha_composites_onto_white(crop):

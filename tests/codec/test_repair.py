@@ -72,6 +72,29 @@ def test_repair_finds_the_flipped_indices(flips):
     assert np.array_equal(fixed.indices, encoded)
 
 
+@pytest.mark.parametrize("length", [1, 2, 7, 1000, 196_608])
+def test_crc_effect_of_a_flip_matches_recomputing_the_crc(length):
+    import zlib
+
+    rng = np.random.default_rng(length)
+    message = rng.integers(0, 256, length, dtype=np.uint8)
+    ops = repair._zero_bytes_operators(length)
+    for position in {0, length // 2, length - 1}:
+        delta = int(rng.integers(1, 256))
+        flipped = message.copy()
+        flipped[position] ^= delta
+        direct = zlib.crc32(message.tobytes()) ^ zlib.crc32(flipped.tobytes())
+        assert repair._crc_effect(position, delta, length, ops) == direct
+
+
+def test_repair_set_up_does_not_grow_with_the_image():
+    start = time.perf_counter()
+    ops = repair._zero_bytes_operators(200_000_000)
+    for p in range(0, 200_000_000, 3_000_000):
+        repair._crc_effect(p, 1, 200_000_000, ops)
+    assert time.perf_counter() - start < 0.5
+
+
 def test_repair_leaves_matching_indices_alone():
     indices, distance, neighbour, _ = _problem(4)
     fixed = repair.repair_indices(indices, distance, neighbour, repair.index_crc(indices))

@@ -13,7 +13,7 @@ offset  size    field
 7       8       first 8 bytes of the sha256 of the weights file
 15      4       image height in pixels (>= 1)
 19      4       image width in pixels (>= 1)
-23      2       quality x 1000 (1000 .. 8000; fractional qualities interpolate)
+23      2       quality x 1000 (1000 .. 16000 here; the model's levels bound it)
 25      4       CRC-32 of the y table indices (detects a decoder whose network
                 output differs from the encoder's, instead of decoding garbage)
 29      4       length of the z payload in bytes (multiple of 4)

@@ -34,7 +34,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 NOTICE_16_BIT = "16-bit image converted to 8 bits"
 NOTICE_CMYK = "CMYK image converted to RGB (plain formula, not colour-managed)"
 
-_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _ORIENTATION_TAG = 0x0112
 # What a hostile file can make Pillow raise while it parses or decodes.
@@ -291,7 +291,7 @@ def _convert(
     plane where ``keep_alpha`` and some pixel is see-through."""
     notices = []
     mode = im.mode
-    grayscale = mode in _GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
+    grayscale = mode in GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
     if mode == "F":
         raise ImageError(f"{name}: floating-point samples are not supported (save as 8 or 16 bits)")
     if mode.startswith("I"):  # I;16* and I: integer greyscale, 16 bits in practice

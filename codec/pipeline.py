@@ -21,11 +21,10 @@ from PIL import Image
 from ..errors import BitstreamError, CodecError, CodecNotice, ImageError, ModelError
 from ..models.registry import CodecModel, load_model
 from . import container, entropy, refine, repair
-from .image_io import DEFAULT_MAX_PIXELS
+from .image_io import DEFAULT_MAX_PIXELS, GRAYSCALE_MODES
 from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
 
 QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_range)
-GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from PIL import Image
 
 from rdcodec.cli.main import main
 from rdcodec.codec import container, pipeline
+from rdcodec.models.registry import default_model_name, find_entry
 
 IMAGES = Path(__file__).parents[1] / "images"
+DEFAULT = find_entry(default_model_name())
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def test_info_json_accounts_for_every_byte(grey_file, monkeypatch):
     info = json.loads(result.output)
     size = grey_file.stat().st_size
     assert (info["width"], info["height"], info["quality"], info["grayscale"]) == (64, 48, 4, True)
-    assert (info["model"], info["model_id"]) == ("cc-exact-n96m128s4-r2", 4)
+    assert (info["model"], info["model_id"]) == (DEFAULT["name"], DEFAULT["wire_id"])
     parts = info["bytes"]
     assert parts["header"] == container.OVERHEAD_BYTES
     assert parts["header"] + parts["z"] + parts["y"] == parts["total"] == size
@@ -42,7 +44,8 @@ def test_info_text(grey_file):
     result = CliRunner().invoke(main, ["info", str(grey_file)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith(f"{grey_file}: 64x48, model cc-exact-n96m128s4-r2 (wire id 4")
+    name, wire_id = DEFAULT["name"], DEFAULT["wire_id"]
+    assert lines[0].startswith(f"{grey_file}: 64x48, model {name} (wire id {wire_id}")
     assert "greyscale" in lines[0]
     assert lines[1].split() == ["carries", "no", "metadata,", "no", "alpha"]
     assert [line.split()[0] for line in lines[2:]] == ["header+CRC", "z", "y", "total"]

@@ -139,3 +139,22 @@ def test_tiles_compute_what_the_whole_image_does(tiny_exact_model, astronaut, mo
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
     again = pipeline.decode_array(whole_data, tiny_exact_model)
     assert np.array_equal(again, whole)  # the same machine decodes the same pixels
+
+
+def test_a_round_trip_imports_no_tools_or_training_code():
+    """The encode/decode path is the codec core: no compressai (seconds of imports),
+    matplotlib, pytorch-msssim, bench or training code (checked in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, rdcodec\n"
+        "data = rdcodec.encode(np.zeros((40, 56, 3), np.uint8), quality=3)\n"
+        "rdcodec.decode(data)\n"
+        "banned = ('compressai', 'matplotlib', 'pytorch_msssim', 'rdcodec.codec.bench',\n"
+        "          'rdcodec.models.training', 'rdcodec.models.trainable', 'bjontegaard')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in banned or\n"
+        "             any(m.startswith(b) for b in banned)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

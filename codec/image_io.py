@@ -190,9 +190,8 @@ def _read(fp, path: Path, max_pixels: int, drop_alpha: bool, keep_alpha: bool) -
             if getattr(im, "is_animated", False):
                 notices.append("animated image: only the first frame is coded")
             im.load()  # a full decode here, so that truncation is an error, not grey pixels
-            icc_profile = im.info.get("icc_profile") or None
             orientation = _orientation(im)  # after load(): PNG keeps EXIF after the pixels
-            exif, xmp, meta_notices = metadata_of(im, upright=True)
+            icc_profile, exif, xmp, meta_notices = metadata_of(im, upright=True)
             notices.extend(meta_notices)
             if orientation > 1:
                 im = ImageOps.exif_transpose(im)
@@ -212,9 +211,6 @@ def _read(fp, path: Path, max_pixels: int, drop_alpha: bool, keep_alpha: bool) -
             im, rawmode, drop_alpha, str(path), keep_alpha
         )
     notices.extend(converted)
-    if icc_profile is not None and len(icc_profile) > MAX_METADATA_BYTES:
-        notices.append(f"ICC profile of {len(icc_profile):,} bytes dropped (over the limit)")
-        icc_profile = None
     return LoadedImage(pixels, grayscale, tuple(notices), icc_profile, exif, xmp, alpha)
 
 
@@ -225,10 +221,11 @@ MAX_METADATA_BYTES = 4 << 20
 
 def metadata_of(
     im: Image.Image, upright: bool = False
-) -> tuple[bytes | None, bytes | None, list[str]]:
-    """The EXIF block and the XMP packet of an opened image, and notices for what had
-    to be dropped. ``upright``: the pixels will be stored rotated to display
-    orientation, so the stored EXIF says orientation 1 (no viewer rotates twice)."""
+) -> tuple[bytes | None, bytes | None, bytes | None, list[str]]:
+    """The ICC profile, EXIF block and XMP packet of an opened image (each up to
+    MAX_METADATA_BYTES), and notices for what had to be dropped. ``upright``: the pixels
+    will be stored rotated to display orientation, so the stored EXIF says orientation 1
+    (no viewer rotates twice)."""
     notices = []
     exif = None
     if im.info.get("exif") or _has_exif(im):
@@ -248,12 +245,13 @@ def metadata_of(
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
-    for name, value in (("EXIF", exif), ("XMP", xmp)):
-        if value is not None and len(value) > MAX_METADATA_BYTES:
+    kept = []
+    for name, value in (("ICC profile", im.info.get("icc_profile")), ("EXIF", exif), ("XMP", xmp)):
+        if value and len(value) > MAX_METADATA_BYTES:
             notices.append(f"{name} of {len(value):,} bytes dropped (over the limit)")
-    exif = exif if exif is None or len(exif) <= MAX_METADATA_BYTES else None
-    xmp = xmp if xmp is None or len(xmp) <= MAX_METADATA_BYTES else None
-    return exif or None, xmp or None, notices
+            value = None
+        kept.append(value or None)
+    return (*kept, notices)
 
 
 def _has_exif(im: Image.Image) -> bool:

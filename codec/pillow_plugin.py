@@ -166,15 +166,14 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             pixels, alpha = image_io.to_rgb(im), None
         else:
             pixels, alpha = image_io.split_alpha(im)
-        exif = options.get("exif")
+        icc_profile, exif, xmp, _ = image_io.metadata_of(im)
+        exif = options.get("exif", exif)
         if isinstance(exif, Image.Exif):
             exif = exif.tobytes()
-        if exif is None:
-            exif = image_io.metadata_of(im)[0]
         extras = pipeline.Extras(
-            options.get("icc_profile", im.info.get("icc_profile")) or None,
+            options.get("icc_profile", icc_profile) or None,
             exif or None,
-            options.get("xmp", im.info.get("xmp")) or None,
+            options.get("xmp", xmp) or None,
             alpha,
         )
         if options.get("strip"):

@@ -265,14 +265,19 @@ def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
     for t0, t1 in _tiles(h, whole):
         for l0, l1 in _tiles(w, whole):
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            rows = np.minimum(np.arange(a0 * s, a1 * s), height - 1)
-            cols = np.minimum(np.arange(b0 * s, b1 * s), width - 1)
-            tile = (
-                torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
-            )
+            tile = _padded_crop(image, a0 * s, a1 * s, b0 * s, b1 * s)
             out = net.analysis_transform(tile)
             y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
     return y
+
+
+def _padded_crop(image: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    """Rows r0..r1 and columns c0..c1 of the uint8 image as a (1, 3, h, w) float tensor
+    in [0, 1], the edge replicated past the border (the padding to a multiple of 64)."""
+    height, width = image.shape[:2]
+    rows = np.minimum(np.arange(r0, r1), height - 1)
+    cols = np.minimum(np.arange(c0, c1), width - 1)
+    return torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
 
 
 def _synthesis_tiled(
@@ -356,9 +361,7 @@ def _refined(
         )
     net = model.network
     h, w = y_ungained.shape[2] * net.stride, y_ungained.shape[3] * net.stride
-    rows = np.minimum(np.arange(h), height - 1)
-    cols = np.minimum(np.arange(w), width - 1)
-    x = torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
+    x = _padded_crop(image, 0, h, 0, w)
     with torch.no_grad():
         y, z = net.hyper_analysis(y_ungained, _quality_tensor(quality_milli))
     with torch.enable_grad():
@@ -632,8 +635,8 @@ def _input(image, extras: Extras | None, strip: bool) -> tuple[np.ndarray, tuple
         from .image_io import metadata_of, split_alpha
 
         array, alpha = split_alpha(image)
-        exif, xmp, _ = metadata_of(image)
-        found = Extras(image.info.get("icc_profile") or None, exif, xmp, alpha)
+        icc_profile, exif, xmp, _ = metadata_of(image)
+        found = Extras(icc_profile, exif, xmp, alpha)
     else:
         array = _as_array(image)
     extras = extras if extras is not None else found
@@ -776,15 +779,21 @@ def _encode_at_bpp(
     height, width = array.shape[:2]
     pixels = height * width
     y_ungained = _analyse(model, array)
-    files: dict[int, tuple[bytes, Rate]] = {}
+    files: dict[int, tuple[bytes, Rate]] = {}  # effort-0 files by quality
 
-    def file_bpp(quality_milli: int, latents=None) -> float:
+    def coded(quality_milli: int, latents=None) -> tuple[bytes, Rate]:
         if latents is not None:
-            coded = _code(model, y_ungained, height, width, quality_milli, grayscale, latents)
-            return bpp(len(coded[0]), pixels), coded
+            return _code(
+                model, y_ungained, height, width, quality_milli, grayscale, latents, chunks
+            )
         if quality_milli not in files:
-            files[quality_milli] = _code(model, y_ungained, height, width, quality_milli, grayscale)
-        return bpp(len(files[quality_milli][0]), pixels)
+            files[quality_milli] = _code(
+                model, y_ungained, height, width, quality_milli, grayscale, None, chunks
+            )
+        return files[quality_milli]
+
+    def file_bpp(quality_milli: int) -> float:
+        return bpp(len(coded(quality_milli)[0]), pixels)
 
     q_min, q_max = quality_range(model)
     bottom, top = int(q_min * 1000), int(q_max * 1000)
@@ -813,10 +822,10 @@ def _encode_at_bpp(
         if quality_milli in tried:
             break
         tried.add(quality_milli)
-        latents = _refined(model, array, y_ungained, quality_milli, effort)
-        size, coded = file_bpp(quality_milli, latents)
+        refined = coded(quality_milli, _refined(model, array, y_ungained, quality_milli, effort))
+        size = bpp(len(refined[0]), pixels)
         if size <= target_bpp and (best is None or size > best[0]):
-            best = (size, quality_milli, coded)
+            best = (size, quality_milli, refined)
         # Where refinement moved the size by a factor, aim the next try at the quality
         # whose effort-0 file is the target over that factor.
         factor = size / file_bpp(quality_milli)
@@ -825,4 +834,4 @@ def _encode_at_bpp(
             break
     if best is not None:
         return best[1] / 1000, *best[2], effort
-    return found / 1000, *files[found], 0
+    return found / 1000, *coded(found), 0

@@ -70,6 +70,15 @@ def test_strip_drops_the_metadata_but_keeps_alpha(tagged_png, tmp_path):
     assert [tag for tag, _ in header.chunks] == [b"ALPH"]
 
 
+def test_target_bpp_keeps_the_chunks_and_counts_them(coffee):
+    extras = pipeline.Extras(icc_profile=_icc(), xmp=XMP, alpha=_alpha(160, 240))
+    for effort in (0, 1):
+        quality, data = pipeline.encode_at_bpp(coffee, 0.8, effort=effort, extras=extras)
+        header, _, _ = container.unpack(data)
+        assert [tag for tag, _ in header.chunks] == [b"ICCP", b"XMP_", b"ALPH"]
+        assert 8 * len(data) / (160 * 240) <= 0.8  # the metadata's bytes are in the file
+
+
 def test_a_photo_without_metadata_is_a_version_1_file(coffee):
     data = pipeline.encode(coffee, 5)
     assert data[4] == container.FORMAT_VERSION

@@ -360,12 +360,11 @@ def _refined(
             f"this one has {height * width:,} (use --effort 0)"
         )
     net = model.network
-    h, w = y_ungained.shape[2] * net.stride, y_ungained.shape[3] * net.stride
-    x = _padded_crop(image, 0, h, 0, w)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
     with torch.no_grad():
         y, z = net.hyper_analysis(y_ungained, _quality_tensor(quality_milli))
     with torch.enable_grad():
-        return refine.refine(net, x, y, z, quality_milli / 1000, schedule, (height, width))
+        return refine.refine(net, x, y, z, quality_milli / 1000, schedule)
 
 
 def _effort_schedule(effort: int) -> refine.Effort | None:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..models.gaussian import likelihood
+from ..models.network import bf16_is_native
 
 
 @dataclass(frozen=True)
@@ -107,29 +108,28 @@ def refine(
     z: Tensor,
     quality: float,
     schedule: Effort,
-    size: tuple[int, int],
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Refined (gained y, z) for the padded image ``x`` (1, 3, H', W') in [0, 1] whose
-    top-left ``size`` = (height, width) is the photo, from the single pass's ``y`` and
-    ``z``; ``net`` is the coding network (its float faces are used, its weights are not
-    changed)."""
+    """Refined (gained y, z) for the photo ``x`` (1, 3, H, W) in [0, 1], from the single
+    pass's ``y`` and ``z`` (of the photo padded to a multiple of 64); ``net`` is the
+    coding network (its float faces are used, its weights are not changed)."""
     # A generator of its own: the same photo and effort give the same file, and the
     # global random state (other threads', the caller's) is not touched.
     generator = torch.Generator().manual_seed(seed)
-    return _refine(net, x, y, z, quality, schedule, size, generator)
+    return _refine(net, x, y, z, quality, schedule, generator)
 
 
-def _refine(net, x, y, z, quality, schedule, size, generator):
+def _refine(net, x, y, z, quality, schedule, generator):
     q = torch.tensor([quality], dtype=torch.float32)
     lmbda = lambda_of_quality(net.config.lambdas, quality)
     _, inv_gain = net.gains(q)
     inv_gain = inv_gain.detach()
     medians = net.z_medians()[None, :, None, None]
-    height, width = size
+    height, width = x.shape[2:]
     pixels = height * width
-    x = x[:, :, :height, :width]
-    bf16 = _bf16_is_native()
+    # g_s's gradients in bfloat16 where the CPU computes it natively: only the search
+    # direction is approximate, the file is coded in full precision.
+    bf16 = bf16_is_native()
     # A channels-last copy of g_s: 2-2.3x faster backward passes with oneDNN (the
     # network itself is left as it is, so decoding is not touched).
     g_s = copy.deepcopy(net.g_s).to(memory_format=torch.channels_last).requires_grad_(False)
@@ -163,13 +163,3 @@ def _refine(net, x, y, z, quality, schedule, size, generator):
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
     return y.detach(), z.detach()
-
-
-def _bf16_is_native() -> bool:
-    """g_s's gradients in bfloat16 where the CPU computes it natively (AVX512-BF16 or
-    AMX: several times faster); only the search direction is approximate, the file is
-    coded in full precision."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False

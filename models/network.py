@@ -349,6 +349,17 @@ class Hyperprior(nn.Module):
         return total
 
 
+def bf16_is_native(device: str = "cpu") -> bool:
+    """Whether bfloat16 autocast runs in hardware here (GPUs; CPUs with AVX512-BF16 or AMX).
+
+    Elsewhere PyTorch emulates it: on an AVX2-only EPYC a training step took 5 s
+    instead of 0.5 s.
+    """
+    if device != "cpu":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 # The oneDNN switch is process-wide: threads that code with the float model take turns
 # (re-entrant, so nested coding steps are fine).
 _NATIVE_LOCK = threading.RLock()

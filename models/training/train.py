@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ...errors import ModelError
 from ..gaussian import SCALE_MIN
-from ..network import ModelConfig
+from ..network import ModelConfig, bf16_is_native  # noqa: F401  (the CLI's check)
 from ..registry import build_network
 from ..trainable import GainedHyperprior
 from .data import CropSampler, centre_crops
@@ -428,16 +428,6 @@ class TrainResult:
     checkpoint: Path
     model: GainedHyperprior
     step: int
-
-
-def bf16_is_native(device: str) -> bool:
-    """Whether bfloat16 autocast runs in hardware here (GPUs; CPUs with AVX512-BF16 or AMX).
-
-    Elsewhere PyTorch emulates it: on an AVX2-only EPYC a step took 5 s instead of 0.5 s.
-    """
-    if device != "cpu":
-        return True
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def init_distributed() -> None:

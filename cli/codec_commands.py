@@ -164,7 +164,7 @@ def encode(
         model,
         not no_jpeg,
         loaded.grayscale,
-        extras=pipeline.Extras(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha),
+        extras=pipeline.Extras.of_loaded(loaded),
         strip=strip,
         effort=effort,
         target_bpp=target_bpp,

@@ -184,7 +184,7 @@ def _encode(job: Job, settings: Settings) -> Row:
     max_pixels = settings.max_pixels or image_io.DEFAULT_MAX_PIXELS
     loaded = image_io.read_image(job.source, max_pixels, settings.drop_alpha, keep_alpha=True)
     model = _WORKER["model"]
-    extras = pipeline.Extras(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha)
+    extras = pipeline.Extras.of_loaded(loaded)
     if settings.strip:
         extras = extras.stripped()
     if settings.target_bpp is not None:

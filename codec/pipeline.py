@@ -78,6 +78,11 @@ class Extras:
         return Extras(alpha=self.alpha)
 
     @classmethod
+    def of_loaded(cls, loaded) -> Extras:
+        """What ``image_io.read_image`` found in a file (a ``LoadedImage``)."""
+        return cls(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha)
+
+    @classmethod
     def of(cls, header: container.Header) -> Extras:
         alpha = header.chunk(b"ALPH")
         return cls(

@@ -123,6 +123,13 @@ from .common import reports_errors
     "on a ramp to their full cost at step 2N (free bits, then a KL warm-up), so the decoder "
     "learns to read them before the rate term can close them.",
 )
+@click.option(
+    "--qualities",
+    "qualities",
+    metavar="LO-HI",
+    help="Train (and validate) only these quality levels, e.g. 8-11: a model for one end "
+    "of the scale, such as the high-rate model.",
+)
 @reports_errors
 def train(
     data,
@@ -154,6 +161,7 @@ def train(
     ema_decay,
     level_weighting,
     rate_warmup,
+    qualities,
 ):
     """Train (or resume, or continue from the shipped weights) on lmbda*255^2*MSE + bpp."""
     from ..codec import image_io
@@ -193,6 +201,7 @@ def train(
         ema_decay=ema_decay,
         level_weighting=level_weighting,
         rate_warmup=rate_warmup,
+        qualities=_quality_range(qualities),
     )
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
@@ -238,6 +247,11 @@ def train(
             "new --out (with --init of that run's checkpoint)"
         )
     registry.build_network(cfg.arch)  # a clear error for an impossible combination
+    if cfg.qualities:
+        try:
+            cfg.level_range(cfg.arch.get("levels", ModelConfig().levels))
+        except ValueError as e:
+            raise CodecError(f"--qualities: {e}") from None
     init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
     validator = None
     if val_every and val and Path(val).is_dir():
@@ -249,6 +263,7 @@ def train(
             val_images,
             val_every,
             report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
+            qualities=cfg.qualities,
         )
     ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
     click.echo(f"checkpoint: {ckpt}")
@@ -550,3 +565,13 @@ def pack_crops(folder, output_path, size, per_image, force):
         raise CodecError(str(exc)) from None
     mib = output_path.stat().st_size / 2**20
     click.echo(f"{output_path}: {counts[0]} crops of {size}x{size}, {mib:.1f} MiB")
+
+
+def _quality_range(text: str | None) -> list[int] | None:
+    """``--qualities LO-HI`` as [lo, hi] (None when not given)."""
+    if not text:
+        return None
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise CodecError(f"--qualities {text}: give a range such as 8-11")
+    return [int(lo), int(hi)]

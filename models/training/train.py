@@ -81,6 +81,18 @@ class TrainConfig:
     # enough: the new channels closed within 1,000 steps.
     rate_warmup: int = 0
     rate_warmup_from: int | None = None
+    # Train only these quality levels (1-based, inclusive [lo, hi]): a model for one end
+    # of the scale (the high-rate model); None trains them all.
+    qualities: list[int] | None = None
+
+    def level_range(self, levels: int) -> tuple[int, int]:
+        """The 0-based levels [lo, hi) that training samples from ``levels`` levels."""
+        if self.qualities is None:
+            return 0, levels
+        lo, hi = self.qualities
+        if not 1 <= lo <= hi <= levels:
+            raise ValueError(f"qualities {lo}-{hi} are not within the model's 1-{levels}")
+        return lo - 1, hi
 
 
 def _rank() -> int:
@@ -494,6 +506,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     balance = None
     if cfg.level_weighting == "balanced":
         balance = LevelBalance(len(lambdas), state=ckpt.get("level_balance") if resumed else None)
+    level_lo, level_hi = cfg.level_range(len(lambdas))
     start, last_ckpt_step = time.time(), step
     bar = tqdm(
         total=cfg.steps,
@@ -507,7 +520,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
         if cfg.time_budget is not None and _all_agree(time.time() - start >= cfg.time_budget):
             break
         batch = to_batch(sampler.batch(cfg.batch_size), device, cfg.channels_last)
-        levels = torch.randint(0, len(lambdas), (cfg.batch_size,))
+        levels = torch.randint(level_lo, level_hi, (cfg.batch_size,))
         weights = balance.weights(levels) if balance is not None else None
         channel_rate = None
         if cfg.rate_warmup_from is not None and step < 2 * cfg.rate_warmup:

@@ -54,10 +54,13 @@ class Validator:
         count: int,
         every: int,
         report: Callable[[dict], None] = lambda row: None,
+        qualities: list[int] | None = None,
     ) -> None:
         from .. import registry
 
         self.out, self.every, self.report = out, every, report
+        # A model trained on part of the scale is validated on that part.
+        self.qualities = None if qualities is None else list(range(qualities[0], qualities[1] + 1))
         self.last = 0  # the last validated step (of this run folder, across resumptions)
         log = out / "val.jsonl"
         if log.exists():
@@ -70,7 +73,7 @@ class Validator:
             self.best = json.loads(best_file.read_text())["bd_rate_vs_jpeg"]
         else:
             shipped = registry.load_model()
-            self.best = bd_rate_vs(self.jpeg, rdcodec_points(shipped, self.images))
+            self.best = bd_rate_vs(self.jpeg, rdcodec_points(shipped, self.images, self.qualities))
             self._log(
                 {"step": None, "model": shipped.name, "bd_rate_vs_jpeg": self.best, "shipped": True}
             )
@@ -97,7 +100,7 @@ class Validator:
         candidate = self.out / "candidate.rdw"
         digest = registry.export_checkpoint(checkpoint, candidate)
         model = registry.load_weights_file(candidate, "candidate", 0, digest)
-        points = rdcodec_points(model, self.images)
+        points = rdcodec_points(model, self.images, self.qualities)
         bd = bd_rate_vs(self.jpeg, points)
         better = improved(bd, self.best)
         hours = seconds / 3600  # cumulative training time, over all sessions

@@ -241,3 +241,24 @@ def test_balanced_level_weighting_trains_differently(data_dir, tmp_path):
     balanced = state["model"]
     assert all(torch.isfinite(t).all() for t in balanced.values())
     assert not torch.equal(plain["g_a.0.weight"], balanced["g_a.0.weight"])
+
+
+def test_a_quality_range_trains_only_those_levels(data_dir, tmp_path):
+    cfg = _config(data_dir, tmp_path / "top", 4)
+    cfg.level_weighting = "balanced"
+    cfg.qualities = [7, 8]
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    # Only levels 7 and 8 (0-based 6 and 7) were sampled.
+    counts = state["level_balance"]["count"].tolist()
+    assert sum(counts[6:]) == 4 * cfg.batch_size and sum(counts[:6]) == 0
+    # The gains of the levels left out did not move.
+    initial = registry.build_network(TINY, trainable=True).state_dict()["log_gain"]
+    trained = state["model"]["log_gain"]
+    assert torch.equal(trained[:6], initial[:6]) and not torch.equal(trained[6:], initial[6:])
+
+
+def test_a_quality_range_outside_the_model_is_refused(data_dir, tmp_path):
+    cfg = _config(data_dir, tmp_path / "bad", 1)
+    cfg.qualities = [7, 9]
+    with pytest.raises(ValueError, match="not within the model's 1-8"):
+        train(cfg, progress=False)

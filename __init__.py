@@ -5,6 +5,7 @@
 >>> image = rdcodec.decode(data)                 # PIL image
 >>> result = rdcodec.encode_image(image)         # bytes plus measured bpp, PSNR, ...
 >>> rdcodec.register_pillow()                    # Image.open("x.rdc"), im.save("x.rdc")
+>>> summary = rdcodec.encode_folder("photos", "coded", engine="ray")  # or "local", jobs=2
 
 The codec functions load on first use (PEP 562), so that ``rdcodec --help`` and the
 other commands that do not code images start without importing torch.
@@ -30,6 +31,8 @@ __all__ = [
     "OutputError",
     *_PIPELINE,
     "register_pillow",
+    "encode_folder",
+    "decode_folder",
 ]
 __version__ = "0.1.0"
 
@@ -39,6 +42,10 @@ def __getattr__(name: str):
         from .codec import pipeline
 
         return getattr(pipeline, name)
+    if name in ("encode_folder", "decode_folder"):
+        from .codec import batch
+
+        return getattr(batch, name)
     if name == "register_pillow":
         # Registering imports Pillow's plugin machinery only: torch comes with a decode.
         from .codec.pillow_plugin import register_pillow

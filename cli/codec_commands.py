@@ -33,6 +33,20 @@ def batch_options(command):
             ),
             click.option("--quiet", is_flag=True, help="Folders: no progress bar."),
             click.option(
+                "--engine",
+                type=click.Choice(["local", "ray"]),
+                default="local",
+                show_default=True,
+                help="Folders: processes on this machine, or Ray actors (pip install "
+                '"rdcodec[ray]"); with ray, -j is the number of actors.',
+            ),
+            click.option(
+                "--address",
+                default=None,
+                help="Folders, --engine ray: the cluster to join (ray://HOST:10001, or auto); "
+                "default: a Ray started on this machine.",
+            ),
+            click.option(
                 "--report",
                 type=click.Path(path_type=Path),
                 default=None,
@@ -45,7 +59,7 @@ def batch_options(command):
     return command
 
 
-def _run_folder(input_path, output_path, settings, jobs, quiet, report) -> None:
+def _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address):
     """A folder run: progress, summary, report, and exit status 1 if a file failed."""
     import sys
 
@@ -57,11 +71,12 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, report) -> None:
         disable = quiet or not sys.stderr.isatty()
         return tqdm(rows, total=total, unit="image", disable=disable, desc=settings.mode)
 
-    workers = jobs if jobs is not None else batch.default_jobs(settings.threads)
-    if workers < 1 or settings.threads < 1:
-        raise CodecError("--jobs and --threads must be at least 1")
     summary = batch.run_batch(
-        input_path, output_path, settings, batch.local_engine(workers), progress
+        input_path,
+        output_path,
+        settings,
+        batch.make_engine(engine, jobs, settings.threads, address),
+        progress,
     )
     if report is not None:
         batch.write_report(report, summary)
@@ -122,6 +137,8 @@ def encode(
     jobs,
     threads,
     quiet,
+    engine,
+    address,
     report,
 ):
     """Encode image IN into bitstream OUT and report what was measured; or every image
@@ -149,7 +166,7 @@ def encode(
             force,
             strip,
         )
-        _run_folder(input_path, output_path, settings, jobs, quiet, report)
+        _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address)
         return
     image_io.check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
@@ -230,7 +247,19 @@ def encode(
 )
 @batch_options
 @reports_errors
-def decode(input_path, output_path, force, as_json, max_pixels, jobs, threads, quiet, report):
+def decode(
+    input_path,
+    output_path,
+    force,
+    as_json,
+    max_pixels,
+    jobs,
+    threads,
+    quiet,
+    engine,
+    address,
+    report,
+):
     """Decode bitstream IN into image OUT (format from its extension, e.g. .png); or every
     .rdc file under folder IN into the same tree of PNGs under folder OUT."""
     from ..codec import image_io, pipeline
@@ -241,7 +270,7 @@ def decode(input_path, output_path, force, as_json, max_pixels, jobs, threads, q
         if as_json:
             raise CodecError("--json is for one file; for a folder use --report FILE.json")
         settings = Settings("decode", threads=threads, max_pixels=max_pixels, force=force)
-        _run_folder(input_path, output_path, settings, jobs, quiet, report)
+        _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address)
         return
 
     image_io.check_output(output_path, force)

@@ -11,9 +11,30 @@ import numpy as np
 MS_SSIM_MIN_SIDE = 161
 
 
+# Metrics of large images run over bands of rows of about this many values (a 24 MP
+# photo would otherwise need float64 copies of several GiB).
+BAND_VALUES = 1 << 21
+# Above this many pixels MS-SSIM runs band by band (``ms_ssim_banded``); below it, the
+# whole image at once in pytorch-msssim, the reference the banded one is tested against.
+MS_SSIM_WHOLE_PIXELS = 4_000_000
+
+
+def _row_step(width: int, channels: int = 3) -> int:
+    return max(16, BAND_VALUES // max(1, width * channels))
+
+
 def mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error of two uint8 images on the 8-bit scale, over all channels."""
-    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    """Mean squared error of two uint8 images on the 8-bit scale, over all channels,
+    summed exactly in integers band by band (no float copy of the images)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images of different shapes: {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("empty image")
+    total, step = 0, _row_step(a.shape[1], a.shape[2] if a.ndim == 3 else 1)
+    for r in range(0, a.shape[0], step):
+        d = a[r : r + step].astype(np.int32) - b[r : r + step].astype(np.int32)
+        total += int(np.square(d).sum(dtype=np.int64))
+    return total / a.size
 
 
 def psnr_of_mse_8bit(value: float) -> float:
@@ -27,9 +48,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim, data range 255); None for images too small for it."""
+    """MS-SSIM (pytorch-msssim, data range 255); None for images too small for it.
+    Images of more than MS_SSIM_WHOLE_PIXELS pixels go band by band, to the same value."""
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
+    if a.shape[0] * a.shape[1] > MS_SSIM_WHOLE_PIXELS:
+        return ms_ssim_banded(a, b)
     import torch
     from pytorch_msssim import ms_ssim as _ms_ssim
 
@@ -37,6 +61,85 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
         return torch.from_numpy(x).permute(2, 0, 1)[None].double()
 
     return float(_ms_ssim(t(a), t(b), data_range=255, size_average=True))
+
+
+# pytorch-msssim's defaults: five scales, an 11-tap Gaussian window of sigma 1.5.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_WINDOW, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
+
+
+def ms_ssim_banded(a: np.ndarray, b: np.ndarray, rows: int | None = None) -> float:
+    """MS-SSIM of two (H, W, 3) uint8 images computed over bands of ``rows`` rows, in
+    memory that does not grow with the height: pytorch-msssim's arithmetic (float64,
+    valid Gaussian filtering, 2x2 average pooling with zero padding of odd sides), with
+    its per-channel means summed band by band. Each coarser scale is kept whole in
+    float32, which holds its values exactly (averages of 4^k uint8 values)."""
+    import torch
+
+    coords = torch.arange(_WINDOW, dtype=torch.float) - _WINDOW // 2
+    g = torch.exp(-(coords**2) / (2 * _SIGMA**2))
+    taps = (g / g.sum()).double().tolist()
+    c1, c2 = (_K1 * 255) ** 2, (_K2 * 255) ** 2
+
+    def blur(t):
+        """The valid Gaussian filter along rows, then columns, as shifted sums (the
+        same products as a depthwise convolution, several times faster in float64)."""
+        for dim in (2, 3):
+            n = t.shape[dim] - _WINDOW + 1
+            out = t.narrow(dim, 0, n) * taps[0]
+            for k in range(1, _WINDOW):
+                out.add_(t.narrow(dim, k, n), alpha=taps[k])
+            t = out
+        return t
+
+    x = torch.from_numpy(a).permute(2, 0, 1)[None]  # uint8 views: no copy
+    y = torch.from_numpy(b).permute(2, 0, 1)[None]
+    factors = []
+    for scale, _ in enumerate(MS_SSIM_WEIGHTS):
+        height, width = x.shape[2:]
+        step = rows or _row_step(width)
+        ssim_sum = torch.zeros(3, dtype=torch.float64)
+        cs_sum = torch.zeros(3, dtype=torch.float64)
+        for r0 in range(0, height - _WINDOW + 1, step):
+            r1 = min(r0 + step, height - _WINDOW + 1) + _WINDOW - 1
+            xb, yb = x[:, :, r0:r1].double(), y[:, :, r0:r1].double()
+            mu1, mu2, xx, yy, xy = blur(torch.cat((xb, yb, xb * xb, yb * yb, xb * yb), 1)).split(
+                3, 1
+            )
+            # In place where it can be (the maps are most of the time and memory):
+            # cs = (2 s12 + C2) / (s1 + s2 + C2), ssim = (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1) cs.
+            mu12, mu_sq = mu1 * mu2, mu1.square_().add_(mu2.square_())
+            cs = xy.sub_(mu12).mul_(2).add_(c2).div_(xx.add_(yy).sub_(mu_sq).add_(c2))
+            ssim = mu12.mul_(2).add_(c1).div_(mu_sq.add_(c1)).mul_(cs)
+            cs_sum += cs.sum((0, 2, 3))
+            ssim_sum += ssim.sum((0, 2, 3))
+        count = (height - _WINDOW + 1) * (width - _WINDOW + 1)
+        last = scale == len(MS_SSIM_WEIGHTS) - 1
+        factors.append(torch.relu((ssim_sum if last else cs_sum) / count))
+        if not last:
+            x, y = (_pool_banded(t, step) for t in (x, y))
+    weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1)
+    return float(torch.prod(torch.stack(factors) ** weights, dim=0).mean())
+
+
+def _pool_banded(level, step: int):
+    """pytorch-msssim's ``avg_pool2d(X, 2, padding=[H % 2, W % 2])`` of a (1, 3, H, W)
+    image, band by band, as float32 (exact: the values are multiples of 4^-k)."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = level.shape[2:]
+    ph, pw = height % 2, width % 2
+    out_h = (height + 2 * ph - 2) // 2 + 1
+    out = torch.empty(1, 3, out_h, (width + 2 * pw - 2) // 2 + 1, dtype=torch.float32)
+    for i0 in range(0, out_h, step):
+        i1 = min(i0 + step, out_h)
+        lo, hi = 2 * i0 - ph, min(2 * i1 - ph, height)
+        part = level[:, :, max(lo, 0) : hi].double()
+        if lo < 0:  # the zero row of the top padding (counted in the average)
+            part = F.pad(part, (0, 0, 1, 0))
+        out[:, :, i0:i1] = F.avg_pool2d(part, 2, padding=(0, pw)).float()
+    return out
 
 
 def ms_ssim_db(value: float | None) -> float | None:

@@ -297,7 +297,7 @@ def _synthesis_tiled(
             if t0 * s >= height or l0 * s >= width:
                 continue  # the tile lies entirely in the padding
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            out = net.synthesis(y_hat[:, :, a0:a1, b0:b1], q)
+            out = net.decoding_synthesis(y_hat[:, :, a0:a1, b0:b1], q)
             rows = (t0 * s, min(t1 * s, height))
             cols = (l0 * s, min(l1 * s, width))
             crop = out[

@@ -21,7 +21,6 @@ Effort levels name step counts and schedules measured on the validation photos
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -130,9 +129,9 @@ def _refine(net, x, y, z, quality, schedule, generator):
     # g_s's gradients in bfloat16 where the CPU computes it natively: only the search
     # direction is approximate, the file is coded in full precision.
     bf16 = bf16_is_native()
-    # A channels-last copy of g_s: 2-2.3x faster backward passes with oneDNN (the
-    # network itself is left as it is, so decoding is not touched).
-    g_s = copy.deepcopy(net.g_s).to(memory_format=torch.channels_last).requires_grad_(False)
+    # The frozen channels-last copy of g_s decoding uses: 2-2.3x faster backward
+    # passes with oneDNN.
+    g_s = net.frozen_synthesis()
     y = y.detach().clone().requires_grad_(True)
     z = z.detach().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([y, z], lr=schedule.lr)

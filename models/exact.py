@@ -171,6 +171,14 @@ class QuantisedSliceContext(nn.Sequential):
         return quantised_forward(self, _fake_quant(context, ACT_BITS), ACT_BITS)
 
 
+# Rows of output per band of an exact network's pass, and the rows of input halo each
+# band reads beyond its own: every layer reaches one row of its input (3x3
+# convolutions; the 5x5 stride-2 transposed ones reach +-1 input row), so three layers
+# need 3.
+BAND_ROWS = 64
+BAND_HALO = 3
+
+
 class ExactNetwork:
     """Integer convolutions with exact leaky ReLUs between them: ``weights[i]`` are
     integer kernels on the 2**-exponents[i] grid, ``biases[i]`` integers on the
@@ -240,7 +248,27 @@ class ExactNetwork:
         }
 
     def forward_units(self, x: Tensor) -> Tensor:
-        """Integer-valued float64 inputs (clamped to +-ACT_LIMIT) -> integer outputs."""
+        """Integer-valued float64 inputs (clamped to +-ACT_LIMIT) -> integer outputs.
+
+        Large inputs run in bands of BAND_ROWS output rows with a halo that covers the
+        layers' reach, so a 24 MP photo's float64 activations are never all in memory.
+        Every accumulator is an exact integer (``accumulator_bound``), so the bands give
+        the same integers as one pass, on any machine."""
+        rows, scale = x.shape[2], 2 ** self.KINDS.count("deconv")
+        step = max(1, BAND_ROWS // scale)  # input rows for BAND_ROWS output rows
+        if rows <= 2 * step:
+            return self._layers(x)
+        out = None
+        for r0 in range(0, rows, step):
+            r1 = min(r0 + step, rows)
+            a0, a1 = max(0, r0 - BAND_HALO), min(rows, r1 + BAND_HALO)
+            band = self._layers(x[:, :, a0:a1])
+            if out is None:  # filled band by band: no list of bands to concatenate
+                out = band.new_empty((*band.shape[:2], rows * scale, band.shape[3]))
+            out[:, :, r0 * scale : r1 * scale] = band[:, :, (r0 - a0) * scale : (r1 - a0) * scale]
+        return out
+
+    def _layers(self, x: Tensor) -> Tensor:
         in_bits = self.IN_BITS
         last = len(self.KINDS) - 1
         for i, (kind, w, b) in enumerate(zip(self.KINDS, self.weights, self.biases, strict=True)):

@@ -94,7 +94,7 @@ def default_thresholds() -> Tensor:
 def table_indices(thresholds: Tensor, scales_units: Tensor) -> np.ndarray:
     """Table index (uint8) of each scale in units of 2**-ACT_BITS: the number of
     thresholds (float64 integers, see :func:`index_thresholds`) at or below it."""
-    found = torch.searchsorted(thresholds, scales_units.contiguous(), right=True)
+    found = torch.searchsorted(thresholds, scales_units.contiguous(), right=True, out_int32=True)
     return found.numpy().astype(np.uint8)
 
 

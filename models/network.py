@@ -18,6 +18,7 @@ import contextlib
 import math
 import threading
 import warnings
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -329,6 +330,28 @@ class Hyperprior(nn.Module):
         """Decoded (gained) y -> image in [0, 1] (not clamped)."""
         _, inv_gain = self.gains(quality)
         return self.g_s(y_hat * inv_gain)
+
+    def frozen_synthesis(self) -> nn.Module:
+        """A copy of ``g_s`` with frozen weights in channels-last layout, where oneDNN's
+        transposed convolutions run about 1.8x faster: what decoding and encode-time
+        refinement run. It is the same function (pixels may differ by one level where
+        a value sits on a rounding boundary, as they may across CPUs); the decoded
+        symbols, all that a file fixes, do not depend on it. Rebuilt when ``g_s``'s
+        weights change."""
+        key = tuple((id(p), p._version) for p in self.g_s.parameters())
+        cached = self.__dict__.get("_frozen_g_s")
+        if cached is None or cached[0] != key:
+            copy = deepcopy(self.g_s).requires_grad_(False)
+            cached = (key, copy.to(memory_format=torch.channels_last))
+            self.__dict__["_frozen_g_s"] = cached
+        return cached[1]
+
+    def decoding_synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
+        """``synthesis`` for decoding (no gradients to the weights): on the frozen,
+        channels-last copy of ``g_s``; the image comes back in the usual layout."""
+        _, inv_gain = self.gains(quality)
+        y_in = (y_hat * inv_gain).contiguous(memory_format=torch.channels_last)
+        return self.frozen_synthesis()(y_in).contiguous()
 
     # ---- rate estimates (the model's -log2 p, beside the file's real bits) ----------
     def z_likelihood(self, values: Tensor) -> Tensor:

@@ -112,3 +112,24 @@ def test_folder_options_are_checked_before_any_work(photo_folder, tmp_path):
 def test_default_jobs_fill_the_machine():
     assert batch.default_jobs(1) >= 1
     assert batch.default_jobs(1000) == 1
+
+
+def test_engine_options_are_checked_before_any_work(photo_folder, tmp_path):
+    out = tmp_path / "out"
+    for extra, message in (
+        (["--address", "auto"], "--address is for --engine ray"),
+        (["-j", "0"], "--jobs and --threads must be at least 1"),
+    ):
+        result = CliRunner().invoke(main, ["encode", str(photo_folder), str(out), *extra])
+        assert result.exit_code != 0 and message in result.output + result.stderr
+    assert not out.exists() or not list(out.rglob("*.rdc"))
+
+
+def test_the_python_api_runs_a_folder(photo_folder, tmp_path):
+    import rdcodec
+
+    summary = rdcodec.encode_folder(photo_folder, tmp_path / "out", 2, jobs=1)
+    assert summary.count("done") == 3 and summary.failed == 3
+    assert {r.quality for r in summary.rows if r.status == "done"} == {2.0}
+    decoded = rdcodec.decode_folder(tmp_path / "out", tmp_path / "png", jobs=1)
+    assert decoded.count("done") == 3 and decoded.failed == 0

@@ -104,6 +104,20 @@ def test_extreme_symbols_stay_exact(trained_like):
     assert exact.accumulator_bound(e) < EXACT_LIMIT
 
 
+def test_bands_give_the_integers_of_one_pass(trained_like, monkeypatch):
+    # Tall inputs run in bands of rows with a halo: the same integers as one pass (and
+    # as the int64 reference), for bands that do and do not divide the height.
+    _, e = trained_like
+    z = _symbols(7, (1, 8, 41, 6))
+    whole = reference(e, z)
+    for rows in (4, 12, 28):  # output rows: 1, 3 and 7 input rows a band
+        monkeypatch.setattr(exact, "BAND_ROWS", rows)
+        assert np.array_equal(e.forward_units(z).numpy().astype(np.int64), whole)
+    # A halo short of the layers' reach would change rows at the seams: the check bites.
+    monkeypatch.setattr(exact, "BAND_HALO", 1)
+    assert not np.array_equal(e.forward_units(z).numpy().astype(np.int64), whole)
+
+
 def test_result_does_not_depend_on_threads(trained_like):
     _, e = trained_like
     z = _symbols(5, (1, 8, 12, 16))

@@ -1,0 +1,60 @@
+"""Metrics in bounded memory: band-by-band MS-SSIM and PSNR equal the whole-image ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim as reference_ms_ssim
+
+from rdcodec.codec import metrics
+
+
+def _pair(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random picture and a noisy copy of it."""
+    rng = np.random.default_rng(seed)
+    noise = torch.from_numpy(rng.uniform(0, 255, (1, 3, height, width)).astype(np.float32))
+    smooth = F.avg_pool2d(noise, 7, 1, 3).mul(2.5).sub(190).clamp(0, 255).round()
+    a = smooth[0].permute(1, 2, 0).numpy().astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    return a, b
+
+
+def _reference(a: np.ndarray, b: np.ndarray) -> float:
+    def t(x):
+        return torch.from_numpy(x).permute(2, 0, 1)[None].double()
+
+    return float(reference_ms_ssim(t(a), t(b), data_range=255))
+
+
+# Odd and even sides at every scale (the pooling pads odd ones), bands that do and do not
+# divide the height, and a band taller than the image.
+@pytest.mark.parametrize(("height", "width"), [(161, 170), (203, 331), (256, 192)])
+@pytest.mark.parametrize("rows", [16, 45, 1000])
+def test_banded_ms_ssim_equals_pytorch_msssim(height, width, rows):
+    a, b = _pair(height, width)
+    expected = _reference(a, b)
+    assert 0.5 < expected < 0.999  # a picture with something to measure
+    assert metrics.ms_ssim_banded(a, b, rows) == pytest.approx(expected, abs=1e-9)
+
+
+def test_large_images_take_the_banded_path(monkeypatch):
+    a, b = _pair(200, 240, seed=1)
+    monkeypatch.setattr(metrics, "MS_SSIM_WHOLE_PIXELS", 10_000)
+    monkeypatch.setattr(metrics, "BAND_VALUES", 3 * 240 * 20)  # 20-row bands
+    calls = []
+    real = metrics.ms_ssim_banded
+    monkeypatch.setattr(metrics, "ms_ssim_banded", lambda *a: calls.append(1) or real(*a))
+    assert metrics.ms_ssim(a, b) == pytest.approx(_reference(a, b), abs=1e-9)
+    assert calls
+
+
+def test_banded_mse_is_exact(monkeypatch):
+    monkeypatch.setattr(metrics, "BAND_VALUES", 1000)  # many bands
+    a, b = _pair(97, 65, seed=2)
+    diff = a.astype(np.int64) - b.astype(np.int64)
+    assert metrics.mse(a, b) == np.mean(diff**2)
+    assert metrics.psnr(a, a) == float("inf")
+    with pytest.raises(ValueError, match="different shapes"):
+        metrics.mse(a, b[1:])

@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
+from ..models.training.config import TrainConfig  # torch-free: the defaults below
 from .common import reports_errors
+
+DEFAULTS = TrainConfig()
 
 
 @click.command()
@@ -26,18 +29,22 @@ from .common import reports_errors
 )
 @click.option("--from-scratch", is_flag=True, help="Start from random weights.")
 @click.option(
-    "--steps", type=int, default=10000, show_default=True, help="Stop at this global step."
+    "--steps", type=int, default=DEFAULTS.steps, show_default=True, help="Stop at this global step."
 )
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
 @click.option(
-    "--crop", type=int, default=128, show_default=True, help="Crop side (a multiple of 64)."
+    "--crop",
+    type=int,
+    default=DEFAULTS.crop,
+    show_default=True,
+    help="Crop side (a multiple of 64).",
 )
-@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True)
 @click.option(
     "--gain-lr-scale",
     type=float,
-    default=20.0,
+    default=DEFAULTS.gain_lr_scale,
     show_default=True,
     help="Learning rate of the per-level gain vectors, as a multiple of --lr.",
 )
@@ -102,14 +109,14 @@ from .common import reports_errors
 @click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.999,
+    default=DEFAULTS.ema_decay,
     show_default=True,
     help="Decay of the weight average that is validated and exported; 0 disables.",
 )
 @click.option(
     "--level-weighting",
     type=click.Choice(["lambda", "balanced"]),
-    default="lambda",
+    default=DEFAULTS.level_weighting,
     show_default=True,
     help="lambda: R + lmbda D as it is (the top levels dominate each batch); balanced: "
     "each sample's loss divided by a running mean of its level's loss.",
@@ -117,7 +124,7 @@ from .common import reports_errors
 @click.option(
     "--rate-warmup",
     type=click.IntRange(0),
-    default=0,
+    default=DEFAULTS.rate_warmup,
     show_default=True,
     help="With --widen: the new channels' bits are free for the first N steps, then charged "
     "on a ramp to their full cost at step 2N (free bits, then a KL warm-up), so the decoder "
@@ -167,7 +174,8 @@ def train(
     from ..codec import image_io
     from ..models import registry
     from ..models.network import ModelConfig
-    from ..models.training.train import TrainConfig, bf16_is_native, init_distributed
+    from ..models.training.config import plan_architecture
+    from ..models.training.train import bf16_is_native, init_distributed
     from ..models.training.train import train as run_training
 
     if crop % 64:
@@ -203,49 +211,31 @@ def train(
         rate_warmup=rate_warmup,
         qualities=_quality_range(qualities),
     )
+    last = Path(out) / "last.ckpt"
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
-        cfg.arch = ModelConfig(n, m).to_dict()
+        start = ModelConfig(n, m).to_dict()
     else:
         cfg.init = init or str(
             registry.weights_path(registry.find_entry(registry.default_model_name()))
         )
         # Resuming a run: its own architecture, not the warm start's (which would leave
         # out what the run grew, such as a channel context).
-        last = Path(out) / "last.ckpt"
-        cfg.arch = registry.config_of(last if last.exists() else cfg.init)
-    cfg.arch = {**cfg.arch, **({"exact": True} if exact else {})}
-    if levels:
-        cfg.arch["levels"] = levels
-    old_m, old_slices = cfg.arch["M"], cfg.arch.get("slices", 1)
-    if widen:
-        if from_scratch or widen < old_m:
-            raise CodecError(f"--widen {widen}: give more channels than the warm start's M")
-        cfg.arch["M"] = widen
-    if slices:
-        cfg.arch["slices"] = slices
-    if widen and old_slices > 1:
-        # A channel context carries over slice by slice: the slices keep their width, and
-        # a wider latent gets whole new slices after the old ones.
-        width = old_m // old_slices
-        if widen % width:
-            raise CodecError(f"--widen {widen}: not a multiple of the slice width {width}")
-        if slices and slices != widen // width:
-            raise CodecError(
-                f"--slices {slices}: the context's slices are {width} channels wide, so "
-                f"--widen {widen} needs --slices {widen // width} (or leave it out)"
-            )
-        cfg.arch["slices"] = widen // width
-    if rate_warmup:
-        if not widen:
-            raise CodecError("--rate-warmup warms up the channels --widen adds: give --widen")
-        cfg.rate_warmup_from = old_m  # a resumed run keeps its own (see train.train)
-    last = Path(out) / "last.ckpt"
-    if not from_scratch and last.exists() and cfg.arch != registry.config_of(last):
-        raise CodecError(
-            f"{out} holds a run of another architecture; give --widen/--slices/--levels a "
-            "new --out (with --init of that run's checkpoint)"
+        start = registry.config_of(last if last.exists() else cfg.init)
+    try:
+        plan = plan_architecture(
+            start,
+            from_scratch=from_scratch,
+            exact=exact,
+            levels=levels,
+            widen=widen,
+            slices=slices,
+            rate_warmup=rate_warmup,
+            resumed=registry.config_of(last) if last.exists() else None,
         )
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
+    cfg.arch, cfg.rate_warmup_from = plan.arch, plan.rate_warmup_from
     registry.build_network(cfg.arch)  # a clear error for an impossible combination
     if cfg.qualities:
         try:
@@ -286,7 +276,7 @@ def train(
     "channel slices, as the default model trains.",
 )
 @click.option("--crop", "crops", type=int, multiple=True, default=[128], show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
 @click.option("--threads", "threads_list", type=int, multiple=True, default=[2], show_default=True)
 @click.option(
     "--mode",

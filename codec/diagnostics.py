@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import container
-from .pipeline import Latents, _channel_indices, _table_sets, decode_latents
+from .pipeline import Latents, decode_latents
 
 # A channel is inactive below this rate, in bits per latent location, over the image.
 INACTIVE_BITS_PER_LOCATION = 1e-3
@@ -97,18 +97,8 @@ class Diagnostics:
 def diagnose(data: bytes, model=None) -> Diagnostics:
     """Decode a file's latents and account for every bit."""
     lat: Latents = decode_latents(data, model)
-    net = lat.model.network
-    z_tables, y_tables = _table_sets(lat.model)
-
-    # The same per-channel table indices the coder used for z.
-    z_info = z_tables.bits(lat.z_symbols, _channel_indices(lat.z_symbols.shape))  # (1, N, hz, wz)
-    y_info = y_tables.bits(lat.y_symbols, lat.y_indices)  # (1, M, h, w)
-
-    from ..models.gaussian import likelihood
-
-    y_lik = likelihood(lat.y_hat, lat.scales.float(), lat.means.float())
-    zc = lat.z_hat.permute(1, 0, 2, 3).reshape(lat.z_hat.shape[1], 1, -1)
-    z_lik = net.z_likelihood(zc)
+    z_info, y_info = lat.table_bits()  # (1, N, hz, wz) and (1, M, h, w)
+    estimate_z, estimate_y = lat.estimate_bits()
 
     h, w = lat.y_symbols.shape[2:]
     heat = y_info[0].sum(axis=0)
@@ -121,8 +111,8 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
         header_bits=8 * container.OVERHEAD_BYTES,
         z_bits=8 * lat.z_payload_bytes,
         y_bits=8 * lat.y_payload_bytes,
-        estimate_z_bits=float(-torch.log2(z_lik).sum()),
-        estimate_y_bits=float(-torch.log2(y_lik).sum()),
+        estimate_z_bits=estimate_z,
+        estimate_y_bits=estimate_y,
         table_z_bits=float(z_info.sum()),
         table_y_bits=float(y_info.sum()),
         y_channel_bits=tuple(float(v) for v in y_info[0].sum(axis=(1, 2))),

@@ -13,11 +13,10 @@ import dataclasses
 import os
 import stat
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..atomic import atomic_write_all
 from ..errors import BitstreamError, CodecError, ImageError, OutputError
 
 # Pillow's own bomb guard warns at ~89 MP and raises at twice that; we refuse above
@@ -370,42 +370,6 @@ def atomic_write(
 ) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: never a partial output."""
     atomic_write_all({check_output(path, force): write})
-
-
-def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
-    """Write a set of files (overwriting) with no partial output: each ``write(tmp_path)``
-    goes to a temporary file beside its target, and the renames come only after all of
-    them succeeded."""
-    staged: dict[Path, Path] = {}
-    try:
-        for path, write in writers.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-            os.close(fd)
-            staged[path] = Path(tmp)
-            write(staged[path])
-        mode = _new_file_mode()
-        for path, tmp in staged.items():
-            # mkstemp makes 0600 files; an output gets what open() would have given it.
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def _new_file_mode() -> int:
-    """0666 less the process umask (read without changing it for other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, force: bool = False) -> None:

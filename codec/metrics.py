@@ -98,24 +98,27 @@ def ms_ssim_banded(a: np.ndarray, b: np.ndarray, rows: int | None = None) -> flo
     for scale, _ in enumerate(MS_SSIM_WEIGHTS):
         height, width = x.shape[2:]
         step = rows or _row_step(width)
-        ssim_sum = torch.zeros(3, dtype=torch.float64)
-        cs_sum = torch.zeros(3, dtype=torch.float64)
+        last = scale == len(MS_SSIM_WEIGHTS) - 1
+        total = torch.zeros(3, dtype=torch.float64)  # cs, or at the last scale ssim
         for r0 in range(0, height - _WINDOW + 1, step):
             r1 = min(r0 + step, height - _WINDOW + 1) + _WINDOW - 1
-            xb, yb = x[:, :, r0:r1].double(), y[:, :, r0:r1].double()
-            mu1, mu2, xx, yy, xy = blur(torch.cat((xb, yb, xb * xb, yb * yb, xb * yb), 1)).split(
-                3, 1
-            )
-            # In place where it can be (the maps are most of the time and memory):
-            # cs = (2 s12 + C2) / (s1 + s2 + C2), ssim = (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1) cs.
+            # x, y, x^2, y^2, xy of the band, written straight into one buffer.
+            maps = torch.empty((1, 15, r1 - r0, width), dtype=torch.float64)
+            maps[:, 0:3], maps[:, 3:6] = x[:, :, r0:r1], y[:, :, r0:r1]
+            torch.mul(maps[:, 0:3], maps[:, 0:3], out=maps[:, 6:9])
+            torch.mul(maps[:, 3:6], maps[:, 3:6], out=maps[:, 9:12])
+            torch.mul(maps[:, 0:3], maps[:, 3:6], out=maps[:, 12:15])
+            mu1, mu2, xx, yy, xy = blur(maps).split(3, 1)
+            # In place (the maps are most of the time and memory):
+            # cs = (2 s12 + C2) / (s1 + s2 + C2), ssim = (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1) cs;
+            # only the last scale needs ssim.
             mu12, mu_sq = mu1 * mu2, mu1.square_().add_(mu2.square_())
             cs = xy.sub_(mu12).mul_(2).add_(c2).div_(xx.add_(yy).sub_(mu_sq).add_(c2))
-            ssim = mu12.mul_(2).add_(c1).div_(mu_sq.add_(c1)).mul_(cs)
-            cs_sum += cs.sum((0, 2, 3))
-            ssim_sum += ssim.sum((0, 2, 3))
+            if last:
+                cs = mu12.mul_(2).add_(c1).div_(mu_sq.add_(c1)).mul_(cs)
+            total += cs.sum((0, 2, 3))
         count = (height - _WINDOW + 1) * (width - _WINDOW + 1)
-        last = scale == len(MS_SSIM_WEIGHTS) - 1
-        factors.append(torch.relu((ssim_sum if last else cs_sum) / count))
+        factors.append(torch.relu(total / count))
         if not last:
             x, y = (_pool_banded(t, step) for t in (x, y))
     weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1)

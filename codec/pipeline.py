@@ -246,13 +246,17 @@ def _quality_tensor(quality_milli: int) -> torch.Tensor:
 # size, so encoder and decoder cut the same tiles.
 WHOLE_LATENTS = 4_000_000 // 256  # y positions of a 4 MP image
 TILE_LATENTS = 64  # tile side in y positions (1024 px) beyond that
+# g_s's tiles are smaller: its float activations at full resolution cost about 0.4 GB
+# per 1024 px tile, and the decoded pixels, unlike g_a's latents, are not part of the
+# file, so the decoder may cut them as memory asks (any image over one tile).
+SYNTHESIS_TILE_LATENTS = 48  # 768 px
 
 
-def _tiles(size: int, whole: bool):
+def _tiles(size: int, whole: bool, tile: int = TILE_LATENTS):
     """(start, stop) of each tile along one axis of ``size`` y positions."""
     if whole:
         return [(0, size)]
-    return [(a, min(a + TILE_LATENTS, size)) for a in range(0, size, TILE_LATENTS)]
+    return [(a, min(a + tile, size)) for a in range(0, size, tile)]
 
 
 def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
@@ -291,9 +295,10 @@ def _synthesis_tiled(
     """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
     h, w = y_hat.shape[2:]
     image = np.empty((height, width, 3), dtype=np.uint8)
-    m, s, whole = net.margin, net.stride, h * w <= WHOLE_LATENTS
-    for t0, t1 in _tiles(h, whole):
-        for l0, l1 in _tiles(w, whole):
+    m, s, tile = net.margin, net.stride, SYNTHESIS_TILE_LATENTS
+    whole = h <= tile + m and w <= tile + m
+    for t0, t1 in _tiles(h, whole, tile):
+        for l0, l1 in _tiles(w, whole, tile):
             if t0 * s >= height or l0 * s >= width:
                 continue  # the tile lies entirely in the padding
             a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
@@ -501,6 +506,21 @@ class Latents:
     def y_hat(self) -> torch.Tensor:
         """symbols + means (exact, in the means' precision), as float32."""
         return (torch.from_numpy(self.y_symbols).to(self.means.dtype) + self.means).float()
+
+    def table_bits(self) -> tuple[np.ndarray, np.ndarray]:
+        """-log2 p of every z and y symbol under the integer tables the coder used,
+        shaped as the symbols."""
+        z_tables, y_tables = _table_sets(self.model)
+        z_bits = z_tables.bits(self.z_symbols, _channel_indices(self.z_symbols.shape))
+        return z_bits, y_tables.bits(self.y_symbols, self.y_indices)
+
+    @torch.no_grad()
+    def estimate_bits(self) -> tuple[float, float]:
+        """The network's -log2 p of z and of y: the estimate ``Rate`` reports at encode."""
+        net = self.model.network
+        return net.estimate_z_bits(self.z_hat), net.estimate_y_bits(
+            self.y_hat, self.scales.float(), self.means.float()
+        )
 
 
 @functools.lru_cache(maxsize=8)

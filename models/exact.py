@@ -171,12 +171,10 @@ class QuantisedSliceContext(nn.Sequential):
         return quantised_forward(self, _fake_quant(context, ACT_BITS), ACT_BITS)
 
 
-# Rows of output per band of an exact network's pass, and the rows of input halo each
-# band reads beyond its own: every layer reaches one row of its input (3x3
-# convolutions; the 5x5 stride-2 transposed ones reach +-1 input row), so three layers
-# need 3.
-BAND_ROWS = 64
-BAND_HALO = 3
+# Rows of output per band of an exact network's pass (float64 convolutions unfold
+# their input nine- or 25-fold, so a band of h_s's 2M output channels costs about
+# 5 MB per output row of a 6000 px wide photo).
+BAND_ROWS = 32
 
 
 class ExactNetwork:
@@ -255,18 +253,29 @@ class ExactNetwork:
         Every accumulator is an exact integer (``accumulator_bound``), so the bands give
         the same integers as one pass, on any machine."""
         rows, scale = x.shape[2], 2 ** self.KINDS.count("deconv")
-        step = max(1, BAND_ROWS // scale)  # input rows for BAND_ROWS output rows
+        step, halo = max(1, BAND_ROWS // scale), self.halo()
         if rows <= 2 * step:
             return self._layers(x)
         out = None
         for r0 in range(0, rows, step):
             r1 = min(r0 + step, rows)
-            a0, a1 = max(0, r0 - BAND_HALO), min(rows, r1 + BAND_HALO)
+            a0, a1 = max(0, r0 - halo), min(rows, r1 + halo)
             band = self._layers(x[:, :, a0:a1])
             if out is None:  # filled band by band: no list of bands to concatenate
                 out = band.new_empty((*band.shape[:2], rows * scale, band.shape[3]))
             out[:, :, r0 * scale : r1 * scale] = band[:, :, (r0 - a0) * scale : (r1 - a0) * scale]
         return out
+
+    def halo(self) -> int:
+        """Rows of input a band must read beyond its own for exact outputs: each layer
+        reaches one row of its own input (3x3 convolutions; the 5x5 stride-2
+        transposed ones reach +-1 input row), which is 2**-k input rows of the network
+        after k transposed layers."""
+        reach, scale = 0.0, 1
+        for kind in self.KINDS:
+            reach += 1 / scale
+            scale *= 2 if kind == "deconv" else 1
+        return math.ceil(reach)
 
     def _layers(self, x: Tensor) -> Tensor:
         in_bits = self.IN_BITS
@@ -276,11 +285,14 @@ class ExactNetwork:
                 acc = F.conv_transpose2d(x, w, None, stride=2, padding=2, output_padding=1)
             else:
                 acc = F.conv2d(x, w, None, stride=1, padding=1)
+            # In place on the fresh accumulator: a 24 MP photo's bands are large.
             acc += b[None, :, None, None]
-            x = round_shift(acc, in_bits + self.exponents[i] - ACT_BITS)
+            x = round_shift(acc, in_bits + self.exponents[i] - ACT_BITS, inplace=True)
             if i < last:
-                neg = round_shift(x * LEAKY_NUM, LEAKY_SHIFT)
-                x = torch.where(x < 0, neg, x)
+                # The leaky ReLU: round(a x) for x < 0, x otherwise, with 0 < a < 1, is
+                # max(x, round(a x)) for integers x (round(a x) <= x exactly when x >= 0).
+                neg = round_shift(x * LEAKY_NUM, LEAKY_SHIFT, inplace=True)
+                x = torch.maximum(x, neg, out=neg)
             x.clamp_(-ACT_LIMIT, ACT_LIMIT)
             in_bits = ACT_BITS
         return x
@@ -378,12 +390,14 @@ class ExactSliceContext(ExactNetwork):
         return means / unit, scales / unit
 
 
-def round_shift(x: Tensor, shift: int) -> Tensor:
+def round_shift(x: Tensor, shift: int, inplace: bool = False) -> Tensor:
     """floor(x / 2**shift + 1/2) for integer-valued float64 x: exact (a power-of-two
-    scaling and a floor), round half up."""
+    scaling and a floor), round half up; ``inplace`` overwrites x."""
     if shift <= 0:
-        return x * float(1 << -shift)
-    return torch.floor((x + float(1 << (shift - 1))) * 2.0**-shift)
+        return x.mul_(float(1 << -shift)) if inplace else x * float(1 << -shift)
+    if not inplace:
+        x = x.clone()
+    return x.add_(float(1 << (shift - 1))).mul_(2.0**-shift).floor_()
 
 
 def accumulator_bound(exact: ExactNetwork) -> int:

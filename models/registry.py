@@ -25,7 +25,6 @@ import functools
 import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import atomic
 from ..errors import ModelError
 from . import gaussian
 from .exact import ExactHyperSynthesis, ExactSliceContext
@@ -175,10 +175,7 @@ def export_weights(network: Hyperprior, path: Path) -> str:
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -271,13 +268,19 @@ def weights_path(entry: dict) -> Path:
     return Path(str(resources.files("rdcodec.weights").joinpath(entry["file"])))
 
 
+def is_checkpoint(blob: dict) -> bool:
+    """Whether a loaded file is a training checkpoint (it holds optimiser state) rather
+    than a shipped weight file."""
+    return "opt" in blob
+
+
 def config_of(path: str | Path) -> dict:
     """The architecture (N, M, levels) of a weight file or a training checkpoint."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ModelError(f"cannot read {path}: {exc}") from None
-    return blob["config"]["arch"] if "opt" in blob else blob["config"]
+    return blob["config"]["arch"] if is_checkpoint(blob) else blob["config"]
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
@@ -303,16 +306,6 @@ def _default_quality_for(manifest_data: dict, config: ModelConfig) -> float:
             except ValueError:  # no level at that lambda
                 break
     return DEFAULT_QUALITY
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never partial)."""
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def release(
@@ -362,8 +355,8 @@ def release(
     if make_default:
         data["default"] = name
     try:  # the weights first, the manifest last: an interrupted release adds nothing
-        _replace_file(target, Path(weights).read_bytes())
-        _replace_file(path, (json.dumps(data, indent=2) + "\n").encode())
+        atomic.write_bytes(target, Path(weights).read_bytes())
+        atomic.write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:
         raise ModelError(
             f"cannot write the release into {folder} ({exc.strerror}); run release from a "

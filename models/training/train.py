@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ... import atomic
 from ...errors import ModelError
 from ..gaussian import SCALE_MIN
 from ..network import ModelConfig, bf16_is_native  # noqa: F401  (the CLI's check)
 from ..registry import build_network
 from ..trainable import GainedHyperprior
+from .config import TrainConfig  # noqa: F401  (re-exported: the training entry point)
 from .data import CropSampler, centre_crops
 from .objective import (
     LevelBalance,
@@ -33,66 +35,6 @@ from .objective import (
     rate_distortion,
     rd_parameters,
 )
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; stored in its checkpoints."""
-
-    data: str = "../shared/data/train"
-    val: str | None = "../shared/data/val"
-    out: str = "runs/default"
-    init: str | None = None  # shipped weights or a checkpoint to start from
-    steps: int = 1000  # stop at this global step
-    time_budget: float | None = None  # seconds; stop earlier when spent
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 1e-4
-    # The per-level gain vectors get this many times ``lr``: at the transforms' lr they
-    # moved < 0.15 (log) from their initial values in 24k steps, so quality 1 stayed
-    # near 0.5 bpp instead of finding its own rate.
-    gain_lr_scale: float = 20.0
-    # A new channel context starts at zero inside a trained model: it learns at this
-    # many times ``lr`` (the trained transforms keep ``lr``).
-    context_lr_scale: float = 4.0
-    aux_lr: float = 1e-3
-    clip: float = 1.0
-    seed: int = 0
-    threads: int | None = None
-    log_every: int = 10
-    ckpt_every: int = 250
-    val_every: int = 1000
-    arch: dict = field(default_factory=lambda: ModelConfig(96, 128).to_dict())
-    packed: str | None = None  # a .npy of uint8 crops instead of the data folder
-    device: str = "cpu"  # "cuda" on a GPU machine
-    channels_last: bool = False  # NHWC activations (see ``rdcodec train-speed``)
-    compile: bool = False  # torch.compile the forward pass
-    bf16: bool = False  # bfloat16 autocast for the transforms (CPUs with AVX512-BF16/AMX, GPUs)
-    # Exponential moving average of the weights (validated and shipped instead of the
-    # raw weights); 0 disables. 0.999 averages over ~1000 steps.
-    ema_decay: float = 0.999
-    # "lambda": every sample's loss as it is, R + lmbda D (the top levels dominate);
-    # "balanced": each divided by a running mean of its level's loss (LevelBalance).
-    level_weighting: str = "lambda"
-    # A rate warm-up for y channels from ``rate_warmup_from`` on (those a --widen added):
-    # their bits are free for the first ``rate_warmup`` steps, then charged on a ramp that
-    # reaches the full cost at step 2 * rate_warmup, so g_s learns to read them before the
-    # rate term can close them (free bits, then a KL warm-up). A ramp from step 0 was not
-    # enough: the new channels closed within 1,000 steps.
-    rate_warmup: int = 0
-    rate_warmup_from: int | None = None
-    # Train only these quality levels (1-based, inclusive [lo, hi]): a model for one end
-    # of the scale (the high-rate model); None trains them all.
-    qualities: list[int] | None = None
-
-    def level_range(self, levels: int) -> tuple[int, int]:
-        """The 0-based levels [lo, hi) that training samples from ``levels`` levels."""
-        if self.qualities is None:
-            return 0, levels
-        lo, hi = self.qualities
-        if not 1 <= lo <= hi <= levels:
-            raise ValueError(f"qualities {lo}-{hi} are not within the model's 1-{levels}")
-        return lo - 1, hi
 
 
 def _rank() -> int:
@@ -227,9 +169,7 @@ def save_checkpoint(
         "torch_rng": torch_rngs,
         "sampler_rng": sampler_rngs,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic.write_file(path, lambda tmp: torch.save(state, tmp))
 
 
 def _restore_rng(ckpt: dict, sampler: CropSampler) -> None:
@@ -251,10 +191,10 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
     from ..exact import ExactHyperSynthesis
-    from ..registry import context_arrays
+    from ..registry import context_arrays, is_checkpoint
 
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if "opt" in state:
+    if is_checkpoint(state):
         if ModelConfig(**state["config"]["arch"]) == model.config:
             model.load_state_dict(state["model"])
             return state
@@ -573,7 +513,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
                 it_s=f"{its:.2f}",
                 refresh=False,  # the bar's own interval decides when to draw
             )
-        if _rank() == 0 and val_images and step % cfg.val_every == 0:
+        if _rank() == 0 and val_images and step % cfg.estimate_every == 0:
             rows = evaluate_estimate(model, val_images)
             log.write(json.dumps({"step": step, "val_estimate": rows}) + "\n")
             log.flush()

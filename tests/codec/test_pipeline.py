@@ -137,6 +137,11 @@ def test_tiles_compute_what_the_whole_image_does(tiny_exact_model, astronaut, mo
     # ties; the picture may not: within 1 everywhere.
     assert (a.y_symbols != b.y_symbols).mean() < 1e-3
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+    # The decoder cuts g_s's tiles on its own (smaller ones): the same picture.
+    monkeypatch.setattr(pipeline, "SYNTHESIS_TILE_LATENTS", 3)
+    retiled = pipeline.decode_array(whole_data, tiny_exact_model)
+    assert np.abs(whole.astype(int) - retiled.astype(int)).max() <= 1
+    monkeypatch.undo()
     again = pipeline.decode_array(whole_data, tiny_exact_model)
     assert np.array_equal(again, whole)  # the same machine decodes the same pixels
 

@@ -113,9 +113,30 @@ def test_bands_give_the_integers_of_one_pass(trained_like, monkeypatch):
     for rows in (4, 12, 28):  # output rows: 1, 3 and 7 input rows a band
         monkeypatch.setattr(exact, "BAND_ROWS", rows)
         assert np.array_equal(e.forward_units(z).numpy().astype(np.int64), whole)
-    # A halo short of the layers' reach would change rows at the seams: the check bites.
-    monkeypatch.setattr(exact, "BAND_HALO", 1)
+    # h_s reaches 1 + 1/2 + 1/4 rows of z: a halo of 2. One row short would change rows
+    # at the seams: the check bites.
+    assert e.halo() == 2
+    monkeypatch.setattr(type(e), "halo", lambda self: 1)
     assert not np.array_equal(e.forward_units(z).numpy().astype(np.int64), whole)
+
+
+def test_a_slice_context_in_bands_gives_the_integers_of_one_pass(monkeypatch):
+    # Three 3x3 convolutions at one resolution reach 3 rows: the halo of a context.
+    rng = np.random.default_rng(4)
+    shapes = [(5, 6), (5, 5), (4, 5)]
+    context = exact.ExactSliceContext(
+        [rng.integers(-300, 301, (o, i, 3, 3)) for o, i in shapes],
+        [rng.integers(-(1 << 20), 1 << 20, o) for o, _ in shapes],
+        [8, 8, 8],
+    )
+    assert context.halo() == 3
+    x = torch.from_numpy(rng.integers(-(1 << 17), 1 << 17, (1, 6, 53, 9))).double()
+    monkeypatch.setattr(exact, "BAND_ROWS", 10**6)
+    whole = context.forward_units(x)
+    monkeypatch.setattr(exact, "BAND_ROWS", 5)
+    assert torch.equal(context.forward_units(x), whole)
+    monkeypatch.setattr(type(context), "halo", lambda self: 2)
+    assert not torch.equal(context.forward_units(x), whole)
 
 
 def test_result_does_not_depend_on_threads(trained_like):

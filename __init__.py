@@ -43,9 +43,9 @@ def __getattr__(name: str):
 
         return getattr(pipeline, name)
     if name in ("encode_folder", "decode_folder"):
-        from .codec import batch
+        from .codec import folders
 
-        return getattr(batch, name)
+        return getattr(folders, name)
     if name == "register_pillow":
         # Registering imports Pillow's plugin machinery only: torch comes with a decode.
         from .codec.pillow_plugin import register_pillow

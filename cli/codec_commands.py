@@ -63,7 +63,7 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, 
     """A folder run: progress, summary, report, and exit status 1 if a file failed."""
     import sys
 
-    from ..codec import batch
+    from ..codec import batch, folders
 
     def progress(rows, total):
         from tqdm import tqdm
@@ -75,7 +75,7 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, 
         input_path,
         output_path,
         settings,
-        batch.make_engine(engine, jobs, settings.threads, address),
+        folders.make_engine(engine, jobs, settings.threads, address),
         progress,
     )
     if report is not None:

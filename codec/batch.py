@@ -10,8 +10,8 @@ fails is reported and the batch goes on; a summary and an optional per-file repo
 
 The engine is a seam: ``run_batch`` takes the jobs and a ``map`` of (function, jobs)
 to results in any order. Local processes (``local_engine``) are the default; Ray
-(``codec/ray_engine.py``) runs the same per-file function on a cluster.
-``encode_folder`` and ``decode_folder`` are the Python API of the same job.
+(``codec/ray_engine.py``) runs the same per-file function on a cluster;
+``codec/folders.py`` picks the engine and is the Python API of the same job.
 """
 
 from __future__ import annotations
@@ -300,64 +300,3 @@ def write_report(path: Path, summary: Summary) -> None:
             writer.writerows(rows)
 
     atomic_write(path, write, force=True)
-
-
-# ---- the Python API -------------------------------------------------------------------
-def make_engine(engine: str, jobs: int | None, threads: int, address: str | None) -> Engine:
-    """The engine a folder run names: ``"local"`` (``jobs`` processes) or ``"ray"``."""
-    if (jobs is not None and jobs < 1) or threads < 1:
-        raise CodecError("--jobs and --threads must be at least 1")
-    if engine == "ray":
-        from .ray_engine import ray_engine
-
-        return ray_engine(address, jobs)
-    if engine != "local":
-        raise CodecError(f"unknown engine {engine!r}: local or ray")
-    if address is not None:
-        raise CodecError("--address is for --engine ray")
-    return local_engine(jobs if jobs is not None else default_jobs(threads))
-
-
-def encode_folder(
-    source: str | Path,
-    out_root: str | Path,
-    quality: float | None = None,
-    *,
-    target_bpp: float | None = None,
-    model: str | None = None,
-    effort: int = 0,
-    strip: bool = False,
-    force: bool = False,
-    engine: str = "local",
-    jobs: int | None = None,
-    threads: int = 1,
-    address: str | None = None,
-) -> Summary:
-    """Encode every image under ``source`` into the same tree of .rdc files under
-    ``out_root``, as ``rdcodec encode DIR OUTDIR`` does. ``engine="ray"`` runs it on Ray
-    (``jobs`` actors, at ``address``); the returned ``Summary`` has a row per file."""
-    if quality is not None and target_bpp is not None:
-        raise CodecError("give quality or target_bpp, not both")
-    settings = Settings(
-        "encode", quality, target_bpp, model, effort, threads, force=force, strip=strip
-    )
-    return run_batch(
-        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
-    )
-
-
-def decode_folder(
-    source: str | Path,
-    out_root: str | Path,
-    *,
-    force: bool = False,
-    engine: str = "local",
-    jobs: int | None = None,
-    threads: int = 1,
-    address: str | None = None,
-) -> Summary:
-    """Decode every .rdc file under ``source`` into PNGs under ``out_root``."""
-    settings = Settings("decode", threads=threads, force=force)
-    return run_batch(
-        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
-    )

@@ -37,11 +37,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .gaussian import index_thresholds, table_indices
+from .gaussian import ACT_BITS, index_thresholds, table_indices
 
-# Fixed-point grids (value = integer * 2**-bits).
+# Fixed-point grids (value = integer * 2**-bits); ACT_BITS, the grid of the hidden
+# activations and of the outputs (means and scales), is the Gaussian model's.
 INPUT_BITS = 8  # z_hat = z symbol + median; medians are kept on this grid
-ACT_BITS = 12  # hidden activations and the outputs (means and scales)
 # Largest |integer| of a weight: each layer's weights get the power-of-two grid that
 # puts its largest weight just below this (15 bits of precision for the largest).
 WEIGHT_LIMIT = (1 << 15) - 1

@@ -27,6 +27,10 @@ LOG_SCALE_STEP = (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1
 LIKELIHOOD_BOUND = 1e-9
 # Tail mass left outside a table's range: P(|value| > bound) for the y Gaussians.
 TAIL_MASS = 1e-9
+# The exact models give means and scales as integers on the 2**-ACT_BITS grid (the
+# grid of their hidden activations too, ``models/exact.py``); the table thresholds are
+# integers on it.
+ACT_BITS = 12
 
 
 def scale_table() -> list[float]:
@@ -78,8 +82,6 @@ def index_thresholds(scales: Sequence[float] | None = None) -> np.ndarray:
     log domain, as the float path picks it). Computed once, at export, and stored with
     the weights (libm's exp may differ in the last bit between machines; stored
     integers do not)."""
-    from .exact import ACT_BITS
-
     logs = [math.log(s) for s in (scale_table() if scales is None else scales)]
     bounds = [math.exp((a + b) / 2) for a, b in zip(logs, logs[1:], strict=False)]
     return np.array([math.ceil(b * (1 << ACT_BITS)) for b in bounds], dtype=np.int64)

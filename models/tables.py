@@ -12,13 +12,8 @@ the z tables (one per channel of the learned density) here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from .trainable import GainedHyperprior
 
 TABLE_PRECISION = 20
 
@@ -57,7 +52,7 @@ def pack_tables(rows: list[np.ndarray], offsets: list[int]) -> dict[str, np.ndar
 
 
 @torch.no_grad()
-def bottleneck_tables(model: GainedHyperprior) -> dict[str, np.ndarray]:
+def bottleneck_tables(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """One table per z channel, over round(z - median) within the learned tail quantiles."""
     eb = model.entropy_bottleneck
     quantiles = eb.quantiles[:, 0, :].double()

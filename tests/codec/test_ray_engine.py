@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from rdcodec.cli.main import main
-from rdcodec.codec import batch, pipeline
+from rdcodec.codec import folders, pipeline
 from rdcodec.codec.metrics import psnr
 
 ray = pytest.importorskip("ray", reason='the Ray engine needs pip install "rdcodec[ray]"')
@@ -41,8 +41,8 @@ def folder(tmp_path) -> Path:
 
 
 def test_ray_run_matches_the_local_run(local_ray, folder, tmp_path):
-    local = batch.encode_folder(folder, tmp_path / "local", 3, jobs=1)
-    on_ray = batch.encode_folder(folder, tmp_path / "ray", 3, engine="ray", jobs=2)
+    local = folders.encode_folder(folder, tmp_path / "local", 3, jobs=1)
+    on_ray = folders.encode_folder(folder, tmp_path / "ray", 3, engine="ray", jobs=2)
     # The same rows (file, status, bytes, bpp, PSNR, quality), and the same files.
     keep = ("file", "status", "bytes_in", "bytes_out", "bpp", "psnr", "quality")
     assert [tuple(getattr(r, k) for k in keep) for r in on_ray.rows] == [
@@ -58,7 +58,7 @@ def test_ray_run_matches_the_local_run(local_ray, folder, tmp_path):
         pixels = np.array(Image.open(folder / row.file).convert("RGB"))
         assert psnr(pixels, pipeline.decode_array(data)) == pytest.approx(row.psnr)
     # Run again: everything is skipped, nothing is redone.
-    again = batch.encode_folder(folder, tmp_path / "ray", 3, engine="ray", jobs=2)
+    again = folders.encode_folder(folder, tmp_path / "ray", 3, engine="ray", jobs=2)
     assert again.count("skipped") == 4 and again.count("done") == 0
 
 

@@ -1,0 +1,69 @@
+"""Folders from Python: ``rdcodec.encode_folder`` / ``decode_folder``, and the engine a
+folder run names (``make_engine``: local processes or Ray), for the CLI and the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CodecError
+from .batch import Engine, Settings, Summary, default_jobs, local_engine, run_batch
+
+
+def make_engine(engine: str, jobs: int | None, threads: int, address: str | None) -> Engine:
+    """The engine a folder run names: ``"local"`` (``jobs`` processes) or ``"ray"``."""
+    if (jobs is not None and jobs < 1) or threads < 1:
+        raise CodecError("--jobs and --threads must be at least 1")
+    if engine == "ray":
+        from .ray_engine import ray_engine
+
+        return ray_engine(address, jobs)
+    if engine != "local":
+        raise CodecError(f"unknown engine {engine!r}: local or ray")
+    if address is not None:
+        raise CodecError("--address is for --engine ray")
+    return local_engine(jobs if jobs is not None else default_jobs(threads))
+
+
+def encode_folder(
+    source: str | Path,
+    out_root: str | Path,
+    quality: float | None = None,
+    *,
+    target_bpp: float | None = None,
+    model: str | None = None,
+    effort: int = 0,
+    strip: bool = False,
+    force: bool = False,
+    engine: str = "local",
+    jobs: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+) -> Summary:
+    """Encode every image under ``source`` into the same tree of .rdc files under
+    ``out_root``, as ``rdcodec encode DIR OUTDIR`` does. ``engine="ray"`` runs it on Ray
+    (``jobs`` actors, at ``address``); the returned ``Summary`` has a row per file."""
+    if quality is not None and target_bpp is not None:
+        raise CodecError("give quality or target_bpp, not both")
+    settings = Settings(
+        "encode", quality, target_bpp, model, effort, threads, force=force, strip=strip
+    )
+    return run_batch(
+        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
+    )
+
+
+def decode_folder(
+    source: str | Path,
+    out_root: str | Path,
+    *,
+    force: bool = False,
+    engine: str = "local",
+    jobs: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
+) -> Summary:
+    """Decode every .rdc file under ``source`` into PNGs under ``out_root``."""
+    settings = Settings("decode", threads=threads, force=force)
+    return run_batch(
+        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
+    )

@@ -9,7 +9,6 @@ anything the decoder cannot rebuild from the file.
 from __future__ import annotations
 
 import functools
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,184 +17,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import BitstreamError, CodecError, CodecNotice, ImageError, ModelError
+from ..errors import BitstreamError, CodecError, CodecNotice, ModelError
 from ..models.registry import CodecModel, load_model
-from . import container, entropy, refine, repair
+from . import container, entropy, refine, repair, tiles
+from .extras import Extras, alpha_chunk, pixels_and_chunks  # noqa: F401  (the API's names)
 from .image_io import DEFAULT_MAX_PIXELS, GRAYSCALE_MODES
-from .metrics import JpegPoint, bpp, jpeg_at_size, ms_ssim, psnr
+from .metrics import bpp, jpeg_at_size, ms_ssim, psnr
+from .results import Baseline, EncodeResult, Rate  # noqa: F401  (part of the API)
 
 QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_range)
-
-
-@dataclass(frozen=True)
-class Rate:
-    """Where the bits of a file go (file bits = header + z + y exactly)."""
-
-    header_bits: int
-    z_bits: int
-    y_bits: int
-    estimate_z_bits: float  # the model's -log2 p of the coded z symbols
-    estimate_y_bits: float  # the model's -log2 p of the coded y symbols
-    metadata_bits: int = 0  # ICC, EXIF and XMP chunks (with the chunk section's framing)
-    alpha_bits: int = 0  # the alpha plane's chunk
-
-    @property
-    def file_bits(self) -> int:
-        return self.header_bits + self.metadata_bits + self.alpha_bits + self.z_bits + self.y_bits
-
-    @property
-    def estimate_bits(self) -> float:
-        return self.estimate_z_bits + self.estimate_y_bits
-
-    @property
-    def overhead_percent(self) -> float:
-        """How much larger the coded picture (header, z and y: the file without its
-        metadata and alpha) is than the model's estimate, in %."""
-        coded = self.header_bits + self.z_bits + self.y_bits
-        return 100 * (coded / self.estimate_bits - 1) if self.estimate_bits else math.inf
-
-
-@dataclass(frozen=True)
-class Extras:
-    """What a photo carries besides its RGB pixels, stored as chunks of the file
-    (container format version 2): ICC profile, EXIF (orientation 1: the pixels are
-    upright), XMP, and the alpha plane, coded losslessly (see ``alpha_chunk``)."""
-
-    icc_profile: bytes | None = None
-    exif: bytes | None = None
-    xmp: bytes | None = None
-    alpha: np.ndarray | None = None  # (H, W) uint8
-
-    def chunks(self) -> tuple[tuple[bytes, bytes], ...]:
-        metadata = ((b"ICCP", self.icc_profile), (b"EXIF", self.exif), (b"XMP_", self.xmp))
-        out = [(tag, bytes(value)) for tag, value in metadata if value]
-        if self.alpha is not None:
-            out.append((b"ALPH", alpha_chunk(self.alpha)))
-        return tuple(out)
-
-    def stripped(self) -> Extras:
-        """Without the metadata (``--strip``); transparency is pixels, so it stays."""
-        return Extras(alpha=self.alpha)
-
-    @classmethod
-    def of_loaded(cls, loaded) -> Extras:
-        """What ``image_io.read_image`` found in a file (a ``LoadedImage``)."""
-        return cls(loaded.icc_profile, loaded.exif, loaded.xmp, loaded.alpha)
-
-    @classmethod
-    def of(cls, header: container.Header) -> Extras:
-        alpha = header.chunk(b"ALPH")
-        return cls(
-            header.chunk(b"ICCP"),
-            header.chunk(b"EXIF"),
-            header.chunk(b"XMP_"),
-            None if alpha is None else _alpha_plane(alpha, header.height, header.width),
-        )
-
-
-def alpha_chunk(alpha: np.ndarray) -> bytes:
-    """The alpha plane as a lossless greyscale PNG (deflate). Lossless because masks
-    are mostly 0 and 255 with thin edges, which deflate codes in a few bytes per row
-    while a lossy transform codec would blur the edges and spend its bits there."""
-    import io
-
-    out = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8), "L").save(
-        out, format="PNG", optimize=True
-    )
-    return out.getvalue()
-
-
-def _alpha_plane(chunk: bytes, height: int, width: int) -> np.ndarray:
-    import io
-
-    try:
-        with Image.open(io.BytesIO(chunk), formats=["PNG"]) as im:
-            if im.size != (width, height) or im.mode != "L":
-                raise BitstreamError(
-                    f"corrupted bitstream: the alpha plane is {im.mode} {im.size[0]}x{im.size[1]}"
-                )
-            return np.asarray(im, dtype=np.uint8).copy()
-    except BitstreamError:
-        raise
-    except Exception as exc:
-        raise BitstreamError(f"corrupted bitstream: unreadable alpha plane ({exc})") from None
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The same photo at the same quality with effort 0 (the single pass): what
-    refinement is measured against."""
-
-    num_bytes: int
-    psnr: float
-
-
-@dataclass(frozen=True)
-class EncodeResult:
-    """Everything measured about one encode (and the decode of its own bytes)."""
-
-    data: bytes
-    width: int
-    height: int
-    quality: float
-    model: str
-    bpp: float
-    psnr: float
-    ms_ssim: float | None
-    rate: Rate
-    encode_seconds: float
-    decode_seconds: float
-    jpeg: JpegPoint | None
-    effort: int = 0
-    baseline: Baseline | None = None  # the effort-0 file, at effort > 0
-
-    @property
-    def num_bytes(self) -> int:
-        return len(self.data)
-
-    def to_dict(self) -> dict:
-        jpeg = None
-        if self.jpeg is not None:
-            jpeg = {
-                "quality": self.jpeg.quality,
-                "bytes": self.jpeg.num_bytes,
-                "bpp": self.jpeg.bpp,
-                "psnr": self.jpeg.psnr,
-                "psnr_gain_db": self.psnr - self.jpeg.psnr,
-            }
-        r = self.rate
-        return {
-            "width": self.width,
-            "height": self.height,
-            "quality": self.quality,
-            "model": self.model,
-            "bytes": self.num_bytes,
-            "bpp": self.bpp,
-            "psnr": self.psnr,
-            "ms_ssim": self.ms_ssim,
-            "bits": {
-                "header": r.header_bits,
-                "metadata": r.metadata_bits,
-                "alpha": r.alpha_bits,
-                "z": r.z_bits,
-                "y": r.y_bits,
-                "file": r.file_bits,
-            },
-            "estimate_bits": {
-                "z": r.estimate_z_bits,
-                "y": r.estimate_y_bits,
-                "total": r.estimate_bits,
-            },
-            "overhead_percent": r.overhead_percent,
-            "encode_seconds": self.encode_seconds,
-            "decode_seconds": self.decode_seconds,
-            "jpeg_same_bpp": jpeg,
-            "effort": self.effort,
-            "effort0": None
-            if self.baseline is None
-            else {"bytes": self.baseline.num_bytes, "psnr": self.baseline.psnr},
-        }
 
 
 def quality_range(model: CodecModel) -> tuple[float, float]:
@@ -208,19 +38,6 @@ def _check_quality(quality: float, model: CodecModel) -> int:
     if not (isinstance(quality, (int, float)) and lo <= quality <= hi):
         raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
     return int(round(quality * 1000))
-
-
-def _as_array(image) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        from .image_io import to_rgb
-
-        return to_rgb(image)
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ImageError(f"expected an (H, W, 3) uint8 array, got {arr.dtype} {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError("image has no pixels")
-    return arr
 
 
 def _to_symbols(values: torch.Tensor) -> np.ndarray:
@@ -236,85 +53,6 @@ def _channel_indices(shape: tuple[int, ...]) -> np.ndarray:
 
 def _quality_tensor(quality_milli: int) -> torch.Tensor:
     return torch.tensor([quality_milli / 1000], dtype=torch.float32)
-
-
-# Large images run the transforms on overlapping tiles whose borders are cropped
-# away, so memory stays bounded and no seam shows: the margins cover the transforms'
-# receptive fields (g_a: 61 px, i.e. +-30 px; g_s: +-2 latents). Up to WHOLE_LATENTS y
-# positions (4 MP) the image is one tile: tiling costs (1 + 2 * margin / tile)^2 more
-# pixels, and memory does not need it there. The tiling depends only on the image
-# size, so encoder and decoder cut the same tiles.
-WHOLE_LATENTS = 4_000_000 // 256  # y positions of a 4 MP image
-TILE_LATENTS = 64  # tile side in y positions (1024 px) beyond that
-# g_s's tiles are smaller: its float activations at full resolution cost about 0.4 GB
-# per 1024 px tile, and the decoded pixels, unlike g_a's latents, are not part of the
-# file, so the decoder may cut them as memory asks (any image over one tile).
-SYNTHESIS_TILE_LATENTS = 48  # 768 px
-
-
-def _tiles(size: int, whole: bool, tile: int = TILE_LATENTS):
-    """(start, stop) of each tile along one axis of ``size`` y positions."""
-    if whole:
-        return [(0, size)]
-    return [(a, min(a + tile, size)) for a in range(0, size, tile)]
-
-
-def _analysis_tiled(net, image: np.ndarray) -> torch.Tensor:
-    """g_a over overlapping tiles of the uint8 image (before the quality's gain).
-
-    Each tile is cut (with edge replication past the border, the padding to a multiple
-    of 64) and converted to float on its own, so no float copy of the whole image exists.
-    """
-    height, width = image.shape[:2]
-    s = net.stride
-    h = -(-height // net.multiple) * net.multiple // s
-    w = -(-width // net.multiple) * net.multiple // s
-    y = torch.empty(1, net.config.M, h, w)
-    m, whole = net.margin, h * w <= WHOLE_LATENTS
-    for t0, t1 in _tiles(h, whole):
-        for l0, l1 in _tiles(w, whole):
-            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            tile = _padded_crop(image, a0 * s, a1 * s, b0 * s, b1 * s)
-            out = net.analysis_transform(tile)
-            y[:, :, t0:t1, l0:l1] = out[:, :, t0 - a0 : t1 - a0, l0 - b0 : l1 - b0]
-    return y
-
-
-def _padded_crop(image: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
-    """Rows r0..r1 and columns c0..c1 of the uint8 image as a (1, 3, h, w) float tensor
-    in [0, 1], the edge replicated past the border (the padding to a multiple of 64)."""
-    height, width = image.shape[:2]
-    rows = np.minimum(np.arange(r0, r1), height - 1)
-    cols = np.minimum(np.arange(c0, c1), width - 1)
-    return torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
-
-
-def _synthesis_tiled(
-    net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int
-) -> np.ndarray:
-    """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
-    h, w = y_hat.shape[2:]
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    m, s, tile = net.margin, net.stride, SYNTHESIS_TILE_LATENTS
-    whole = h <= tile + m and w <= tile + m
-    for t0, t1 in _tiles(h, whole, tile):
-        for l0, l1 in _tiles(w, whole, tile):
-            if t0 * s >= height or l0 * s >= width:
-                continue  # the tile lies entirely in the padding
-            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            out = net.decoding_synthesis(y_hat[:, :, a0:a1, b0:b1], q)
-            rows = (t0 * s, min(t1 * s, height))
-            cols = (l0 * s, min(l1 * s, width))
-            crop = out[
-                0, :, rows[0] - a0 * s : rows[1] - a0 * s, cols[0] - b0 * s : cols[1] - b0 * s
-            ]
-            image[rows[0] : rows[1], cols[0] : cols[1]] = _to_uint8(crop)
-    return image
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [0, 1] -> (H, W, 3) uint8."""
-    return x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
 
 
 def _coding(fn):
@@ -334,7 +72,7 @@ def _coding(fn):
 @_coding
 def _analyse(model: CodecModel, image: np.ndarray) -> torch.Tensor:
     """The quality-independent part of encoding: g_a of the whole image."""
-    return _analysis_tiled(model.network, image)
+    return tiles.analysis_tiled(model.network, image)
 
 
 def _encode(
@@ -621,7 +359,7 @@ def decode_array(
     lat = decode_latents(data, model, max_pixels)
     q = _quality_tensor(lat.header.quality_milli)
     with lat.model.network.coding_kernels():
-        return _synthesis_tiled(
+        return tiles.synthesis_tiled(
             lat.model.network, lat.y_hat, q, lat.header.height, lat.header.width
         )
 
@@ -647,28 +385,9 @@ def encode(
     quality = model.default_quality if quality is None else quality
     if grayscale is None:
         grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
-    array, chunks = _input(image, extras, strip)
+    array, chunks = pixels_and_chunks(image, extras, strip)
     data, _ = _encode(model, array, _check_quality(quality, model), grayscale, effort, chunks)
     return data
-
-
-def _input(image, extras: Extras | None, strip: bool) -> tuple[np.ndarray, tuple]:
-    """The RGB pixels to code and the chunks to store with them."""
-    found = None
-    if isinstance(image, Image.Image):
-        from .image_io import metadata_of, split_alpha
-
-        array, alpha = split_alpha(image)
-        icc_profile, exif, xmp, _ = metadata_of(image)
-        found = Extras(icc_profile, exif, xmp, alpha)
-    else:
-        array = _as_array(image)
-    extras = extras if extras is not None else found
-    if extras is None:
-        return array, ()
-    if extras.alpha is not None and extras.alpha.shape != array.shape[:2]:
-        raise ImageError(f"alpha plane {extras.alpha.shape} does not match the image")
-    return array, (extras.stripped() if strip else extras).chunks()
 
 
 def decode(
@@ -709,7 +428,7 @@ def encode_image(
     effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
     """
     model = model or load_model()
-    array, chunks = _input(image, extras, strip)
+    array, chunks = pixels_and_chunks(image, extras, strip)
     start = time.perf_counter()
     if target_bpp is not None:
         quality, data, rate, effort = _encode_at_bpp(
@@ -772,7 +491,7 @@ def encode_at_bpp(
     """``quality_for_bpp``'s quality and the file it found there (at or below the
     target, at every effort; the file's bytes include its metadata)."""
     model = model or load_model()
-    array, chunks = _input(image, extras, False)
+    array, chunks = pixels_and_chunks(image, extras, False)
     quality, data, _, _ = _encode_at_bpp(model, array, target_bpp, grayscale, effort, chunks)
     return quality, data
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rdcodec.codec import container, pipeline
+from rdcodec.codec import container, pipeline, tiles
 from rdcodec.codec.metrics import psnr
 from rdcodec.errors import BitstreamError, CodecError, ImageError, ModelError
 
@@ -127,9 +127,13 @@ def test_tiles_compute_what_the_whole_image_does(tiny_exact_model, astronaut, mo
     # Small images are one tile; force many small ones and compare with the whole image.
     whole_data = pipeline.encode(astronaut, 4, tiny_exact_model)
     whole = pipeline.decode_array(whole_data, tiny_exact_model)
-    monkeypatch.setattr(pipeline, "WHOLE_LATENTS", 0)
-    monkeypatch.setattr(pipeline, "TILE_LATENTS", 4)
+    monkeypatch.setattr(tiles, "WHOLE_LATENTS", 0)
+    monkeypatch.setattr(tiles, "TILE_LATENTS", 4)
+    crops = []
+    real_crop = tiles.padded_crop
+    monkeypatch.setattr(tiles, "padded_crop", lambda *a: crops.append(a) or real_crop(*a))
     tiled_data = pipeline.encode(astronaut, 4, tiny_exact_model)
+    assert len(crops) == 4  # really in tiles (2 x 2)
     tiled = pipeline.decode_array(tiled_data, tiny_exact_model)
     a = pipeline.decode_latents(whole_data, tiny_exact_model)
     b = pipeline.decode_latents(tiled_data, tiny_exact_model)
@@ -138,8 +142,16 @@ def test_tiles_compute_what_the_whole_image_does(tiny_exact_model, astronaut, mo
     assert (a.y_symbols != b.y_symbols).mean() < 1e-3
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
     # The decoder cuts g_s's tiles on its own (smaller ones): the same picture.
-    monkeypatch.setattr(pipeline, "SYNTHESIS_TILE_LATENTS", 3)
+    monkeypatch.setattr(tiles, "SYNTHESIS_TILE_LATENTS", 3)
+    calls = []
+    real_synthesis = tiny_exact_model.network.decoding_synthesis
+    monkeypatch.setattr(
+        tiny_exact_model.network,
+        "decoding_synthesis",
+        lambda *a: calls.append(1) or real_synthesis(*a),
+    )
     retiled = pipeline.decode_array(whole_data, tiny_exact_model)
+    assert len(calls) > 4
     assert np.abs(whole.astype(int) - retiled.astype(int)).max() <= 1
     monkeypatch.undo()
     again = pipeline.decode_array(whole_data, tiny_exact_model)

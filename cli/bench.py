@@ -82,23 +82,25 @@ from .common import reports_errors
 def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, effort):
     """Rate-distortion benchmark of rdcodec models and classical codecs on the images in DIR."""
     start = time.perf_counter()
-    from ..codec.bench import runner as bench_lib
+    from ..codec.bench.bdrate import find_bd
+    from ..codec.bench.codecs import parse_codecs, parse_qualities
+    from ..codec.bench.names import is_rdcodec
+    from ..codec.bench.report import format_percent
+    from ..codec.bench.runner import run_bench
 
-    names = bench_lib.parse_codecs(codecs)
+    names = parse_codecs(codecs)
     if effort:
-        names = bench_lib.parse_codecs(
-            ",".join(
-                f"{n}+e{effort}" if bench_lib.is_rdcodec(n) and "+" not in n else n for n in names
-            )
+        names = parse_codecs(
+            ",".join(f"{n}+e{effort}" if is_rdcodec(n) and "+" not in n else n for n in names)
         )
-    points = dict(bench_lib.parse_qualities(spec) for spec in qualities)
+    points = dict(parse_qualities(spec) for spec in qualities)
     try:
         targets = [float(v) for v in (target_bpp or "").split(",") if v.strip()]
     except ValueError:
         raise CodecError(
             f"--target-bpp: expected numbers separated by commas, got {target_bpp!r}"
         ) from None
-    report = bench_lib.run_bench(
+    report = run_bench(
         folder,
         codecs=names,
         out=out,
@@ -110,7 +112,7 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
         html=html,
     )
 
-    pct = bench_lib.format_percent
+    pct = format_percent
     click.echo(
         f"{report.images} images ({report.skipped} skipped), "
         f"{report.measured_points} points encoded, {report.cached_points} from the cache"
@@ -124,7 +126,7 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
     for c in report.curves:
         bd = {}
         for anchor in ("jpeg", "avif"):
-            r = bench_lib.find_bd(report.bd, c.label, anchor, "psnr")
+            r = find_bd(report.bd, c.label, anchor, "psnr")
             bd[anchor] = (
                 "anchor" if c.name == anchor and not c.published else pct(r.percent if r else None)
             )
@@ -147,9 +149,9 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
         "BD-rate on PSNR over the averaged curves (MS-SSIM and intervals in bd_rate.md); "
         "times: mean ms per image and point."
     )
-    ours = [c for c in report.curves if bench_lib.is_rdcodec(c.name) and not c.published]
+    ours = [c for c in report.curves if is_rdcodec(c.name) and not c.published]
     for c in ours[1:]:
-        r = bench_lib.find_bd(report.bd, c.label, ours[0].name, "psnr")
+        r = find_bd(report.bd, c.label, ours[0].name, "psnr")
         click.echo(f"{c.label}: BD-rate (PSNR) {pct(r.percent if r else None)} vs {ours[0].label}")
     for m in report.monotonic:
         click.echo(

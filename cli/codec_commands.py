@@ -59,8 +59,9 @@ def batch_options(command):
     return command
 
 
-def _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address):
-    """A folder run: progress, summary, report, and exit status 1 if a file failed."""
+def _run_folder(input_path, output_path, settings, jobs, quiet, engine, address, report):
+    """A folder run (the options of ``batch_options``; --threads is in ``settings``):
+    progress, summary, report, and exit status 1 if a file failed."""
     import sys
 
     from ..codec import batch, folders
@@ -134,12 +135,8 @@ def encode(
     strip,
     max_pixels,
     drop_alpha,
-    jobs,
     threads,
-    quiet,
-    engine,
-    address,
-    report,
+    **folder,
 ):
     """Encode image IN into bitstream OUT and report what was measured; or every image
     under folder IN into the same tree of .rdc files under folder OUT."""
@@ -166,7 +163,7 @@ def encode(
             force,
             strip,
         )
-        _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address)
+        _run_folder(input_path, output_path, settings, **folder)
         return
     image_io.check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
@@ -247,19 +244,7 @@ def encode(
 )
 @batch_options
 @reports_errors
-def decode(
-    input_path,
-    output_path,
-    force,
-    as_json,
-    max_pixels,
-    jobs,
-    threads,
-    quiet,
-    engine,
-    address,
-    report,
-):
+def decode(input_path, output_path, force, as_json, max_pixels, threads, **folder):
     """Decode bitstream IN into image OUT (format from its extension, e.g. .png); or every
     .rdc file under folder IN into the same tree of PNGs under folder OUT."""
     from ..codec import image_io, pipeline
@@ -270,7 +255,7 @@ def decode(
         if as_json:
             raise CodecError("--json is for one file; for a folder use --report FILE.json")
         settings = Settings("decode", threads=threads, max_pixels=max_pixels, force=force)
-        _run_folder(input_path, output_path, settings, jobs, quiet, report, engine, address)
+        _run_folder(input_path, output_path, settings, **folder)
         return
 
     image_io.check_output(output_path, force)

@@ -75,15 +75,16 @@ def compare(
     """
     from ..codec import image_io
     from ..codec.bench import compare as lib
-    from ..codec.bench import runner as bench
+    from ..codec.bench.codecs import parse_codecs
+    from ..codec.bench.names import is_rdcodec
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
     image_io.check_output(out_path, force)
     if input_path.resolve() == out_path.resolve():
         raise CodecError("--out is the same file as IMAGE; refusing to overwrite the input")
-    names = bench.parse_codecs(codecs)
-    if any(bench.is_rdcodec(n) for n in names):
+    names = parse_codecs(codecs)
+    if any(is_rdcodec(n) for n in names):
         raise CodecError(
             "--codecs lists the codecs beside rdcodec; pick rdcodec's model with --model"
         )

@@ -42,7 +42,8 @@ def rdplane(folder, out_path, count, reference, force):
     if not images:
         raise CodecError(f"{folder}: no images")
     ours = plane.rdcodec_plane(load_model(), images)
-    from ..codec.bench.runner import is_rdcodec, parse_codecs
+    from ..codec.bench.codecs import parse_codecs
+    from ..codec.bench.names import is_rdcodec
 
     names = parse_codecs(reference)
     if any(is_rdcodec(n) for n in names):

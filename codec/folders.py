@@ -47,9 +47,7 @@ def encode_folder(
     settings = Settings(
         "encode", quality, target_bpp, model, effort, threads, force=force, strip=strip
     )
-    return run_batch(
-        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
-    )
+    return _run(source, out_root, settings, engine, jobs, address)
 
 
 def decode_folder(
@@ -63,7 +61,11 @@ def decode_folder(
     address: str | None = None,
 ) -> Summary:
     """Decode every .rdc file under ``source`` into PNGs under ``out_root``."""
-    settings = Settings("decode", threads=threads, force=force)
-    return run_batch(
-        Path(source), Path(out_root), settings, make_engine(engine, jobs, threads, address)
+    return _run(
+        source, out_root, Settings("decode", threads=threads, force=force), engine, jobs, address
     )
+
+
+def _run(source, out_root, settings: Settings, engine: str, jobs, address) -> Summary:
+    engine_run = make_engine(engine, jobs, settings.threads, address)
+    return run_batch(Path(source), Path(out_root), settings, engine_run)

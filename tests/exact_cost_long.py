@@ -12,7 +12,7 @@ import sys
 import torch
 from torch import nn
 
-from rdcodec.codec.bench.runner import bd_rate
+from rdcodec.codec.bench.bdrate import bd_rate
 from rdcodec.codec.bench.sweep import load_images
 from rdcodec.models import registry
 from rdcodec.models.training.objective import measure_level

@@ -35,7 +35,9 @@ from PIL import Image, features
 
 from ...errors import CodecError
 from .. import baselines
-from . import runner
+from .codecs import RdcodecCodec, make_codec
+from .measure import BenchImage, Measurement, measure_point, one_torch_thread
+from .report import json_safe
 
 DEFAULT_CODECS = ("jpeg", "webp", "avif")
 HEATMAP_BLOCK = 4  # error maps: one value per 4x4 block of the view (RMSE, 8-bit levels)
@@ -72,7 +74,7 @@ BENCH_LIMITS = PageLimits(full_side=0, overview_side=0, crop_side=256, crops=1)
 
 # ---- coding ------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Coded(runner.Measurement):
+class Coded(Measurement):
     """One codec's file of the image, measured on its decoded pixels (``sha256`` is that
     of the pixels), and how the page names it."""
 
@@ -124,9 +126,9 @@ def _setting(codec, quality: float) -> str:
     return f"q{quality:g}"
 
 
-def _measured(codec, image: runner.BenchImage, pixels: np.ndarray, quality: float):
-    """``runner.measure_point``'s measurement as a row of the table, and the decoded pixels."""
-    point, decoded = runner.measure_point(codec, image, pixels, quality)
+def _measured(codec, image: BenchImage, pixels: np.ndarray, quality: float):
+    """``measure_point``'s measurement as a row of the table, and the decoded pixels."""
+    point, decoded = measure_point(codec, image, pixels, quality)
     return Coded(**point.to_dict(), label=codec.label, setting=_setting(codec, quality)), decoded
 
 
@@ -151,23 +153,23 @@ def compare_image(
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
     model_name = model_name or registry.default_model_name()
-    ours = runner.RdcodecCodec(model_name, effort=effort)  # checks the name
+    ours = RdcodecCodec(model_name, effort=effort)  # checks the name
     model = registry.load_model(model_name)  # cached: the same model ``ours`` codes with
     if target_bpp is not None:
-        with runner._one_torch_thread():  # refinement repeats its bytes on one thread
+        with one_torch_thread():  # refinement repeats its bytes on one thread
             quality, data = pipeline.encode_at_bpp(pixels, target_bpp, model, effort)
             if effort and data != pipeline.encode(pixels, quality, model, effort=effort):
                 # No refined file fitted: the search kept the single pass's.
-                ours = runner.RdcodecCodec(model_name)
+                ours = RdcodecCodec(model_name)
     quality = model.default_quality if quality is None else quality
     rows, decoded, skipped = [], {}, []
     sha256 = hashlib.sha256(pixels.tobytes()).hexdigest()
-    image = runner.BenchImage(Path(name), sha256, pixels.shape[1], pixels.shape[0])
-    with runner._one_torch_thread():
+    image = BenchImage(Path(name), sha256, pixels.shape[1], pixels.shape[0])
+    with one_torch_thread():
         ours.decode(ours.encode(pixels[:64, :64], quality))  # warm-up: model, kernels
         row, decoded["rdcodec"] = _measured(ours, image, pixels, quality)
         rows.append(row)
-        for codec in (runner.make_codec(n) for n in codecs if n != "rdcodec"):
+        for codec in (make_codec(n) for n in codecs if n != "rdcodec"):
             if not codec.available():
                 skipped.append((codec.label, "not available in this Pillow build"))
                 continue
@@ -295,7 +297,7 @@ def _views(c: Comparison, limits: PageLimits, heatmaps: bool) -> list[dict]:
 
 def _json_for_script(value) -> str:
     """JSON that can sit inside <script>: no "</" can close the element early."""
-    text = json.dumps(runner._json_safe(value), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(json_safe(value), separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...codec.baselines import JPEG
-from ...codec.bench.runner import bd_rate
+from ...codec.bench.bdrate import bd_rate
 from ...codec.bench.sweep import JPEG_QUALITIES, RdPoints, load_images, rdcodec_sweep, sweep
 from ..registry import CodecModel
 

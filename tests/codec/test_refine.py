@@ -115,13 +115,13 @@ def test_encode_command_reports_the_effort_and_what_it_saved(tmp_path):
 
 
 def test_bench_names_efforts_as_codecs():
-    from rdcodec.codec.bench import runner
+    from rdcodec.codec.bench import codecs
 
-    names = runner.parse_codecs("rdcodec,rdcodec+e2,rdcodec@hp-exact-n96m128+e1,rdcodec+e0")
+    names = codecs.parse_codecs("rdcodec,rdcodec+e2,rdcodec@hp-exact-n96m128+e1,rdcodec+e0")
     assert names == ["rdcodec", "rdcodec+e2", "rdcodec@hp-exact-n96m128+e1"]
-    assert runner.make_codec("rdcodec+e2").effort == 2
-    assert runner.make_codec("rdcodec").effort == 0
+    assert codecs.make_codec("rdcodec+e2").effort == 2
+    assert codecs.make_codec("rdcodec").effort == 0
     with pytest.raises(CodecError):
-        runner.parse_codecs("jpeg+e2")
+        codecs.parse_codecs("jpeg+e2")
     with pytest.raises(CodecError):
-        runner.parse_codecs("rdcodec+e9")
+        codecs.parse_codecs("rdcodec+e9")

@@ -15,7 +15,14 @@ import torch
 from PIL import Image
 
 from rdcodec.codec import baselines
-from rdcodec.codec.bench import runner as bench
+from rdcodec.codec.bench import measure
+from rdcodec.codec.bench.bdrate import Curve, bd_rate, bd_rate_detail, bd_table, find_bd, load_curve
+from rdcodec.codec.bench.checks import monotonic_check
+from rdcodec.codec.bench.codecs import make_codec, parse_codecs, parse_qualities
+from rdcodec.codec.bench.measure import Measurement, find_images
+from rdcodec.codec.bench.names import file_stem
+from rdcodec.codec.bench.report import bd_markdown
+from rdcodec.codec.bench.runner import BenchReport, run_bench
 from rdcodec.codec.metrics import psnr
 from rdcodec.errors import CodecError
 from rdcodec.models.registry import load_model
@@ -36,8 +43,8 @@ def _rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _run(folder: Path, out: Path, **kwargs) -> bench.BenchReport:
-    return bench.run_bench(folder, out=out, progress=False, **kwargs)
+def _run(folder: Path, out: Path, **kwargs) -> BenchReport:
+    return run_bench(folder, out=out, progress=False, **kwargs)
 
 
 # ---- measurements ------------------------------------------------------------------
@@ -186,8 +193,8 @@ def test_two_rdcodec_models_are_two_codecs_with_real_bitstreams(tmp_path):
     table = (out / "bd_rate.md").read_text()
     assert "## Anchor: rdcodec (hp-gain-n96m128)" in table
     assert "| rdcodec (hp-exact-n96m128) |" in table.split("## Anchor: rdcodec (hp-gain")[1]
-    assert bench.find_bd(report.bd, exact.label, GAIN, "psnr") is not None
-    assert bench.find_bd(report.bd, gain.label, EXACT, "psnr") is None  # the first is the anchor
+    assert find_bd(report.bd, exact.label, GAIN, "psnr") is not None
+    assert find_bd(report.bd, gain.label, EXACT, "psnr") is None  # the first is the anchor
     assert [c.label for c in report.monotonic] == [gain.label, exact.label]
     assert "## rdcodec (hp-gain-n96m128): quality levels" in table
 
@@ -213,7 +220,7 @@ def test_rdcodec_and_its_model_name_share_the_cache_and_are_measured_once(tmp_pa
     named = _run(folder, out, codecs=[default], qualities={default: (3,)})
     assert (named.measured_points, named.cached_points) == (0, 1)
     assert [r["codec"] for r in _rows(out)] == [default]
-    assert (out / f"{bench.file_stem(default)}.json").exists()
+    assert (out / f"{file_stem(default)}.json").exists()
 
 
 def test_target_bpp_and_html_use_the_first_rdcodec_model(tmp_path):
@@ -233,24 +240,24 @@ def test_target_bpp_and_html_use_the_first_rdcodec_model(tmp_path):
 
 
 def test_rdcodec_models_take_their_own_default_qualities():
-    assert bench.make_codec(GAIN).default_qualities == tuple(range(1, 9))
-    assert bench.make_codec(EXACT).default_qualities == tuple(range(1, 12))
+    assert make_codec(GAIN).default_qualities == tuple(range(1, 9))
+    assert make_codec(EXACT).default_qualities == tuple(range(1, 12))
     assert (
-        bench.make_codec("rdcodec").default_qualities
-        == bench.make_codec("rdcodec@" + bench.make_codec("rdcodec").model_name).default_qualities
+        make_codec("rdcodec").default_qualities
+        == make_codec("rdcodec@" + make_codec("rdcodec").model_name).default_qualities
     )
-    assert bench.file_stem(GAIN) == "rdcodec-hp-gain-n96m128"
-    assert bench.file_stem("rdcodec@a/b c") == "rdcodec-a-b-c"
+    assert file_stem(GAIN) == "rdcodec-hp-gain-n96m128"
+    assert file_stem("rdcodec@a/b c") == "rdcodec-a-b-c"
 
 
-def _measurement(image: str, quality: float, bpp: float, psnr_db: float) -> bench.Measurement:
-    return bench.Measurement(image, "0" * 64, 8, 8, "rdcodec", quality, 1, bpp, psnr_db, None, 0, 0)
+def _measurement(image: str, quality: float, bpp: float, psnr_db: float) -> Measurement:
+    return Measurement(image, "0" * 64, 8, 8, "rdcodec", quality, 1, bpp, psnr_db, None, 0, 0)
 
 
 def test_monotonic_check_names_the_level_that_goes_down():
     rows = [_measurement("a.png", q, 0.1 * q, 25 + q) for q in (1, 2, 3)]
     rows += [_measurement("b.png", 1, 0.1, 25), _measurement("b.png", 2, 0.2, 24.5)]
-    check = bench.monotonic_check(rows)
+    check = monotonic_check(rows)
     assert (check.images, check.monotonic) == (2, 1)
     assert check.failures == ("b.png: psnr does not rise from q1 to q2",)
 
@@ -285,21 +292,17 @@ PSNRS = [26.1, 28.4, 30.2, 31.9, 33.3, 34.8, 36.0]
 
 
 def test_bd_rate_of_scaled_rates_is_the_scale():
-    assert bench.bd_rate(RATES, PSNRS, [0.8 * r for r in RATES], PSNRS) == pytest.approx(
-        -20, abs=1e-6
-    )
-    assert bench.bd_rate(RATES, PSNRS, [1.25 * r for r in RATES], PSNRS) == pytest.approx(
-        25, abs=1e-6
-    )
+    assert bd_rate(RATES, PSNRS, [0.8 * r for r in RATES], PSNRS) == pytest.approx(-20, abs=1e-6)
+    assert bd_rate(RATES, PSNRS, [1.25 * r for r in RATES], PSNRS) == pytest.approx(25, abs=1e-6)
 
 
 def test_bd_rate_of_identical_curves_is_zero():
-    assert bench.bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0, abs=1e-9)
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0, abs=1e-9)
 
 
 def test_bd_rate_interval_is_the_overlap():
     # The test curve only covers the upper part of the anchor's PSNR range.
-    result = bench.bd_rate_detail(RATES, PSNRS, [0.8 * r for r in RATES[3:]], PSNRS[3:])
+    result = bd_rate_detail(RATES, PSNRS, [0.8 * r for r in RATES[3:]], PSNRS[3:])
     # Not exact: Akima's end slopes differ on the shorter curve.
     assert result.percent == pytest.approx(-20, abs=0.1)
     assert (result.low, result.high) == (31.9, 36.0)
@@ -307,16 +310,14 @@ def test_bd_rate_interval_is_the_overlap():
 
 
 def test_bd_rate_without_overlap_is_nan():
-    result = bench.bd_rate_detail(RATES[:3], PSNRS[:3], RATES[4:], PSNRS[4:])
+    result = bd_rate_detail(RATES[:3], PSNRS[:3], RATES[4:], PSNRS[4:])
     assert math.isnan(result.percent) and result.overlap == 0
 
 
 def test_bd_rate_ignores_points_that_do_not_improve_quality():
     # A point with more bits and lower PSNR than its neighbour is off the curve.
     rates, psnrs = RATES + [2.5], PSNRS + [35.0]
-    assert bench.bd_rate(RATES, PSNRS, [0.8 * r for r in rates], psnrs) == pytest.approx(
-        -20, abs=1e-6
-    )
+    assert bd_rate(RATES, PSNRS, [0.8 * r for r in rates], psnrs) == pytest.approx(-20, abs=1e-6)
 
 
 # ---- folders -----------------------------------------------------------------------
@@ -325,7 +326,7 @@ def test_find_images_skips_unreadable_files_with_a_warning(tmp_path):
     (folder / "broken.png").write_bytes(b"not a png")
     (folder / "notes.txt").write_text("ignored: not an image extension")
     warnings: list[str] = []
-    images = bench.find_images(folder, warnings.append)
+    images = find_images(folder, warnings.append)
     assert [i.path.name for i in images] == ["astronaut.png"]
     assert (images[0].width, images[0].height) == (128, 128)
     assert len(warnings) == 1 and "broken.png" in warnings[0]
@@ -354,7 +355,7 @@ def _bad_folder(tmp_path: Path, kind: str) -> Path:
 )
 def test_find_images_bad_folders(tmp_path, kind, message):
     with pytest.raises(CodecError, match=message):
-        bench.find_images(_bad_folder(tmp_path, kind), lambda m: None)
+        find_images(_bad_folder(tmp_path, kind), lambda m: None)
 
 
 # ---- cache -------------------------------------------------------------------------
@@ -369,7 +370,7 @@ def test_rerun_reads_the_cache_instead_of_encoding(tmp_path, monkeypatch):
         return real_encode(self, image, quality)
 
     monkeypatch.setattr(baselines.PillowCodec, "encode", counting_encode)
-    monkeypatch.setattr(bench, "_WARMED", set())
+    monkeypatch.setattr(measure, "_WARMED", set())
     kwargs = {"codecs": ["jpeg"], "qualities": {"jpeg": (10, 50, 90)}}
     first = _run(folder, out, **kwargs)
     assert len(calls) == 1 + 2 * 3  # one untimed warm-up, then every point once
@@ -417,7 +418,7 @@ def test_outputs_follow_compressai_schema_and_plots_exist(tmp_path):
     assert len(_rows(out)) == 6
     table = (out / "bd_rate.md").read_text()
     assert "## Anchor: JPEG" in table and "averaged curves" in table and "| WebP |" in table
-    webp_vs_jpeg = bench.find_bd(report.bd, "WebP", "jpeg", "ms-ssim")
+    webp_vs_jpeg = find_bd(report.bd, "WebP", "jpeg", "ms-ssim")
     assert not math.isnan(webp_vs_jpeg.percent) and webp_vs_jpeg.low < webp_vs_jpeg.high
 
 
@@ -453,9 +454,9 @@ def test_compare_overlays_a_published_curve(tmp_path):
     }))  # fmt: skip
     report = _run(folder, out, codecs=["jpeg"], qualities={"jpeg": points}, compare=[published])
     assert [c.label for c in report.curves] == ["JPEG", "Paper2024 (published)"]
-    assert bench.find_bd(
-        report.bd, "Paper2024 (published)", "jpeg", "psnr"
-    ).percent == pytest.approx(-20, abs=1e-6)
+    assert find_bd(report.bd, "Paper2024 (published)", "jpeg", "psnr").percent == pytest.approx(
+        -20, abs=1e-6
+    )
     assert "| Paper2024 (published) | -20.0%" in (out / "bd_rate.md").read_text()
 
 
@@ -472,25 +473,25 @@ def test_bad_compare_files(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(CodecError, match=message):
-        bench.load_curve(path)
+        load_curve(path)
 
 
 def test_parse_codecs_and_qualities():
-    assert bench.parse_codecs("rdcodec, JPG,jpeg,j2k") == ["rdcodec", "jpeg", "jpeg2000"]
-    assert bench.parse_codecs(f"{GAIN}, RDCODEC@hp-exact-n96m128,{GAIN}") == [GAIN, EXACT]
-    assert bench.parse_qualities("jpeg=90,10") == ("jpeg", (10, 90))
-    assert bench.parse_qualities("jpeg2000=0.25,1") == ("jpeg2000", (0.25, 1))
-    assert bench.parse_qualities(f"{GAIN}=8,1.5") == (GAIN, (1.5, 8))
-    assert bench.parse_qualities(f"{EXACT}=11") == (EXACT, (11,))
+    assert parse_codecs("rdcodec, JPG,jpeg,j2k") == ["rdcodec", "jpeg", "jpeg2000"]
+    assert parse_codecs(f"{GAIN}, RDCODEC@hp-exact-n96m128,{GAIN}") == [GAIN, EXACT]
+    assert parse_qualities("jpeg=90,10") == ("jpeg", (10, 90))
+    assert parse_qualities("jpeg2000=0.25,1") == ("jpeg2000", (0.25, 1))
+    assert parse_qualities(f"{GAIN}=8,1.5") == (GAIN, (1.5, 8))
+    assert parse_qualities(f"{EXACT}=11") == (EXACT, (11,))
     for bad in ("heic", "", "jpeg@x", "rdcodec@", "rdcodec@nope"):
         with pytest.raises(CodecError):
-            bench.parse_codecs(bad)
+            parse_codecs(bad)
     with pytest.raises(CodecError, match="no installed model 'nope'; installed: hp-gain"):
-        bench.parse_codecs("rdcodec@nope")
+        parse_codecs("rdcodec@nope")
     bad_points = ("jpeg", "jpeg=10.5", "rdcodec=12", f"{GAIN}=9", "webp=a,b", "jpeg=")
     for bad in bad_points:
         with pytest.raises(CodecError):
-            bench.parse_qualities(bad)
+            parse_qualities(bad)
 
 
 @pytest.mark.slow
@@ -509,17 +510,15 @@ def test_workers_give_the_same_bytes_as_one_process(tmp_path):
 
 
 def test_codec_names_come_from_the_one_table():
-    assert bench.parse_codecs("all") == ["rdcodec", *baselines.CLASSICAL]
-    assert bench.parse_codecs("jpg,J2K,all") == ["jpeg", "jpeg2000", "rdcodec", "webp", "avif"]
+    assert parse_codecs("all") == ["rdcodec", *baselines.CLASSICAL]
+    assert parse_codecs("jpg,J2K,all") == ["jpeg", "jpeg2000", "rdcodec", "webp", "avif"]
     for codec in baselines.CLASSICAL.values():
-        assert bench.parse_qualities(f"{codec.name}={codec.search_grid[1]:g}")[0] == codec.name
+        assert parse_qualities(f"{codec.name}={codec.search_grid[1]:g}")[0] == codec.name
         with pytest.raises(CodecError):
-            bench.parse_qualities(f"{codec.name}={codec.search_grid[1] * 2:g}")
+            parse_qualities(f"{codec.name}={codec.search_grid[1] * 2:g}")
 
 
 def test_head_to_head_puts_the_first_rdcodec_model_against_each_codec():
-    from rdcodec.codec.bench.runner import Curve, bd_markdown, bd_table
-
     psnr_points = (26.0, 29.0, 32.0, 35.0)
     rates = (0.2, 0.4, 0.8, 1.6)
 
@@ -533,8 +532,8 @@ def test_head_to_head_puts_the_first_rdcodec_model_against_each_codec():
         curve("jpeg2000", "JPEG 2000", 1.25),
     ]
     entries = bd_table(curves)
-    assert bench.find_bd(entries, "rdcodec (cc)", "webp", "psnr").percent == pytest.approx(10)
-    assert bench.find_bd(entries, "rdcodec (cc)", "jpeg2000", "psnr").percent == pytest.approx(-12)
+    assert find_bd(entries, "rdcodec (cc)", "webp", "psnr").percent == pytest.approx(10)
+    assert find_bd(entries, "rdcodec (cc)", "jpeg2000", "psnr").percent == pytest.approx(-12)
     text = bd_markdown(curves, entries, 1).split("## Head to head: rdcodec (cc) against each codec")
     assert len(text) == 2
     rows = [line for line in text[1].splitlines() if line.startswith("| ") and "%" in line]

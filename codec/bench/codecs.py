@@ -1,0 +1,201 @@
+"""The codecs ``rdcodec bench`` knows, by ``--codecs`` name: rdcodec models
+(``RdcodecCodec``) beside the classical codecs of ``codec/baselines.py`` (the one codec
+table), and the parsing of ``--codecs`` and ``--qualities``.
+
+A codec object has ``name``, ``label``, ``quality_meaning``, ``default_qualities``,
+``available()``, ``settings_id()`` (what the measurement cache is keyed by),
+``description(qualities)``, ``encode(pixels, quality) -> bytes`` and
+``decode(bytes) -> pixels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import CodecError, ModelError
+from .. import baselines
+from .names import is_rdcodec
+
+CODEC_NAMES = ("rdcodec", *baselines.CLASSICAL)
+DEFAULT_CODECS = CODEC_NAMES
+
+
+class RdcodecCodec:
+    """A shipped rdcodec model, at its quality levels.
+
+    ``name`` is the ``--codecs`` name: ``rdcodec`` for the default model, or
+    ``rdcodec@MODEL`` for any shipped model, each with ``+eN`` for encode effort N.
+    """
+
+    quality_meaning = "quality level"
+
+    def __init__(self, model_name: str | None = None, name: str = "rdcodec", effort: int = 0):
+        from ...models import registry
+
+        self._entry = registry.find_entry(model_name or registry.default_model_name())
+        self._model = None
+        self.name = name
+        self.effort = effort
+
+    @property
+    def model_name(self) -> str:
+        return self._entry["name"]
+
+    @property
+    def label(self) -> str:
+        effort = f", effort {self.effort}" if self.effort else ""
+        return f"rdcodec ({self._entry['name']}{effort})"
+
+    def quality_range(self) -> tuple[float, float]:
+        """The model's levels, from its manifest entry (without loading the weights)."""
+        low, high = self._entry["qualities"]
+        return float(low), float(high)
+
+    @property
+    def default_qualities(self) -> tuple[int, ...]:
+        """Every level of the model."""
+        low, high = self.quality_range()
+        return tuple(range(math.ceil(low), math.floor(high) + 1))
+
+    def available(self) -> bool:
+        return True
+
+    def settings_id(self) -> str:
+        # The weights and the code that turns them into bytes and back: different
+        # models never share a cache entry.
+        from ...models import exact, gaussian, layers, network, registry
+        from .. import container, entropy, pipeline, refine
+
+        digest = hashlib.sha256(self._entry["sha256"].encode())
+        modules = (pipeline, container, entropy, network, exact, gaussian, layers, registry)
+        for module in modules:
+            digest.update(Path(module.__file__).read_bytes())
+        if self.effort:
+            digest.update(f"effort {self.effort}".encode())
+            digest.update(Path(refine.__file__).read_bytes())
+        return f"{self._entry['sha256'][:12]}-{digest.hexdigest()[:8]}"
+
+    def description(self, qualities: Sequence[float]) -> str:
+        points = ", ".join(f"{q:g}" for q in qualities)
+        name, sha = self._entry["name"], self._entry["sha256"]
+        return (
+            f"rdcodec model {name} (weights sha256 {sha[:16]}...), real bitstreams; levels {points}"
+        )
+
+    def loaded_model(self):
+        """The model's network (loaded on first use, then kept)."""
+        if self._model is None:
+            from ...models.registry import load_model
+
+            self._model = load_model(self._entry["name"])
+        return self._model
+
+    def encode(self, image: np.ndarray, quality: float) -> bytes:
+        from .. import pipeline
+
+        return pipeline.encode(image, quality, self.loaded_model(), effort=self.effort)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from .. import pipeline
+
+        return pipeline.decode_array(data, self.loaded_model())
+
+
+def make_codec(name: str):
+    """The codec object of one ``--codecs`` name (``rdcodec@MODEL``: a shipped model;
+    ``+eN``: at encode effort N)."""
+    if is_rdcodec(name):
+        base, _, effort = name.partition("+")
+        model = base.partition("@")[2] or None
+        return RdcodecCodec(model, name=name, effort=int(effort[1:]) if effort else 0)
+    if name in baselines.CLASSICAL:
+        return baselines.CLASSICAL[name]
+    raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL")
+
+
+def _parse_codec(raw: str) -> str:
+    """One ``--codecs`` name, checked; ``""`` for an empty item."""
+    raw, plus, effort = raw.strip().partition("+")
+    name = _parse_codec_name(raw)
+    if not plus:
+        return name
+    from ..refine import EFFORTS
+
+    if not is_rdcodec(name):
+        raise CodecError(f"'{raw.strip()}+{effort}': only rdcodec takes +eN (encode effort)")
+    level = effort.strip().lower().removeprefix("e")
+    if not level.isdigit() or int(level) not in EFFORTS:
+        raise CodecError(f"'{raw.strip()}+{effort}': effort must be e0..e{max(EFFORTS)}")
+    return name if int(level) == 0 else f"{name}+e{int(level)}"
+
+
+def _parse_codec_name(raw: str) -> str:
+    base, at, model = raw.strip().partition("@")
+    name = base.strip().lower().replace("-", "").replace(" ", "")
+    name = baselines.ALIASES.get(name, name)
+    if at:
+        # Model names are kept as written: they are hyphenated and matched exactly.
+        if name != "rdcodec":
+            raise CodecError(f"unknown codec '{raw.strip()}': only rdcodec takes @MODEL")
+        if not model.strip():
+            raise CodecError(f"'{raw.strip()}': give a model name after @ (see rdcodec models)")
+        name = f"rdcodec@{model.strip()}"
+        try:
+            make_codec(name)
+        except ModelError as exc:  # a misspelt --codecs item, like 'heic': exit code 1
+            raise CodecError(f"unknown codec '{raw.strip()}': {exc}") from None
+        return name
+    if name and name not in CODEC_NAMES:
+        raise CodecError(
+            f"unknown codec '{raw.strip()}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL"
+        )
+    return name
+
+
+def parse_codecs(text: str) -> list[str]:
+    """``"rdcodec,jpeg,rdcodec@hp-gain-n96m128"`` -> the same names (checked, duplicates
+    dropped); ``rdcodec@MODEL`` names a shipped model."""
+    names: list[str] = []
+    items = text.split(",")
+    # "all": rdcodec and every classical codec.
+    items = [n for item in items for n in (DEFAULT_CODECS if item.strip() == "all" else [item])]
+    for raw in items:
+        name = _parse_codec(raw)
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        raise CodecError("--codecs names no codec")
+    return names
+
+
+def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
+    """``"jpeg=10,50,90"`` -> ``("jpeg", (10, 50, 90))``, checked against the codec's range
+    (an rdcodec model's levels from its manifest entry)."""
+    name, sep, values = spec.partition("=")
+    if not sep:
+        raise CodecError(f"--qualities '{spec}': expected CODEC=Q1,Q2,... (e.g. jpeg=10,50,90)")
+    names = parse_codecs(name)
+    if len(names) != 1:
+        raise CodecError(f"--qualities '{spec}': one codec per item (CODEC=Q1,Q2,...)")
+    (name,) = names
+    try:
+        points = tuple(sorted({float(v) for v in values.split(",") if v.strip()}))
+    except ValueError:
+        raise CodecError(f"--qualities '{spec}': quality points must be numbers") from None
+    if not points:
+        raise CodecError(f"--qualities '{spec}': no quality points")
+    if is_rdcodec(name):
+        low, high, integer = (*make_codec(name).quality_range(), False)
+    else:
+        low, high, step = baselines.CLASSICAL[name].search_grid
+        integer = step == 1
+    for q in points:
+        if not low <= q <= high or (integer and q != int(q)):
+            kind = "integers" if integer else "numbers"
+            raise CodecError(f"--qualities '{spec}': {name} takes {kind} from {low:g} to {high:g}")
+    return name, tuple(int(q) if q == int(q) else q for q in points)

@@ -390,25 +390,39 @@ def info(input_path, as_json):
     default=None,
     help="Write a bits-per-location heatmap PNG here.",
 )
+@click.option(
+    "-e",
+    "--effort",
+    type=int,
+    default=0,
+    help="When FILE is an image: encode it at this effort, and show what refinement "
+    "changed against effort 0, channel by channel (the amortisation gap).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite the heatmap file if it exists.")
 @reports_errors
-def inspect(input_path, quality, heatmap_path, as_json, force):
+def inspect(input_path, quality, effort, heatmap_path, as_json, force):
     """Account for every bit of FILE (.rdc, or an image to encode): header, z, y per channel."""
     from ..codec import container, diagnostics, image_io, pipeline
 
     if heatmap_path is not None:
         image_io.check_output(heatmap_path, force)
     data = image_io.read_bitstream(input_path)
+    gap = None
     if not data.startswith(container.MAGIC):
         loaded = image_io.read_image(input_path)
-        data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
-    elif quality is not None:
-        raise CodecError("--quality applies to images; FILE is already a bitstream")
+        data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale, effort=effort)
+        if effort:
+            single = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
+            gap = diagnostics.amortisation_gap(loaded.pixels, single, data)
+    elif quality is not None or effort:
+        raise CodecError("--quality and --effort apply to images; FILE is already a bitstream")
     diag = diagnostics.diagnose(data)
     if heatmap_path is not None:
         diagnostics.save_heatmap(diag, heatmap_path, force)
     info = diag.to_dict()
+    if gap is not None:
+        info["effort"] = {"effort": effort, **gap.to_dict()}
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -445,3 +459,13 @@ def inspect(input_path, quality, heatmap_path, as_json, force):
         click.echo(
             f"  heatmap   {heatmap_path} (bits per 16x16 block, max {diag.heatmap.max():.1f})"
         )
+    if gap is not None:
+        click.echo(
+            f"  effort {effort}  {gap.bits_saved:+d} bits saved against effort 0 "
+            f"({-100 * gap.bits_saved / gap.bits_single:+.1f}%), PSNR {gap.psnr:.2f} dB "
+            f"against {gap.psnr_single:.2f}"
+        )
+        saved = gap.channel_bits_saved
+        most = sorted(range(len(saved)), key=lambda c: -abs(saved[c]))[:8]
+        listed = ", ".join(f"{c}:{saved[c]:+.0f}" for c in most)
+        click.echo(f"  gap by channel (bits saved) {listed}")

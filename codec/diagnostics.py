@@ -121,6 +121,49 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     )
 
 
+@dataclass(frozen=True)
+class AmortisationGap:
+    """What encode-time refinement changed for one photo: the same quality coded by g_a's
+    single pass and by refined latents, both files measured (the gap between the
+    amortised posterior and this photo's better one, in bits and in distortion)."""
+
+    bits_single: int  # the effort-0 file
+    bits: int  # the refined file
+    psnr_single: float
+    psnr: float
+    channel_bits_saved: tuple[float, ...]  # per y channel, under the coder's tables
+
+    @property
+    def bits_saved(self) -> int:
+        return self.bits_single - self.bits
+
+    def to_dict(self) -> dict:
+        return {
+            "bits_effort0": self.bits_single,
+            "bits": self.bits,
+            "bits_saved": self.bits_saved,
+            "psnr_effort0": self.psnr_single,
+            "psnr": self.psnr,
+            "y_channel_bits_saved": list(self.channel_bits_saved),
+        }
+
+
+def amortisation_gap(pixels: np.ndarray, single: bytes, refined: bytes) -> AmortisationGap:
+    """Compare the effort-0 file ``single`` of ``pixels`` with a refined one, channel by
+    channel (both must be of the same model and quality)."""
+    from .metrics import psnr
+    from .pipeline import decode_array
+
+    a, b = diagnose(single), diagnose(refined)
+    return AmortisationGap(
+        8 * len(single),
+        8 * len(refined),
+        psnr(pixels, decode_array(single)),
+        psnr(pixels, decode_array(refined)),
+        tuple(x - y for x, y in zip(a.y_channel_bits, b.y_channel_bits, strict=True)),
+    )
+
+
 def save_heatmap(diag: Diagnostics, path, force: bool = False) -> None:
     """Bits per y location as a colour image at the picture's size (16 px per latent)."""
     import matplotlib

@@ -189,3 +189,22 @@ def test_inspect_image_and_text(runner):
     result = runner.invoke(main, ["inspect", str(IMAGES / "astronaut.png"), "-q", "1"])
     assert result.exit_code == 0, result.output
     assert "active" in result.output and "overhead" in result.output
+
+
+def test_inspect_shows_the_amortisation_gap_by_channel(runner, encoded):
+    image = str(IMAGES / "coffee.png")
+    result = runner.invoke(main, ["inspect", image, "-q", "4", "-e", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    gap = json.loads(result.output)["effort"]
+    assert gap["effort"] == 1
+    assert gap["bits"] == json.loads(result.output)["bits"]["file"]
+    # The channels' savings add up to the y payload's change under the coder's tables.
+    single = runner.invoke(main, ["inspect", image, "-q", "4", "--json"])
+    table_single = json.loads(single.output)["table_bits"]["y"]
+    table_refined = json.loads(result.output)["table_bits"]["y"]
+    assert sum(gap["y_channel_bits_saved"]) == pytest.approx(table_single - table_refined, abs=1)
+    assert gap["bits_effort0"] == json.loads(single.output)["bits"]["file"]
+    text = runner.invoke(main, ["inspect", image, "-q", "4", "-e", "1"])
+    assert "bits saved against effort 0" in text.output and "gap by channel" in text.output
+    refused = runner.invoke(main, ["inspect", str(encoded[0]), "-e", "1"])
+    assert refused.exit_code != 0 and "apply to images" in refused.output

@@ -112,6 +112,24 @@ class QuantisedHyperSynthesis(nn.Sequential):
         return quantised_forward(self, _fake_quant(z_hat, INPUT_BITS), INPUT_BITS)
 
 
+def _grid_weights(net: nn.Sequential, i: int, layer: nn.Module, in_bits: int):
+    """Layer ``i``'s weights and bias rounded to their grids (straight-through). Frozen
+    weights (encode-time refinement runs hundreds of passes through fixed networks) are
+    rounded once and kept until they change; for a small photo the rounding of ~2 M
+    weights was most of each refinement step."""
+    p = int(net.weight_exponents[i])
+    frozen = not (layer.weight.requires_grad or layer.bias.requires_grad)
+    key = (i, in_bits, p, layer.weight._version, layer.bias._version, id(layer.weight))
+    cache = net.__dict__.setdefault("_grid_cache", {})
+    if frozen and cache.get(i, (None,))[0] == key:
+        return cache[i][1]
+    w = torch.clamp(ste_round(layer.weight * 2.0**p), -WEIGHT_LIMIT, WEIGHT_LIMIT) / 2.0**p
+    b = ste_round(layer.bias * 2.0 ** (in_bits + p)) / 2.0 ** (in_bits + p)
+    if frozen:
+        cache[i] = (key, (w, b))
+    return w, b
+
+
 def quantised_forward(net: nn.Sequential, x: Tensor, in_bits: int) -> Tensor:
     """The fixed-point forward pass of ``net`` (convolutions with leaky ReLUs between
     them, a ``weight_exponents`` buffer) on ``x``, which is on the 2**-in_bits grid:
@@ -119,9 +137,7 @@ def quantised_forward(net: nn.Sequential, x: Tensor, in_bits: int) -> Tensor:
     straight-through gradients. :class:`ExactNetwork` computes the same integers."""
     layers = net.layers()
     for i, layer in enumerate(layers):
-        p = int(net.weight_exponents[i])
-        w = torch.clamp(ste_round(layer.weight * 2.0**p), -WEIGHT_LIMIT, WEIGHT_LIMIT) / 2.0**p
-        b = ste_round(layer.bias * 2.0 ** (in_bits + p)) / 2.0 ** (in_bits + p)
+        w, b = _grid_weights(net, i, layer, in_bits)
         if isinstance(layer, nn.ConvTranspose2d):
             x = F.conv_transpose2d(x, w, b, layer.stride, layer.padding, layer.output_padding)
         else:

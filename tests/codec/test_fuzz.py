@@ -388,7 +388,7 @@ def test_payload_ending_in_a_zero_word_is_a_bitstream_error(seeds, tiny_model):
 # The context model's stage decoder reads each slice's indices from the slices decoded
 # before it, so garbage behind a valid CRC reaches code that the one-slice models never
 # run. Fewer examples per model: three models share the time of one.
-fuzz_models = settings(fuzz, max_examples=100)
+fuzz_models = settings(fuzz, max_examples=70)
 
 
 @pytest.fixture(scope="module", params=["float", "exact", "context"])

@@ -13,7 +13,7 @@ MS_SSIM_MIN_SIDE = 161
 
 # Metrics of large images run over bands of rows of about this many values (a 24 MP
 # photo would otherwise need float64 copies of several GiB).
-BAND_VALUES = 1 << 22
+BAND_VALUES = 1 << 21
 # Above this many pixels MS-SSIM runs band by band (``ms_ssim_banded``); below it, the
 # whole image at once in pytorch-msssim, the reference the banded one is tested against.
 MS_SSIM_WHOLE_PIXELS = 4_000_000

@@ -408,16 +408,17 @@ def inspect(input_path, quality, effort, heatmap_path, as_json, force):
     if heatmap_path is not None:
         image_io.check_output(heatmap_path, force)
     data = image_io.read_bitstream(input_path)
-    gap = None
+    loaded = None
     if not data.startswith(container.MAGIC):
         loaded = image_io.read_image(input_path)
         data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale, effort=effort)
-        if effort:
-            single = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
-            gap = diagnostics.amortisation_gap(loaded.pixels, single, data)
     elif quality is not None or effort:
         raise CodecError("--quality and --effort apply to images; FILE is already a bitstream")
     diag = diagnostics.diagnose(data)
+    gap = None
+    if effort:
+        single = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
+        gap = diagnostics.amortisation_gap(loaded.pixels, single, data, diag)
     if heatmap_path is not None:
         diagnostics.save_heatmap(diag, heatmap_path, force)
     info = diag.to_dict()

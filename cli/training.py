@@ -212,6 +212,7 @@ def train(
         qualities=_quality_range(qualities),
     )
     last = Path(out) / "last.ckpt"
+    resumed = registry.config_of(last) if last.exists() else None
     if from_scratch:
         n, m = (int(v) for v in arch.split(","))
         start = ModelConfig(n, m).to_dict()
@@ -221,7 +222,7 @@ def train(
         )
         # Resuming a run: its own architecture, not the warm start's (which would leave
         # out what the run grew, such as a channel context).
-        start = registry.config_of(last if last.exists() else cfg.init)
+        start = resumed or registry.config_of(cfg.init)
     try:
         plan = plan_architecture(
             start,
@@ -231,7 +232,7 @@ def train(
             widen=widen,
             slices=slices,
             rate_warmup=rate_warmup,
-            resumed=registry.config_of(last) if last.exists() else None,
+            resumed=resumed,
         )
     except ValueError as exc:
         raise CodecError(str(exc)) from None

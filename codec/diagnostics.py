@@ -148,13 +148,15 @@ class AmortisationGap:
         }
 
 
-def amortisation_gap(pixels: np.ndarray, single: bytes, refined: bytes) -> AmortisationGap:
-    """Compare the effort-0 file ``single`` of ``pixels`` with a refined one, channel by
-    channel (both must be of the same model and quality)."""
+def amortisation_gap(
+    pixels: np.ndarray, single: bytes, refined: bytes, refined_diagnostics: Diagnostics
+) -> AmortisationGap:
+    """Compare the effort-0 file ``single`` of ``pixels`` with a refined one (and its
+    ``diagnose``), channel by channel (both must be of the same model and quality)."""
     from .metrics import psnr
     from .pipeline import decode_array
 
-    a, b = diagnose(single), diagnose(refined)
+    a, b = diagnose(single), refined_diagnostics
     return AmortisationGap(
         8 * len(single),
         8 * len(refined),

@@ -85,3 +85,15 @@ class FactorizedDensity(nn.Module):
         upper = self._logits_cumulative(values + 0.5)
         p = torch.sigmoid(upper) - torch.sigmoid(lower)
         return torch.clamp(p, min=LIKELIHOOD_BOUND)
+
+
+def derived(owner: nn.Module, key, params, build):
+    """``build()``, kept on ``owner`` (under ``key``) until one of ``params`` changes,
+    in place or replaced: weights derived from frozen parameters (a channels-last copy,
+    weights rounded to a grid) are made once, not at every call."""
+    version = tuple((id(p), p._version) for p in params)
+    store = owner.__dict__.setdefault("_derived", {})
+    hit = store.get(key)
+    if hit is None or hit[0] != version:
+        hit = store[key] = (version, build())
+    return hit[1]

@@ -43,7 +43,7 @@ from .gaussian import (
     scale_table,
     table_indices,
 )
-from .layers import GDN, FactorizedDensity
+from .layers import GDN, FactorizedDensity, derived
 
 # lambda ladder of the eight quality levels, for the loss lmbda * 255^2 * MSE + bpp.
 LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932, 0.18)
@@ -338,13 +338,12 @@ class Hyperprior(nn.Module):
         a value sits on a rounding boundary, as they may across CPUs); the decoded
         symbols, all that a file fixes, do not depend on it. Rebuilt when ``g_s``'s
         weights change."""
-        key = tuple((id(p), p._version) for p in self.g_s.parameters())
-        cached = self.__dict__.get("_frozen_g_s")
-        if cached is None or cached[0] != key:
-            copy = deepcopy(self.g_s).requires_grad_(False)
-            cached = (key, copy.to(memory_format=torch.channels_last))
-            self.__dict__["_frozen_g_s"] = cached
-        return cached[1]
+        return derived(
+            self,
+            "frozen_g_s",
+            self.g_s.parameters(),
+            lambda: deepcopy(self.g_s).requires_grad_(False).to(memory_format=torch.channels_last),
+        )
 
     def decoding_synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:
         """``synthesis`` for decoding (no gradients to the weights): on the frozen,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,12 +12,13 @@ import numpy as np
 MS_SSIM_MIN_SIDE = 161
 
 
-# Metrics of large images run over bands of rows of about this many values (a 24 MP
-# photo would otherwise need float64 copies of several GiB).
+# PSNR and the pooling of MS-SSIM's scales run over bands of rows of about this many
+# values (a 24 MP photo would otherwise need float64 copies of several GiB).
 BAND_VALUES = 1 << 21
-# Above this many pixels MS-SSIM runs band by band (``ms_ssim_banded``); below it, the
-# whole image at once in pytorch-msssim, the reference the banded one is tested against.
-MS_SSIM_WHOLE_PIXELS = 4_000_000
+# MS-SSIM filters tiles of this many output rows and columns: the tile's 15 float64 maps
+# (about 1 MB) stay in the core's cache through the 22 passes of the Gaussian filter, where
+# whole bands of rows went to memory and back on every pass (3x slower at 24 MP).
+MS_SSIM_TILE = (32, 192)
 
 
 def _row_step(width: int, channels: int = 3) -> int:
@@ -47,80 +49,78 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr_of_mse_8bit(mse(a, b))
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """MS-SSIM (pytorch-msssim, data range 255); None for images too small for it.
-    Images of more than MS_SSIM_WHOLE_PIXELS pixels go band by band, to the same value."""
-    if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
-        return None
-    if a.shape[0] * a.shape[1] > MS_SSIM_WHOLE_PIXELS:
-        return ms_ssim_banded(a, b)
-    import torch
-    from pytorch_msssim import ms_ssim as _ms_ssim
-
-    def t(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).permute(2, 0, 1)[None].double()
-
-    return float(_ms_ssim(t(a), t(b), data_range=255, size_average=True))
-
-
 # pytorch-msssim's defaults: five scales, an 11-tap Gaussian window of sigma 1.5.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WINDOW, _SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
 
 
-def ms_ssim_banded(a: np.ndarray, b: np.ndarray, rows: int | None = None) -> float:
-    """MS-SSIM of two (H, W, 3) uint8 images computed over bands of ``rows`` rows, in
-    memory that does not grow with the height: pytorch-msssim's arithmetic (float64,
-    valid Gaussian filtering, 2x2 average pooling with zero padding of odd sides), with
-    its per-channel means summed band by band. Each coarser scale is kept whole in
-    float32, which holds its values exactly (averages of 4^k uint8 values)."""
+def ms_ssim(a: np.ndarray, b: np.ndarray, tile: tuple[int, int] | None = None) -> float | None:
+    """MS-SSIM of two (H, W, 3) uint8 images (data range 255), or None for images too
+    small for it. pytorch-msssim's arithmetic (float64, valid Gaussian filtering, 2x2
+    average pooling with zero padding of odd sides, five scales), computed tile by tile
+    with the per-channel sums added up: equal to pytorch-msssim on the whole image (to
+    1e-9 in the tests), 7x faster at 768x512, and in memory that does not grow with the
+    image. Each coarser scale is kept whole in float32, which holds its values exactly
+    (averages of 4^k uint8 values)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images of different shapes: {a.shape} and {b.shape}")
+    if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
+        return None
     import torch
 
+    tile_rows, tile_cols = tile or MS_SSIM_TILE
     coords = torch.arange(_WINDOW, dtype=torch.float) - _WINDOW // 2
     g = torch.exp(-(coords**2) / (2 * _SIGMA**2))
     taps = (g / g.sum()).double().tolist()
     c1, c2 = (_K1 * 255) ** 2, (_K2 * 255) ** 2
+    halo = _WINDOW - 1
 
     def blur(t):
         """The valid Gaussian filter along rows, then columns, as shifted sums (the
         same products as a depthwise convolution, several times faster in float64)."""
         for dim in (2, 3):
-            n = t.shape[dim] - _WINDOW + 1
+            n = t.shape[dim] - halo
             out = t.narrow(dim, 0, n) * taps[0]
             for k in range(1, _WINDOW):
                 out.add_(t.narrow(dim, k, n), alpha=taps[k])
             t = out
         return t
 
-    x = torch.from_numpy(a).permute(2, 0, 1)[None]  # uint8 views: no copy
-    y = torch.from_numpy(b).permute(2, 0, 1)[None]
+    def tile_sum(x, y, last: bool):
+        """Per-channel sum of cs (at the last scale, of ssim) over one tile's outputs."""
+        maps = torch.empty((1, 15, *x.shape[2:]), dtype=torch.float64)
+        maps[:, 0:3], maps[:, 3:6] = x, y  # x, y, x^2, y^2, xy in one buffer
+        torch.mul(maps[:, 0:3], maps[:, 0:3], out=maps[:, 6:9])
+        torch.mul(maps[:, 3:6], maps[:, 3:6], out=maps[:, 9:12])
+        torch.mul(maps[:, 0:3], maps[:, 3:6], out=maps[:, 12:15])
+        mu1, mu2, xx, yy, xy = blur(maps).split(3, 1)
+        # In place: cs = (2 s12 + C2) / (s1 + s2 + C2),
+        # ssim = (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1) cs; only the last scale needs ssim.
+        mu12, mu_sq = mu1 * mu2, mu1.square_().add_(mu2.square_())
+        cs = xy.sub_(mu12).mul_(2).add_(c2).div_(xx.add_(yy).sub_(mu_sq).add_(c2))
+        if last:
+            cs = mu12.mul_(2).add_(c1).div_(mu_sq.add_(c1)).mul_(cs)
+        return cs.sum((0, 2, 3))
+
+    with warnings.catch_warnings():  # read-only arrays (decoded files) are only read here
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(a).permute(2, 0, 1)[None]  # uint8 views: no copy
+        y = torch.from_numpy(b).permute(2, 0, 1)[None]
     factors = []
     for scale, _ in enumerate(MS_SSIM_WEIGHTS):
         height, width = x.shape[2:]
-        step = rows or _row_step(width)
         last = scale == len(MS_SSIM_WEIGHTS) - 1
         total = torch.zeros(3, dtype=torch.float64)  # cs, or at the last scale ssim
-        for r0 in range(0, height - _WINDOW + 1, step):
-            r1 = min(r0 + step, height - _WINDOW + 1) + _WINDOW - 1
-            # x, y, x^2, y^2, xy of the band, written straight into one buffer.
-            maps = torch.empty((1, 15, r1 - r0, width), dtype=torch.float64)
-            maps[:, 0:3], maps[:, 3:6] = x[:, :, r0:r1], y[:, :, r0:r1]
-            torch.mul(maps[:, 0:3], maps[:, 0:3], out=maps[:, 6:9])
-            torch.mul(maps[:, 3:6], maps[:, 3:6], out=maps[:, 9:12])
-            torch.mul(maps[:, 0:3], maps[:, 3:6], out=maps[:, 12:15])
-            mu1, mu2, xx, yy, xy = blur(maps).split(3, 1)
-            # In place (the maps are most of the time and memory):
-            # cs = (2 s12 + C2) / (s1 + s2 + C2), ssim = (2 mu1 mu2 + C1) / (mu1^2 + mu2^2 + C1) cs;
-            # only the last scale needs ssim.
-            mu12, mu_sq = mu1 * mu2, mu1.square_().add_(mu2.square_())
-            cs = xy.sub_(mu12).mul_(2).add_(c2).div_(xx.add_(yy).sub_(mu_sq).add_(c2))
-            if last:
-                cs = mu12.mul_(2).add_(c1).div_(mu_sq.add_(c1)).mul_(cs)
-            total += cs.sum((0, 2, 3))
-        count = (height - _WINDOW + 1) * (width - _WINDOW + 1)
-        factors.append(torch.relu(total / count))
+        out_h, out_w = height - halo, width - halo
+        for r0 in range(0, out_h, tile_rows):
+            r1 = min(r0 + tile_rows, out_h) + halo
+            for c0 in range(0, out_w, tile_cols):
+                c1_ = min(c0 + tile_cols, out_w) + halo
+                window = (slice(None), slice(None), slice(r0, r1), slice(c0, c1_))
+                total += tile_sum(x[window], y[window], last)
+        factors.append(torch.relu(total / (out_h * out_w)))
         if not last:
-            x, y = (_pool_banded(t, step) for t in (x, y))
+            x, y = (_pool_banded(t, _row_step(width)) for t in (x, y))
     weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1)
     return float(torch.prod(torch.stack(factors) ** weights, dim=0).mean())
 

@@ -1,4 +1,4 @@
-"""Metrics in bounded memory: band-by-band MS-SSIM and PSNR equal the whole-image ones."""
+"""Metrics in bounded memory: tiled MS-SSIM and banded PSNR equal the whole-image ones."""
 
 from __future__ import annotations
 
@@ -28,28 +28,33 @@ def _reference(a: np.ndarray, b: np.ndarray) -> float:
     return float(reference_ms_ssim(t(a), t(b), data_range=255))
 
 
-# Odd and even sides at every scale (the pooling pads odd ones), bands that do and do not
-# divide the height, and a band taller than the image.
+# Odd and even sides at every scale (the pooling pads odd ones), tiles that do and do not
+# divide the image, and a tile larger than the image.
 @pytest.mark.parametrize(
-    ("height", "width", "rows"),
-    [(161, 170, 16), (161, 170, 1000), (203, 331, 45), (256, 192, 16), (256, 192, 1000)],
+    ("height", "width", "tile"),
+    [
+        (161, 170, (16, 16)),
+        (161, 170, (1000, 1000)),
+        (203, 331, (45, 7)),
+        (256, 192, (16, 64)),
+        (256, 192, None),
+    ],
 )
-def test_banded_ms_ssim_equals_pytorch_msssim(height, width, rows):
+def test_tiled_ms_ssim_equals_pytorch_msssim(height, width, tile):
     a, b = _pair(height, width)
     expected = _reference(a, b)
     assert 0.5 < expected < 0.999  # a picture with something to measure
-    assert metrics.ms_ssim_banded(a, b, rows) == pytest.approx(expected, abs=1e-9)
+    assert metrics.ms_ssim(a, b, tile) == pytest.approx(expected, abs=1e-9)
 
 
-def test_large_images_take_the_banded_path(monkeypatch):
-    a, b = _pair(200, 240, seed=1)
-    monkeypatch.setattr(metrics, "MS_SSIM_WHOLE_PIXELS", 10_000)
-    monkeypatch.setattr(metrics, "BAND_VALUES", 3 * 240 * 20)  # 20-row bands
-    calls = []
-    real = metrics.ms_ssim_banded
-    monkeypatch.setattr(metrics, "ms_ssim_banded", lambda *a: calls.append(1) or real(*a))
-    assert metrics.ms_ssim(a, b) == pytest.approx(_reference(a, b), abs=1e-9)
-    assert calls
+def test_ms_ssim_of_read_only_arrays_warns_nothing(recwarn):
+    a, b = _pair(170, 161, seed=1)
+    a.flags.writeable = b.flags.writeable = False  # as np.asarray of a decoded image
+    assert metrics.ms_ssim(a, b) == pytest.approx(_reference(a.copy(), b.copy()), abs=1e-9)
+    assert not recwarn.list
+    assert metrics.ms_ssim(a[:160], b[:160]) is None  # too small for five scales
+    with pytest.raises(ValueError, match="different shapes"):
+        metrics.ms_ssim(a, b[1:])
 
 
 def test_banded_mse_is_exact(monkeypatch):

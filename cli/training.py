@@ -99,6 +99,14 @@ DEFAULTS = TrainConfig()
     "slices of its width).",
 )
 @click.option(
+    "--widen-transforms",
+    type=int,
+    default=None,
+    help="Hidden channels G to grow the warm-start model's g_a and g_s to (capacity for "
+    "the picture at high rates; function-preserving: nothing reads the new channels "
+    "until training opens them; the hyperprior keeps its N).",
+)
+@click.option(
     "--slices",
     type=click.IntRange(1, 16),
     default=None,
@@ -164,6 +172,7 @@ def train(
     exact,
     levels,
     widen,
+    widen_transforms,
     slices,
     ema_decay,
     level_weighting,
@@ -230,6 +239,7 @@ def train(
             exact=exact,
             levels=levels,
             widen=widen,
+            widen_transforms=widen_transforms,
             slices=slices,
             rate_warmup=rate_warmup,
             resumed=resumed,

@@ -56,20 +56,29 @@ LOW_LAMBDAS: tuple[float, ...] = (0.00025, 0.00048, 0.00093)
 class ModelConfig:
     """Shape of a network: N channels in the transforms, M latent channels, the number
     of quality levels, whether its entropy parameters are computed exactly (integer
-    ``h_s``, see ``models/exact.py``), and the number of channel slices of y coded one
-    after another, each conditioned on those before it (1: the plain hyperprior)."""
+    ``h_s``, see ``models/exact.py``), the number of channel slices of y coded one
+    after another, each conditioned on those before it (1: the plain hyperprior), and
+    G, the channels of the image transforms g_a and g_s where they differ from the
+    hyper transforms' N (None: N; a model grown for capacity at high rates widens the
+    image transforms, which set the picture's quality, and keeps the hyperprior)."""
 
     N: int = 128
     M: int = 192
     levels: int = len(LAMBDAS)
     exact: bool = False
     slices: int = 1
+    G: int | None = None
 
     def __post_init__(self) -> None:
         if self.slices < 1 or self.M % self.slices:
             raise ValueError(f"{self.slices} slices do not divide M = {self.M}")
         if self.slices > 1 and not self.exact:
             raise ValueError("a channel context needs exact entropy parameters")
+
+    @property
+    def transform_channels(self) -> int:
+        """Hidden channels of g_a and g_s."""
+        return self.G or self.N
 
     @property
     def context_hidden(self) -> int:
@@ -106,6 +115,8 @@ class ModelConfig:
         d = asdict(self)
         if d["slices"] == 1:
             del d["slices"]
+        if d["G"] is None:  # and those of models whose transforms are N wide
+            del d["G"]
         return d
 
 
@@ -142,18 +153,18 @@ class Hyperprior(nn.Module):
     def __init__(self, config: ModelConfig, gdn: type[nn.Module] = GDN) -> None:
         super().__init__()
         self.config = config
-        N, M = config.N, config.M
+        N, M, G = config.N, config.M, config.transform_channels
         self.g_a = nn.Sequential(
-            _conv(3, N), gdn(N), _conv(N, N), gdn(N), _conv(N, N), gdn(N), _conv(N, M)
+            _conv(3, G), gdn(G), _conv(G, G), gdn(G), _conv(G, G), gdn(G), _conv(G, M)
         )
         self.g_s = nn.Sequential(
-            _deconv(M, N),
-            gdn(N, inverse=True),
-            _deconv(N, N),
-            gdn(N, inverse=True),
-            _deconv(N, N),
-            gdn(N, inverse=True),
-            _deconv(N, 3),
+            _deconv(M, G),
+            gdn(G, inverse=True),
+            _deconv(G, G),
+            gdn(G, inverse=True),
+            _deconv(G, G),
+            gdn(G, inverse=True),
+            _deconv(G, 3),
         )
         self.h_a = nn.Sequential(
             _conv(M, N, 3, 1),

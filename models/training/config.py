@@ -90,6 +90,7 @@ def plan_architecture(
     exact: bool = False,
     levels: int | None = None,
     widen: int | None = None,
+    widen_transforms: int | None = None,
     slices: int | None = None,
     rate_warmup: int = 0,
     resumed: dict | None = None,
@@ -106,6 +107,14 @@ def plan_architecture(
         if from_scratch or widen < old_m:
             raise ValueError(f"--widen {widen}: give more channels than the warm start's M")
         arch["M"] = widen
+    if widen_transforms:
+        old_g = arch.get("G") or arch["N"]
+        if from_scratch or widen_transforms <= old_g:
+            raise ValueError(
+                f"--widen-transforms {widen_transforms}: give more channels than the warm "
+                f"start's g_a/g_s ({old_g})"
+            )
+        arch["G"] = widen_transforms
     if slices:
         arch["slices"] = slices
     if widen and old_slices > 1:
@@ -127,7 +136,8 @@ def plan_architecture(
         warmup_from = old_m  # a resumed run keeps its own (see train.train)
     if not from_scratch and resumed is not None and arch != resumed:
         raise ValueError(
-            "the --out folder holds a run of another architecture; give --widen/--slices/"
+            "the --out folder holds a run of another architecture; give --widen/"
+            "--widen-transforms/--slices/"
             "--levels a new --out (with --init of that run's checkpoint)"
         )
     return ArchitecturePlan(arch, warmup_from)

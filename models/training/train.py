@@ -227,6 +227,7 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
                 f"(keep slices of {old_width} channels, or start from a model without a "
                 "context)"
             )
+    _widen_transforms(weights, model)
     _widen_latent(weights, model)
     model.load_state_dict(weights, strict=False)
     if model.config.exact and "h_s.weight_exponents" not in weights:
@@ -268,7 +269,7 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     new_m = model.config.M
     if old_m is None or old_m == new_m:
         return
-    if old_m > new_m or weights["g_a.6.weight"].shape[1] != model.config.N:
+    if old_m > new_m or weights["g_a.6.weight"].shape[1] != model.config.transform_channels:
         raise ValueError(f"cannot widen a latent of {old_m} channels to {new_m} (same N only)")
     target = model.state_dict()
     # h_s's last layer: means of the old channels, then their scales; make room for both.
@@ -296,6 +297,55 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     for name in ("log_gain", "log_inv_gain"):
         if name in weights:
             weights[name][:, old_m:] = weights[name][:, :old_m].mean(dim=1, keepdim=True)
+
+
+# Where g_a and g_s hold their hidden channels: (layer, dim of its output channels, dim
+# of its input channels) for the convolutions (Conv2d weights are (out, in, k, k),
+# ConvTranspose2d ones (in, out, k, k)), and the GDN layers between them.
+_TRANSFORM_CONVS = {
+    "g_a": ((0, 0, None), (2, 0, 1), (4, 0, 1), (6, None, 1)),
+    "g_s": ((0, 1, None), (2, 1, 0), (4, 1, 0), (6, None, 0)),
+}
+_TRANSFORM_GDNS = (1, 3, 5)
+
+
+def _widen_transforms(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
+    """Give weights of a model whose g_a and g_s are narrower the hidden channels of
+    ``model`` (G), function-preservingly: each new channel is computed by random filters
+    (of the old filters' spread) and a GDN that divides it by itself alone, and nothing
+    old reads it (its outgoing weights are zero), so y and the picture are unchanged.
+    The outgoing weights get gradients at once (the new channels are not zero), and
+    through them the new filters: the capacity opens as training needs it."""
+    old_g = weights["g_a.0.weight"].shape[0] if "g_a.0.weight" in weights else None
+    new_g = model.config.transform_channels
+    if old_g is None or old_g == new_g:
+        return
+    if old_g > new_g:
+        raise ValueError(f"cannot narrow g_a and g_s from {old_g} channels to {new_g}")
+    target = model.state_dict()  # the new model as built: its GDNs' initial values
+    for transform, layers in _TRANSFORM_CONVS.items():
+        for index, out_dim, in_dim in layers:
+            key = f"{transform}.{index}"
+            old = weights[f"{key}.weight"]
+            grown = torch.randn(target[f"{key}.weight"].shape) * float(old.std())
+            if in_dim is not None:  # old outputs do not read the new inputs
+                keep_out = slice(None) if out_dim is None else slice(0, old.shape[out_dim])
+                index_ = [slice(None)] * 4
+                index_[in_dim] = slice(old.shape[in_dim], None)
+                index_[1 - in_dim] = keep_out
+                grown[tuple(index_)] = 0
+            grown[tuple(slice(0, n) for n in old.shape)] = old
+            weights[f"{key}.weight"] = grown
+            if out_dim is not None:
+                bias = torch.zeros(target[f"{key}.bias"].shape)
+                bias[:old_g] = weights[f"{key}.bias"]
+                weights[f"{key}.bias"] = bias
+        for index in _TRANSFORM_GDNS:
+            for name in ("beta", "gamma"):
+                key = f"{transform}.{index}.{name}"
+                grown = target[key].detach().clone()  # beta 1, gamma 0.1 I: self-division
+                grown[tuple(slice(0, n) for n in weights[key].shape)] = weights[key]
+                weights[key] = grown
 
 
 @torch.no_grad()

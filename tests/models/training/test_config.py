@@ -35,6 +35,12 @@ def test_widening_a_context_model_adds_whole_slices_and_warms_their_rate_up():
     assert plan.rate_warmup_from == 128  # the first new channel
 
 
+def test_widening_the_transforms_keeps_the_hyperprior():
+    plan = plan_architecture(SHIPPED, widen_transforms=128)
+    assert plan.arch == {**SHIPPED, "G": 128}
+    assert plan_architecture(plan.arch, resumed=plan.arch).arch["G"] == 128
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -44,6 +50,7 @@ def test_widening_a_context_model_adds_whole_slices_and_warms_their_rate_up():
         ({"rate_warmup": 10}, "give --widen"),
         ({"levels": 11, "resumed": {**SHIPPED, "levels": 8}}, "another architecture"),
         ({"from_scratch": True, "widen": 192}, "more channels"),
+        ({"widen_transforms": 96}, "more channels than the warm start's g_a/g_s"),
     ],
 )
 def test_impossible_plans_are_refused(options, message):

@@ -204,6 +204,44 @@ def test_widening_the_latent_preserves_the_function(tmp_path):
         )
 
 
+def test_widening_the_transforms_preserves_the_function_and_opens(tmp_path):
+    """A warm start into wider g_a and g_s (G 8 -> 12, the hyperprior kept at N 8) gives
+    the same y and picture; the zero weights that read the new channels get gradients."""
+    from rdcodec.models.training.train import load_initial_weights
+
+    torch.manual_seed(0)
+    arch = {"N": 8, "M": 12, "levels": 11, "exact": True, "slices": 2}
+    narrow = registry.build_network(arch, True)
+    with torch.no_grad():  # trained-looking GDNs: the copied blocks must matter
+        for name, value in narrow.named_parameters():
+            if name.startswith(("g_a.", "g_s.")) and name.endswith(("gamma", "beta")):
+                value.add_(0.3 * torch.rand_like(value))
+    path = tmp_path / "narrow.rdw"
+    registry.export_weights(narrow, path)
+    narrow = registry.build_network(arch, True)
+    load_initial_weights(narrow, str(path))
+    wide = registry.build_network({**arch, "G": 12}, True)
+    load_initial_weights(wide, str(path))
+    assert wide.g_s[2].weight.shape == (12, 12, 5, 5) and wide.h_a[0].weight.shape[0] == 8
+    narrow.eval(), wide.eval()
+    x = torch.rand(1, 3, 64, 64)
+    q = torch.tensor([9.0])
+    with torch.no_grad():
+        a = narrow(x, q)
+    b = wide(x, q)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+    assert torch.allclose(a["y"], b["y"], atol=1e-5)
+    assert torch.allclose(a["y_likelihoods"], b["y_likelihoods"], atol=1e-5)
+    (b["x_hat"] - x).square().mean().backward()
+    for layer, new_inputs in (
+        (wide.g_s[2], wide.g_s[2].weight.grad[8:]),
+        (wide.g_a[6], wide.g_a[6].weight.grad[:, 8:]),
+    ):
+        assert layer.weight.abs().sum() > 0 and new_inputs.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot narrow"):
+        load_initial_weights(registry.build_network({**arch, "G": 6}, True), str(path))
+
+
 def test_a_channel_context_grows_from_a_warm_start_and_learns(
     data_dir, tiny_exact_weights, tmp_path
 ):

@@ -108,7 +108,8 @@ def _refined(
             f"this one has {height * width:,} (use --effort 0)"
         )
     net = model.network
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+    # torch.tensor copies (np.asarray of a PIL image is read-only, and from_numpy warns).
+    x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255)
     with torch.no_grad():
         y, z = net.hyper_analysis(y_ungained, _quality_tensor(quality_milli))
     with torch.enable_grad():

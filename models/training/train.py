@@ -327,7 +327,11 @@ def _widen_transforms(weights: dict[str, Tensor], model: GainedHyperprior) -> No
         for index, out_dim, in_dim in layers:
             key = f"{transform}.{index}"
             old = weights[f"{key}.weight"]
-            grown = torch.randn(target[f"{key}.weight"].shape) * float(old.std())
+            shape = list(old.shape)  # only G grows here (M: ``_widen_latent``, after this)
+            for dim in (out_dim, in_dim):
+                if dim is not None:
+                    shape[dim] = new_g
+            grown = torch.randn(shape) * float(old.std())
             if in_dim is not None:  # old outputs do not read the new inputs
                 keep_out = slice(None) if out_dim is None else slice(0, old.shape[out_dim])
                 index_ = [slice(None)] * 4
@@ -337,7 +341,7 @@ def _widen_transforms(weights: dict[str, Tensor], model: GainedHyperprior) -> No
             grown[tuple(slice(0, n) for n in old.shape)] = old
             weights[f"{key}.weight"] = grown
             if out_dim is not None:
-                bias = torch.zeros(target[f"{key}.bias"].shape)
+                bias = torch.zeros(new_g)
                 bias[:old_g] = weights[f"{key}.bias"]
                 weights[f"{key}.bias"] = bias
         for index in _TRANSFORM_GDNS:

@@ -240,6 +240,13 @@ def test_widening_the_transforms_preserves_the_function_and_opens(tmp_path):
         assert layer.weight.abs().sum() > 0 and new_inputs.abs().sum() > 0
     with pytest.raises(ValueError, match="cannot narrow"):
         load_initial_weights(registry.build_network({**arch, "G": 6}, True), str(path))
+    # Both at once: wider transforms and a wider latent (a new slice of 6 channels).
+    both = registry.build_network({**arch, "G": 12, "M": 18, "slices": 3}, True)
+    load_initial_weights(both, str(path))
+    with torch.no_grad():
+        c = both.eval()(x, q)
+    assert torch.allclose(a["x_hat"], c["x_hat"], atol=1e-5)
+    assert torch.allclose(a["y"], c["y"][:, :12], atol=1e-5)
 
 
 def test_a_channel_context_grows_from_a_warm_start_and_learns(

@@ -100,7 +100,7 @@ DEFAULTS = TrainConfig()
 )
 @click.option(
     "--widen-transforms",
-    type=int,
+    type=click.IntRange(1),
     default=None,
     help="Hidden channels G to grow the warm-start model's g_a and g_s to (capacity for "
     "the picture at high rates; function-preserving: nothing reads the new channels "

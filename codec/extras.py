@@ -90,6 +90,8 @@ def as_array(image) -> np.ndarray:
         raise ImageError(f"expected an (H, W, 3) uint8 array, got {arr.dtype} {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError("image has no pixels")
+    if any(stride < 0 for stride in arr.strides):  # np.flipud: torch cannot view it
+        arr = np.ascontiguousarray(arr)
     return arr
 
 

@@ -64,9 +64,13 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, tile: tuple[int, int] | None = None) -
     (averages of 4^k uint8 values)."""
     if a.shape != b.shape:
         raise ValueError(f"images of different shapes: {a.shape} and {b.shape}")
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) images, got {a.shape}")
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
     import torch
+
+    a, b = (x if all(s >= 0 for s in x.strides) else np.ascontiguousarray(x) for x in (a, b))
 
     tile_rows, tile_cols = tile or MS_SSIM_TILE
     coords = torch.arange(_WINDOW, dtype=torch.float) - _WINDOW // 2

@@ -74,6 +74,10 @@ class ModelConfig:
             raise ValueError(f"{self.slices} slices do not divide M = {self.M}")
         if self.slices > 1 and not self.exact:
             raise ValueError("a channel context needs exact entropy parameters")
+        if self.G is not None and self.G < 1:
+            raise ValueError(f"G = {self.G}: the transforms need at least one channel")
+        if self.G == self.N:  # the same network as without G, so the same config
+            object.__setattr__(self, "G", None)
 
     @property
     def transform_channels(self) -> int:

@@ -6,7 +6,7 @@ file needs.
 
 Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
 
-    {"format": 1, "config": {"N", "M", "levels", "exact"},
+    {"format": 1, "config": {"N", "M", "levels", "exact", "slices", "G"},
      "state_dict": {name: tensor},    # convolution kernels fp16, the rest fp32
      "z_tables": {"counts", "lengths", "offsets"},
      "y_tables": {"counts", "lengths", "offsets"},
@@ -16,7 +16,8 @@ Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
 ``exact_h_s`` (exact models only) holds the integer ``h_s`` (see ``models/exact.py``),
 ``exact_context`` (models with channel slices) the integer context network of each
 slice after the first; the state dict then has no float ``h_s`` or context kernels.
-The config's ``slices`` is absent (1) in files written before the channel context.
+The config's ``slices`` is absent (1) in files written before the channel context, and
+``G`` (the hidden channels of g_a and g_s) is absent where they are N wide.
 """
 
 from __future__ import annotations

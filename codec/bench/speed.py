@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...errors import CodecError
+
 
 @dataclass(frozen=True)
 class SpeedRow:
@@ -131,6 +133,8 @@ def compressai_twin(model, quality: float):
 
     net = model.network
     cfg = net.config
+    if cfg.G is not None:  # compressai's transforms are N wide
+        raise CodecError(f"no compressai twin of a model with g_a/g_s {cfg.G} wide (N {cfg.N})")
     twin = MeanScaleHyperprior(cfg.N, cfg.M)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith(("log_", "h_s.weight_"))}
     gain, inv_gain = (g.flatten() for g in net.gains(torch.tensor([float(quality)])))

@@ -109,12 +109,15 @@ def plan_architecture(
         arch["M"] = widen
     if widen_transforms:
         old_g = arch.get("G") or arch["N"]
-        if from_scratch or widen_transforms <= old_g:
+        if from_scratch:
+            raise ValueError("--widen-transforms grows a warm start: leave out --from-scratch")
+        if widen_transforms < old_g:
             raise ValueError(
-                f"--widen-transforms {widen_transforms}: give more channels than the warm "
-                f"start's g_a/g_s ({old_g})"
+                f"--widen-transforms {widen_transforms}: give at least the warm start's "
+                f"g_a/g_s channels ({old_g})"
             )
-        arch["G"] = widen_transforms
+        if widen_transforms > arch["N"]:  # equal to the start's: a resumed run, no change
+            arch["G"] = widen_transforms
     if slices:
         arch["slices"] = slices
     if widen and old_slices > 1:

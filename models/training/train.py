@@ -270,7 +270,9 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     if old_m is None or old_m == new_m:
         return
     if old_m > new_m or weights["g_a.6.weight"].shape[1] != model.config.transform_channels:
-        raise ValueError(f"cannot widen a latent of {old_m} channels to {new_m} (same N only)")
+        raise ValueError(
+            f"cannot widen a latent of {old_m} channels to {new_m} (g_a's width must match)"
+        )
     target = model.state_dict()
     # h_s's last layer: means of the old channels, then their scales; make room for both.
     for key in ("h_s.4.weight", "h_s.4.bias"):

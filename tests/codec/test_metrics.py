@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -47,14 +50,32 @@ def test_tiled_ms_ssim_equals_pytorch_msssim(height, width, tile):
     assert metrics.ms_ssim(a, b, tile) == pytest.approx(expected, abs=1e-9)
 
 
-def test_ms_ssim_of_read_only_arrays_warns_nothing(recwarn):
+def test_read_only_and_flipped_arrays_measure_the_same():
     a, b = _pair(170, 161, seed=1)
+    expected = _reference(a, b)
     a.flags.writeable = b.flags.writeable = False  # as np.asarray of a decoded image
-    assert metrics.ms_ssim(a, b) == pytest.approx(_reference(a.copy(), b.copy()), abs=1e-9)
-    assert not recwarn.list
+    assert metrics.ms_ssim(a, b) == pytest.approx(expected, abs=1e-9)
+    flipped = metrics.ms_ssim(np.flipud(a), np.flipud(b))  # negative strides
+    assert flipped == pytest.approx(_reference(np.flipud(a).copy(), np.flipud(b).copy()), abs=1e-9)
     assert metrics.ms_ssim(a[:160], b[:160]) is None  # too small for five scales
     with pytest.raises(ValueError, match="different shapes"):
         metrics.ms_ssim(a, b[1:])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        metrics.ms_ssim(a[..., 0], b[..., 0])
+
+
+def test_read_only_arrays_print_no_torch_warning():
+    # torch warns about a read-only array once per process: a fresh one sees it.
+    code = (
+        "import numpy as np\n"
+        "from rdcodec.codec import metrics\n"
+        "a = np.zeros((170, 170, 3), np.uint8); a.flags.writeable = False\n"
+        "print(metrics.ms_ssim(a, a))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "1.0", done.stderr
 
 
 def test_banded_mse_is_exact(monkeypatch):

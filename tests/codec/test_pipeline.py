@@ -56,6 +56,14 @@ def test_shipped_levels_trade_bits_for_quality(coffee):
     assert scores[0] < scores[1] < scores[2] and scores[-1] - scores[0] > 5
 
 
+def test_a_flipped_array_view_encodes_and_measures(tiny_model, astronaut):
+    # np.flipud gives negative strides, which torch cannot view: the pipeline copies.
+    flipped = np.flipud(np.tile(astronaut, (2, 2, 1)))  # 256 x 256: MS-SSIM too
+    result = pipeline.encode_image(flipped, 4, tiny_model, compare_jpeg=False, effort=1)
+    assert result.ms_ssim is not None
+    assert result.data == pipeline.encode(flipped.copy(), 4, tiny_model, effort=1)
+
+
 @pytest.mark.parametrize("quality", [0.5, 8.01, float("nan")])
 def test_quality_out_of_range(tiny_model, coffee, quality):
     with pytest.raises(CodecError, match="quality"):

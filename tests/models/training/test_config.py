@@ -39,6 +39,10 @@ def test_widening_the_transforms_keeps_the_hyperprior():
     plan = plan_architecture(SHIPPED, widen_transforms=128)
     assert plan.arch == {**SHIPPED, "G": 128}
     assert plan_architecture(plan.arch, resumed=plan.arch).arch["G"] == 128
+    # The same command resumes its run (the warm start is then the run's own G).
+    again = plan_architecture(plan.arch, widen_transforms=128, resumed=plan.arch)
+    assert again.arch == plan.arch
+    assert plan_architecture(SHIPPED, widen_transforms=96).arch == SHIPPED  # N wide: no G
 
 
 @pytest.mark.parametrize(
@@ -50,7 +54,8 @@ def test_widening_the_transforms_keeps_the_hyperprior():
         ({"rate_warmup": 10}, "give --widen"),
         ({"levels": 11, "resumed": {**SHIPPED, "levels": 8}}, "another architecture"),
         ({"from_scratch": True, "widen": 192}, "more channels"),
-        ({"widen_transforms": 96}, "more channels than the warm start's g_a/g_s"),
+        ({"widen_transforms": 95}, "at least the warm start's g_a/g_s channels"),
+        ({"from_scratch": True, "widen_transforms": 128}, "leave out --from-scratch"),
     ],
 )
 def test_impossible_plans_are_refused(options, message):

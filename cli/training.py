@@ -99,6 +99,15 @@ DEFAULTS = TrainConfig()
     "slices of its width).",
 )
 @click.option(
+    "--widen-start",
+    type=click.Choice(["zero", "projections"]),
+    default=DEFAULTS.widen_start,
+    show_default=True,
+    help="With --widen: how the new channels start. zero: the same bytes and picture; "
+    "projections: random projections of g_a's features that g_s reads through zeros (the "
+    "same picture, new information from step 0; give them --rate-warmup).",
+)
+@click.option(
     "--widen-transforms",
     type=click.IntRange(1),
     default=None,
@@ -172,6 +181,7 @@ def train(
     exact,
     levels,
     widen,
+    widen_start,
     widen_transforms,
     slices,
     ema_decay,
@@ -218,6 +228,7 @@ def train(
         ema_decay=ema_decay,
         level_weighting=level_weighting,
         rate_warmup=rate_warmup,
+        widen_start=widen_start,
         qualities=_quality_range(qualities),
     )
     last = Path(out) / "last.ckpt"

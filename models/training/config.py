@@ -61,6 +61,12 @@ class TrainConfig:
     # enough: the new channels closed within 1,000 steps.
     rate_warmup: int = 0
     rate_warmup_from: int | None = None
+    # How a --widen's new y channels start: "zero" (g_a's new rows zero, g_s reading them
+    # through small random filters: the same bytes and picture) or "projections" (g_a's
+    # new rows random projections of its features at the old rows' spread, g_s reading
+    # them through zeros: the same picture, new information from step 0, which lifted the
+    # top levels' ceiling where "zero" never opened; model card, 2026-12-05).
+    widen_start: str = "zero"
     # Train only these quality levels (1-based, inclusive [lo, hi]): a model for one end
     # of the scale (the high-rate model); None trains them all.
     qualities: list[int] | None = None

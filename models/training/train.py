@@ -183,7 +183,9 @@ def _restore_rng(ckpt: dict, sampler: CropSampler) -> None:
     sampler.set_state(sampler_rng[_rank()])
 
 
-def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
+def load_initial_weights(
+    model: GainedHyperprior, path: str, widen_start: str = "zero"
+) -> dict | None:
     """Load model weights from a checkpoint or a shipped weight file; returns the
     checkpoint when ``path`` is one of the same architecture (to resume from).
 
@@ -228,7 +230,7 @@ def load_initial_weights(model: GainedHyperprior, path: str) -> dict | None:
                 "context)"
             )
     _widen_transforms(weights, model)
-    _widen_latent(weights, model)
+    _widen_latent(weights, model, widen_start)
     model.load_state_dict(weights, strict=False)
     if model.config.exact and "h_s.weight_exponents" not in weights:
         model.h_s.calibrate()
@@ -254,7 +256,7 @@ def _fit_levels(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
         weights[name] = torch.cat([torch.stack(low), old])
 
 
-def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
+def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior, start: str = "zero") -> None:
     """Give weights of a model with fewer latent channels (M) the channels of ``model``,
     function-preservingly: the new channels of y start at zero (g_a's new output
     filters are zero), h_s gives them mean 0 and the
@@ -264,7 +266,12 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     (new slices get new, zero-output ones). g_s's new input filters are small random
     ones: they read zeros, so the picture is unchanged, but they pass the distortion's
     gradient to the new channels (with zero filters, straight-through rounding of
-    all-zero channels would give them none, and they would never open)."""
+    all-zero channels would give them none, and they would never open).
+
+    ``start="projections"``: g_a's new rows are instead random projections of its
+    features (at the old rows' spread) and g_s reads them through zeros: the picture is
+    the same, the new channels carry information from step 0 (and bits: give them a
+    rate warm-up), and g_s's zero filters learn to read them at once."""
     old_m = weights["g_a.6.weight"].shape[0] if "g_a.6.weight" in weights else None
     new_m = model.config.M
     if old_m is None or old_m == new_m:
@@ -299,6 +306,12 @@ def _widen_latent(weights: dict[str, Tensor], model: GainedHyperprior) -> None:
     for name in ("log_gain", "log_inv_gain"):
         if name in weights:
             weights[name][:, old_m:] = weights[name][:, :old_m].mean(dim=1, keepdim=True)
+    if start == "projections":
+        analysis = weights["g_a.6.weight"]
+        analysis[old_m:] = torch.randn_like(analysis[old_m:]) * float(analysis[:old_m].std())
+        weights["g_s.0.weight"][old_m:] = 0
+    elif start != "zero":
+        raise ValueError(f"unknown start for new channels: {start!r}")
 
 
 # Where g_a and g_s hold their hidden channels: (layer, dim of its output channels, dim
@@ -469,7 +482,7 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     )
     step, elapsed = 0, 0.0
     resume_from = str(ckpt_path) if ckpt_path.exists() else cfg.init
-    ckpt = load_initial_weights(model, resume_from) if resume_from else None
+    ckpt = load_initial_weights(model, resume_from, cfg.widen_start) if resume_from else None
     model.to(device)
     opt, aux_opt = build_optimizers(model, cfg)
     resumed = ckpt is not None and resume_from == str(ckpt_path)

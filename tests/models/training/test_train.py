@@ -202,6 +202,15 @@ def test_widening_the_latent_preserves_the_function(tmp_path):
         load_initial_weights(
             registry.build_network({"N": 8, "M": 8, "levels": 11, "exact": True}, True), str(path)
         )
+    # Started as projections, the new channels carry values (information) from step 0,
+    # and g_s reads them through zeros, so the picture is still the same.
+    projected = registry.build_network({"N": 8, "M": 16, "levels": 11, "exact": True}, True)
+    load_initial_weights(projected, str(path), widen_start="projections")
+    with torch.no_grad():
+        c = projected.eval()(x, q)
+    assert torch.allclose(a["x_hat"], c["x_hat"], atol=1e-5)
+    assert c["y"][:, 12:].abs().mean() > 0.2 * a["y"].abs().mean()
+    assert not projected.g_s[0].weight[12:].any()
 
 
 def test_widening_the_transforms_preserves_the_function_and_opens(tmp_path):

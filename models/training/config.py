@@ -122,7 +122,9 @@ def plan_architecture(
                 f"--widen-transforms {widen_transforms}: give at least the warm start's "
                 f"g_a/g_s channels ({old_g})"
             )
-        if widen_transforms > arch["N"]:  # equal to the start's: a resumed run, no change
+        # Equal to the start's G: a resumed run, no change; equal to N: no G at all (as
+        # ModelConfig has it), so the plan equals the start's architecture.
+        if widen_transforms > arch["N"]:
             arch["G"] = widen_transforms
     if slices:
         arch["slices"] = slices

@@ -141,7 +141,7 @@ def encode(
     """Encode image IN into bitstream OUT and report what was measured; or every image
     under folder IN into the same tree of .rdc files under folder OUT."""
     from ..codec import image_io, pipeline
-    from ..models.registry import load_model
+    from ..models.registry import load_scale
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
@@ -150,7 +150,7 @@ def encode(
 
         if as_json:
             raise CodecError("--json is for one file; for a folder use --report FILE.json")
-        load_model(model_name)  # an unknown model fails before any work
+        load_scale(model_name)  # an unknown model fails before any work
         settings = Settings(
             "encode",
             quality,
@@ -171,7 +171,7 @@ def encode(
     loaded = image_io.read_image(
         input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha, keep_alpha=True
     )
-    model = load_model(model_name)
+    model = load_scale(model_name)  # None: the default scale of models
     result = pipeline.encode_image(
         loaded.pixels,
         quality,
@@ -288,15 +288,19 @@ def decode(input_path, output_path, force, as_json, max_pixels, threads, **folde
 @reports_errors
 def models(as_json):
     """List the shipped models, their quality levels and weight hashes."""
-    from ..models.registry import default_model_name, model_entries
+    from ..models.registry import default_model_name, model_entries, scale_entries
 
     entries = model_entries()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
     default = default_model_name()
+    scale = scale_entries()
+    starts = {s["model"]: s["from"] for s in scale[1:]}
     for e in entries:
         mark = " (default)" if e["name"] == default else ""
+        if e["name"] in starts:
+            mark = f" (default from quality {starts[e['name']]:g})"
         lo, hi = e["qualities"]
         click.echo(
             f"{e['name']}{mark}: wire id {e['wire_id']}, quality {lo}..{hi} "

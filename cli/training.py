@@ -526,12 +526,26 @@ def export(checkpoint, output_path, force):
     help="The training run the weights come from: its best validation goes in the manifest.",
 )
 @click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
+@click.option(
+    "--qualities",
+    default=None,
+    metavar="LO-HI",
+    help="The levels it was trained for (default: the --run's, else all): it encodes only these.",
+)
+@click.option(
+    "--scale-from",
+    type=float,
+    default=None,
+    help="Code the default quality scale from this quality up (a high-rate model: the "
+    "default model keeps the qualities below).",
+)
 @reports_errors
-def release(weights, name, description, run_folder, make_default):
+def release(weights, name, description, run_folder, make_default, qualities, scale_from):
     """Ship WEIGHTS (a .rdw, e.g. RUN/best.rdw) as a new model with the next wire id.
     A shipped model never changes: existing names are refused."""
     from ..models import registry
 
+    qualities = _quality_range(qualities)
     training = {}
     if run_folder is not None:
         try:
@@ -545,10 +559,24 @@ def release(weights, name, description, run_folder, make_default):
             "run_hours": best.get("train_hours"),
             "validation_bd_rate_vs_jpeg": best.get("bd_rate_vs_jpeg"),
         }
-    entry = registry.release(weights, name, description, training, make_default)
+        if qualities is None and best.get("qualities"):  # a run on some levels only
+            qualities = [min(best["qualities"]), max(best["qualities"])]
+    entry = registry.release(
+        weights,
+        name,
+        description,
+        training,
+        make_default,
+        qualities=qualities,
+        scale_from=scale_from,
+    )
+    low, high = entry["qualities"]
+    notes = ["now the default"] if make_default else []
+    if scale_from is not None:
+        notes.append(f"codes the default scale from quality {scale_from:g} to {high}")
     click.echo(
         f"released {entry['name']} (wire id {entry['wire_id']}, sha256 {entry['sha256'][:16]}..., "
-        f"{entry['bytes']} bytes){'; now the default' if make_default else ''}"
+        f"{entry['bytes']} bytes, qualities {low}-{high})" + "".join(f"; {n}" for n in notes)
     )
 
 

@@ -154,11 +154,12 @@ def init_worker(settings: Settings) -> None:
     """Per process: torch threads and the model, loaded once."""
     import torch
 
-    from ..models.registry import load_model
+    from ..models.registry import load_scale
 
     torch.set_num_threads(max(1, settings.threads))
     _WORKER["settings"] = settings
-    _WORKER["model"] = load_model(settings.model) if settings.mode == "encode" else None
+    # A named model, or the default scale (the general and the high-rate model).
+    _WORKER["model"] = load_scale(settings.model) if settings.mode == "encode" else None
 
 
 def process(job: Job) -> Row:

@@ -196,11 +196,11 @@ def _is_number(value) -> bool:
 
 
 def _model_option(model):
-    """The ``model`` save option: None (the default model), a shipped model's name, or
-    an already loaded ``CodecModel``."""
-    from ..models.registry import CodecModel, find_entry, load_model
+    """The ``model`` save option: None (the default scale of models), a shipped model's
+    name, or an already loaded ``CodecModel`` or ``QualityScale``."""
+    from ..models.registry import CodecModel, QualityScale, find_entry, load_scale
 
-    if isinstance(model, CodecModel):
+    if isinstance(model, (CodecModel, QualityScale)):
         return model
     if model is not None and not isinstance(model, str):
         raise ValueError(f"model must be a shipped model's name, got {model!r}")
@@ -210,7 +210,7 @@ def _model_option(model):
         except ModelError as exc:
             raise ValueError(str(exc)) from None
     try:
-        return load_model(model)
+        return load_scale(model)
     except ModelError as exc:
         raise OSError(str(exc)) from None
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import BitstreamError, CodecError, CodecNotice, ModelError
-from ..models.registry import CodecModel, load_model
+from ..models.registry import CodecModel, QualityScale, load_model, load_scale
 from . import container, entropy, refine, repair, tiles
 from .extras import Extras, alpha_chunk, pixels_and_chunks  # noqa: F401  (the API's names)
 from .image_io import DEFAULT_MAX_PIXELS, GRAYSCALE_MODES
@@ -27,13 +27,25 @@ from .results import Baseline, EncodeResult, Rate  # noqa: F401  (part of the AP
 
 QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_range)
 
+# What the encoding functions take as ``model``: one model, the qualities of several
+# (the default scale: the general model below, the high-rate model above), or None for
+# the default scale.
+Models = CodecModel | QualityScale | None
 
-def quality_range(model: CodecModel) -> tuple[float, float]:
-    """The qualities a model codes: 1 to its number of trained levels."""
-    return QUALITY_MIN, float(model.network.config.levels)
+
+def quality_range(model: Models = None) -> tuple[float, float]:
+    """The qualities a model (or a scale of models) encodes: 1 to its number of levels,
+    or the levels it was trained for."""
+    return (model or load_scale()).quality_range
 
 
-def _check_quality(quality: float, model: CodecModel) -> int:
+def _scale(model: Models) -> QualityScale:
+    if model is None:
+        return load_scale()
+    return QualityScale.single(model) if isinstance(model, CodecModel) else model
+
+
+def _check_quality(quality: float, model: CodecModel | QualityScale) -> int:
     lo, hi = quality_range(model)
     if not (isinstance(quality, (int, float)) and lo <= quality <= hi):
         raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
@@ -213,7 +225,9 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
     )
 
 
-def _model_for(header: container.Header, model: CodecModel | None) -> CodecModel:
+def _model_for(header: container.Header, model: Models) -> CodecModel:
+    if isinstance(model, QualityScale):  # any of its models, else the file's own
+        model = model.model_with(header.model_id)
     if model is None:
         model = load_model(wire_id=header.model_id)
     if header.model_id != model.wire_id or header.weights_hash != model.hash_prefix:
@@ -272,7 +286,7 @@ def _table_sets(model: CodecModel) -> tuple[entropy.TableSet, entropy.TableSet]:
 
 @torch.no_grad()
 def decode_latents(
-    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Latents:
     """Parse a file and entropy-decode its z and y symbols."""
     header, z_payload, y_payload = container.unpack(bytes(data))
@@ -284,10 +298,11 @@ def decode_latents(
             f"pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
         )
     model = _model_for(header, model)
-    if header.quality_milli > 1000 * quality_range(model)[1]:
+    levels = model.network.config.levels
+    if header.quality_milli > 1000 * levels:
         raise BitstreamError(
             f"bitstream declares quality {header.quality_milli / 1000}, above model "
-            f"'{model.name}''s {quality_range(model)[1]:g} levels"
+            f"'{model.name}''s {levels} levels"
         )
     with model.network.coding_kernels():
         return _decode_latents(header, z_payload, y_payload, model)
@@ -368,7 +383,7 @@ def decode_array(
 def encode(
     image,
     quality: float | None = None,
-    model: CodecModel | None = None,
+    model: Models = None,
     grayscale: bool | None = None,
     effort: int = refine.DEFAULT_EFFORT,
     extras: Extras | None = None,
@@ -380,20 +395,20 @@ def encode(
     PIL images of mode L/LA/I;16. ``effort`` > 0 refines the latents for this photo
     (``codec/refine.py``): smaller or better files for more encode time, read by the
     same decoder. A PIL image's ICC profile, EXIF, XMP and transparency are stored
-    (``extras`` replaces them; ``strip`` drops the metadata).
+    (``extras`` replaces them; ``strip`` drops the metadata). ``model``: one model, a
+    ``QualityScale``, or None for the default scale (``models/registry.py``).
     """
-    model = model or load_model()
-    quality = model.default_quality if quality is None else quality
+    scale = _scale(model)
+    quality_milli = _check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
         grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
     array, chunks = pixels_and_chunks(image, extras, strip)
-    data, _ = _encode(model, array, _check_quality(quality, model), grayscale, effort, chunks)
+    coder = scale.model_for(quality_milli / 1000)
+    data, _ = _encode(coder, array, quality_milli, grayscale, effort, chunks)
     return data
 
 
-def decode(
-    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Image.Image:
+def decode(data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source; RGBA or
     LA with transparency), with the stored ICC profile, EXIF and XMP in ``info``."""
     image = Image.fromarray(decode_array(data, model, max_pixels))
@@ -414,7 +429,7 @@ def decode(
 def encode_image(
     image,
     quality: float | None = None,
-    model: CodecModel | None = None,
+    model: Models = None,
     compare_jpeg: bool = True,
     grayscale: bool = False,
     effort: int = refine.DEFAULT_EFFORT,
@@ -428,17 +443,19 @@ def encode_image(
     stays at or below it (``encode_at_bpp``). At ``effort`` > 0 the result also holds the
     effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
     """
-    model = model or load_model()
+    scale = _scale(model)
     array, chunks = pixels_and_chunks(image, extras, strip)
     start = time.perf_counter()
     if target_bpp is not None:
         quality, data, rate, effort = _encode_at_bpp(
-            model, array, target_bpp, grayscale, effort, chunks
+            scale, array, target_bpp, grayscale, effort, chunks
         )
         quality_milli = int(round(quality * 1000))
+        model = scale.model_for(quality)
     else:
-        quality = model.default_quality if quality is None else quality
-        quality_milli = _check_quality(quality, model)
+        quality = scale.default_quality if quality is None else quality
+        quality_milli = _check_quality(quality, scale)
+        model = scale.model_for(quality_milli / 1000)
         data, rate = _encode(model, array, quality_milli, grayscale, effort, chunks)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -473,9 +490,7 @@ def read_header(data: bytes) -> container.Header:
     return header
 
 
-def quality_for_bpp(
-    image, target_bpp: float, model: CodecModel | None = None, effort: int = 0
-) -> float:
+def quality_for_bpp(image, target_bpp: float, model: Models = None, effort: int = 0) -> float:
     """Highest quality whose real file stays at or below ``target_bpp`` (bisection on
     the file size, to 1/1000 of a quality step)."""
     return encode_at_bpp(image, target_bpp, model, effort)[0]
@@ -484,16 +499,18 @@ def quality_for_bpp(
 def encode_at_bpp(
     image,
     target_bpp: float,
-    model: CodecModel | None = None,
+    model: Models = None,
     effort: int = 0,
     grayscale: bool = False,
     extras: Extras | None = None,
 ) -> tuple[float, bytes]:
     """``quality_for_bpp``'s quality and the file it found there (at or below the
-    target, at every effort; the file's bytes include its metadata)."""
-    model = model or load_model()
+    target, at every effort; the file's bytes include its metadata). Over a scale of
+    models the search spans all of them."""
     array, chunks = pixels_and_chunks(image, extras, False)
-    quality, data, _, _ = _encode_at_bpp(model, array, target_bpp, grayscale, effort, chunks)
+    quality, data, _, _ = _encode_at_bpp(
+        _scale(model), array, target_bpp, grayscale, effort, chunks
+    )
     return quality, data
 
 
@@ -503,7 +520,7 @@ _REFINE_TRIES = 3
 
 
 def _encode_at_bpp(
-    model: CodecModel,
+    scale: QualityScale,
     array: np.ndarray,
     target_bpp: float,
     grayscale: bool,
@@ -515,18 +532,28 @@ def _encode_at_bpp(
     refinement changed it, meets the target (the effort-0 file where none fits).
     Returns the quality, the file, its rate and the effort that made it.
 
-    g_a does not depend on the quality (the gain comes after it), so it runs once; each
-    bisection step only re-runs the hyperprior and the entropy coder, and writes the
-    same bytes a full encode at that quality would.
+    g_a does not depend on the quality (the gain comes after it), so it runs once per
+    model of the scale; each bisection step only re-runs the hyperprior and the entropy
+    coder, and writes the same bytes a full encode at that quality would. File sizes
+    rise with the quality across the scale's models too (a high-rate model starts above
+    where the model below it stops).
     """
     _effort_schedule(effort)  # an unknown effort fails before any work
     height, width = array.shape[:2]
     pixels = height * width
-    y_ungained = _analyse(model, array)
+    analysed: dict[int, torch.Tensor] = {}  # g_a's output, by the model's wire id
     files: dict[int, tuple[bytes, Rate]] = {}  # effort-0 files by quality
 
-    def coded(quality_milli: int, latents=None) -> tuple[bytes, Rate]:
-        if latents is not None:
+    def model_and_y(quality_milli: int) -> tuple[CodecModel, torch.Tensor]:
+        model = scale.model_for(quality_milli / 1000)
+        if model.wire_id not in analysed:
+            analysed[model.wire_id] = _analyse(model, array)
+        return model, analysed[model.wire_id]
+
+    def coded(quality_milli: int, refined: bool = False) -> tuple[bytes, Rate]:
+        model, y_ungained = model_and_y(quality_milli)
+        if refined:
+            latents = _refined(model, array, y_ungained, quality_milli, effort)
             return _code(
                 model, y_ungained, height, width, quality_milli, grayscale, latents, chunks
             )
@@ -539,7 +566,7 @@ def _encode_at_bpp(
     def file_bpp(quality_milli: int) -> float:
         return bpp(len(coded(quality_milli)[0]), pixels)
 
-    q_min, q_max = quality_range(model)
+    q_min, q_max = quality_range(scale)
     bottom, top = int(q_min * 1000), int(q_max * 1000)
 
     def highest_within(target: float) -> int:
@@ -566,7 +593,7 @@ def _encode_at_bpp(
         if quality_milli in tried:
             break
         tried.add(quality_milli)
-        refined = coded(quality_milli, _refined(model, array, y_ungained, quality_milli, effort))
+        refined = coded(quality_milli, refined=True)
         size = bpp(len(refined[0]), pixels)
         if size <= target_bpp and (best is None or size > best[0]):
             best = (size, quality_milli, refined)

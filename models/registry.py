@@ -18,6 +18,10 @@ Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
 slice after the first; the state dict then has no float ``h_s`` or context kernels.
 The config's ``slices`` is absent (1) in files written before the channel context, and
 ``G`` (the hidden channels of g_a and g_s) is absent where they are N wide.
+
+The manifest's ``scale`` (when present) maps the default quality scale onto models:
+``[{"from": 1, "model": general}, {"from": 8, "model": high_rate}]``; a model's
+``qualities`` are the levels it was trained for, the only ones it encodes.
 """
 
 from __future__ import annotations
@@ -58,10 +62,67 @@ class CodecModel:
     z_tables: dict[str, np.ndarray]
     y_tables: dict[str, np.ndarray]
     default_quality: float = DEFAULT_QUALITY
+    # The qualities it was trained for (a manifest's ``qualities``); None: every level.
+    qualities: tuple[float, float] | None = None
 
     @property
     def hash_prefix(self) -> bytes:
         return bytes.fromhex(self.sha256[:16])
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        """The qualities it encodes: the range it was trained for (a high-rate model's
+        top levels), else 1 to its number of levels."""
+        return self.qualities or (1.0, float(self.network.config.levels))
+
+
+@dataclass(frozen=True, eq=False)
+class QualityScale:
+    """One quality scale over several models: a quality from a segment's start up to
+    the next segment's start is coded by that segment's model (the general model below,
+    the high-rate model above). A file names its model, so decoding never needs the
+    scale. A segment holds a loaded model or a shipped model's name, loaded when first
+    coded with."""
+
+    segments: tuple[tuple[float, CodecModel | str], ...]
+
+    @classmethod
+    def single(cls, model: CodecModel) -> QualityScale:
+        return cls(((model.quality_range[0], model),))
+
+    def _model(self, k: int) -> CodecModel:
+        model = self.segments[k][1]
+        return load_model(model) if isinstance(model, str) else model
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m if isinstance(m, str) else m.name for _, m in self.segments)
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.names)
+
+    @property
+    def default_quality(self) -> float:
+        return self._model(0).default_quality
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        return self.segments[0][0], self._model(len(self.segments) - 1).quality_range[1]
+
+    def model_for(self, quality: float) -> CodecModel:
+        """The model that codes ``quality`` (in range: see ``quality_range``)."""
+        k = max(i for i, (start, _) in enumerate(self.segments) if quality >= start or i == 0)
+        return self._model(k)
+
+    def model_with(self, wire_id: int) -> CodecModel | None:
+        """The scale's model of a wire id, if it has one (loading nothing else)."""
+        for k, (_, model) in enumerate(self.segments):
+            if isinstance(model, CodecModel) and model.wire_id == wire_id:
+                return model
+            if isinstance(model, str) and find_entry(model)["wire_id"] == wire_id:
+                return self._model(k)
+        return None
 
 
 def build_network(arch: dict, trainable: bool = False) -> Hyperprior:
@@ -253,6 +314,7 @@ def load_model(name: str | None = None, wire_id: int | None = None) -> CodecMode
     path = resources.files("rdcodec.weights").joinpath(entry["file"])
     with resources.as_file(path) as real_path:
         model = load_weights_file(real_path, entry["name"], entry["wire_id"], entry["sha256"])
+    low, high = entry.get("qualities", (1, model.network.config.levels))
     return CodecModel(
         model.name,
         model.wire_id,
@@ -261,7 +323,26 @@ def load_model(name: str | None = None, wire_id: int | None = None) -> CodecMode
         model.z_tables,
         model.y_tables,
         float(entry.get("default_quality", DEFAULT_QUALITY)),
+        (float(low), float(high)),
     )
+
+
+def scale_entries(manifest_data: dict | None = None) -> list[dict]:
+    """The default quality scale as the manifest says it: ``[{"from": q, "model": name},
+    ...]`` with rising starts; without a ``scale`` entry, the default model alone."""
+    data = manifest_data or manifest()
+    return data.get("scale") or [
+        {"from": find_entry(data["default"])["qualities"][0], "model": data["default"]}
+    ]
+
+
+@functools.lru_cache(maxsize=4)
+def load_scale(name: str | None = None) -> QualityScale:
+    """A shipped model's qualities as a scale of one model; without a name, the default
+    scale (``scale_entries``), whose models load when first coded with."""
+    if name is not None:
+        return QualityScale.single(load_model(name))
+    return QualityScale(tuple((float(s["from"]), s["model"]) for s in scale_entries()))
 
 
 def weights_path(entry: dict) -> Path:
@@ -317,12 +398,18 @@ def release(
     make_default: bool = False,
     default_quality: float | None = None,
     folder: Path | None = None,
+    qualities: tuple[int, int] | None = None,
+    scale_from: float | None = None,
 ) -> dict:
     """Add a weight file to the shipped models as a new release and return its entry.
 
     A release is for ever: a name or wire id already in the manifest is refused (files
     written by a model must keep decoding to the same picture), the next free wire id
     is assigned, and the file is copied into the package's weights folder.
+
+    ``qualities``: the levels it was trained for (a high-rate model's top levels; default
+    all). ``scale_from``: it codes the default scale's qualities from this one up (the
+    default model keeps those below).
     """
     folder = folder or WEIGHTS_DIR
     path = folder / "manifest.json"
@@ -339,14 +426,34 @@ def release(
     if target.exists():
         raise ModelError(f"{target} exists; a shipped weight file never changes")
     config = model.network.config
+    low, high = qualities or (1, config.levels)
+    if not 1 <= low <= high <= config.levels:
+        raise ModelError(f"qualities {low}-{high}: the model has levels 1 to {config.levels}")
+    default_quality = default_quality or _default_quality_for(data, config)
+    default_quality = min(max(default_quality, low), high)
+    scale = scale_entries(data)
+    if scale_from is not None:
+        if not (low <= scale_from <= high and scale[0]["from"] < scale_from):
+            raise ModelError(
+                f"--scale-from {scale_from:g}: outside its qualities {low}-{high}, or at or "
+                f"below the scale's first quality {scale[0]['from']:g}"
+            )
+        covered = [s for s in scale if s["from"] < scale_from]
+        top = next(e for e in data["models"] if e["name"] == covered[-1]["model"])
+        if top["qualities"][1] < scale_from:
+            raise ModelError(
+                f"--scale-from {scale_from:g} leaves a gap above '{top['name']}''s top "
+                f"quality {top['qualities'][1]}"
+            )
+        scale = [*covered, {"from": scale_from, "model": name}]
     entry = {
         "name": name,
         "wire_id": wire_id,
         "file": target.name,
         "sha256": model.sha256,
         "bytes": Path(weights).stat().st_size,
-        "qualities": [1, config.levels],
-        "default_quality": default_quality or _default_quality_for(data, config),
+        "qualities": [low, high],
+        "default_quality": default_quality,
         "architecture": {"type": architecture_type(config), **config.to_dict()},
         "parameters": sum(p.numel() for p in model.network.parameters()),
         "description": description,
@@ -355,6 +462,10 @@ def release(
     data["models"].append(entry)
     if make_default:
         data["default"] = name
+        if "scale" in data:  # the new default codes the scale's lowest segment
+            data["scale"][0]["model"] = name
+    if scale_from is not None:
+        data["scale"] = scale
     try:  # the weights first, the manifest last: an interrupted release adds nothing
         atomic.write_bytes(target, Path(weights).read_bytes())
         atomic.write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
@@ -364,4 +475,5 @@ def release(
             "source checkout"
         ) from None
     load_model.cache_clear()
+    load_scale.cache_clear()
     return entry

@@ -26,10 +26,11 @@ DEFAULT_CODECS = CODEC_NAMES
 
 
 class RdcodecCodec:
-    """A shipped rdcodec model, at its quality levels.
+    """A shipped rdcodec model, at its quality levels; or the default quality scale
+    (the general model below, the high-rate model above).
 
-    ``name`` is the ``--codecs`` name: ``rdcodec`` for the default model, or
-    ``rdcodec@MODEL`` for any shipped model, each with ``+eN`` for encode effort N.
+    ``name`` is the ``--codecs`` name: ``rdcodec`` for the default scale, or
+    ``rdcodec@MODEL`` for any shipped model alone, each with ``+eN`` for encode effort N.
     """
 
     quality_meaning = "quality level"
@@ -37,24 +38,29 @@ class RdcodecCodec:
     def __init__(self, model_name: str | None = None, name: str = "rdcodec", effort: int = 0):
         from ...models import registry
 
-        self._entry = registry.find_entry(model_name or registry.default_model_name())
-        self._model = None
+        if model_name is None:
+            segments = registry.scale_entries()
+        else:
+            low = registry.find_entry(model_name)["qualities"][0]
+            segments = [{"from": low, "model": model_name}]
+        self._segments = [(float(s["from"]), registry.find_entry(s["model"])) for s in segments]
+        self._scale = None
         self.name = name
         self.effort = effort
 
     @property
     def model_name(self) -> str:
-        return self._entry["name"]
+        """The model's name (for the default scale, its models' names joined by ' + ')."""
+        return " + ".join(entry["name"] for _, entry in self._segments)
 
     @property
     def label(self) -> str:
         effort = f", effort {self.effort}" if self.effort else ""
-        return f"rdcodec ({self._entry['name']}{effort})"
+        return f"rdcodec ({self.model_name}{effort})"
 
     def quality_range(self) -> tuple[float, float]:
-        """The model's levels, from its manifest entry (without loading the weights)."""
-        low, high = self._entry["qualities"]
-        return float(low), float(high)
+        """The qualities it codes, from the manifest (without loading the weights)."""
+        return self._segments[0][0], float(self._segments[-1][1]["qualities"][1])
 
     @property
     def default_qualities(self) -> tuple[int, ...]:
@@ -66,34 +72,42 @@ class RdcodecCodec:
         return True
 
     def settings_id(self) -> str:
-        # The weights and the code that turns them into bytes and back: different
-        # models never share a cache entry.
+        # The weights, where the scale hands over, and the code that turns them into
+        # bytes and back: different models never share a cache entry.
         from ...models import exact, gaussian, layers, network, registry
         from .. import container, entropy, pipeline, refine
 
-        digest = hashlib.sha256(self._entry["sha256"].encode())
+        first = self._segments[0][1]["sha256"]
+        digest = hashlib.sha256(first.encode())
+        for start, entry in self._segments[1:]:
+            digest.update(f"from {start:g}: {entry['sha256']}".encode())
         modules = (pipeline, container, entropy, network, exact, gaussian, layers, registry)
         for module in modules:
             digest.update(Path(module.__file__).read_bytes())
         if self.effort:
             digest.update(f"effort {self.effort}".encode())
             digest.update(Path(refine.__file__).read_bytes())
-        return f"{self._entry['sha256'][:12]}-{digest.hexdigest()[:8]}"
+        return f"{first[:12]}-{digest.hexdigest()[:8]}"
 
     def description(self, qualities: Sequence[float]) -> str:
         points = ", ".join(f"{q:g}" for q in qualities)
-        name, sha = self._entry["name"], self._entry["sha256"]
-        return (
-            f"rdcodec model {name} (weights sha256 {sha[:16]}...), real bitstreams; levels {points}"
+        models = "; ".join(
+            f"{entry['name']} (weights sha256 {entry['sha256'][:16]}...)"
+            + (f" from quality {start:g}" if k else "")
+            for k, (start, entry) in enumerate(self._segments)
         )
+        return f"rdcodec model {models}, real bitstreams; levels {points}"
 
     def loaded_model(self):
-        """The model's network (loaded on first use, then kept)."""
-        if self._model is None:
-            from ...models.registry import load_model
+        """The model (a ``QualityScale``: the default scale, or one model's), loaded on
+        first use, then kept."""
+        if self._scale is None:
+            from ...models.registry import QualityScale, load_model
 
-            self._model = load_model(self._entry["name"])
-        return self._model
+            self._scale = QualityScale(
+                tuple((start, load_model(entry["name"])) for start, entry in self._segments)
+            )
+        return self._scale
 
     def encode(self, image: np.ndarray, quality: float) -> bytes:
         from .. import pipeline

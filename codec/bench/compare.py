@@ -147,14 +147,12 @@ def compare_image(
 
     Times follow ``rdcodec bench``'s rule: one thread per codec, after a warm-up.
     """
-    from ...models import registry
     from .. import pipeline
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
-    model_name = model_name or registry.default_model_name()
     ours = RdcodecCodec(model_name, effort=effort)  # checks the name
-    model = registry.load_model(model_name)  # cached: the same model ``ours`` codes with
+    model = ours.loaded_model()  # the model, or the default scale, ``ours`` codes with
     if target_bpp is not None:
         with one_torch_thread():  # refinement repeats its bytes on one thread
             quality, data = pipeline.encode_at_bpp(pixels, target_bpp, model, effort)

@@ -231,11 +231,9 @@ def run_bench(
 
 
 def _check_html_model(codec: RdcodecCodec) -> None:
-    """``--html``'s per-image comparisons code with the default model
+    """``--html``'s per-image comparisons code with the default scale
     (``compare.bench_page`` takes no model), so the first rdcodec listed must be it."""
-    from ...models import registry
-
-    default = registry.default_model_name()
+    default = RdcodecCodec().model_name
     if codec.model_name != default:
         raise CodecError(
             f"--html compares the default model ({default}) image by image: list rdcodec "

@@ -57,14 +57,14 @@ def _worker(megapixels: float, quality: float, threads: int | None) -> dict:
 
     import torch
 
-    from ...models.registry import load_model
+    from ...models.registry import load_scale
     from .. import pipeline
 
     if threads:
         torch.set_num_threads(threads)
     width, height = _dimensions(megapixels)
     image = synthetic_photo(width, height)
-    model = load_model()
+    model = load_scale()
     start = time.perf_counter()
     data = pipeline.encode(image, quality, model)
     encoded = time.perf_counter()

@@ -106,6 +106,8 @@ class Validator:
         hours = seconds / 3600  # cumulative training time, over all sessions
         row = {"step": step, "train_hours": round(hours, 3), "bd_rate_vs_jpeg": bd}
         self._log({**row, "improved": better, **points.to_dict()})
+        if self.qualities:  # what `rdcodec release --run` ships it for
+            row["qualities"] = [self.qualities[0], self.qualities[-1]]
         if not better:
             return
         self.best = bd

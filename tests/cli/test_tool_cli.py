@@ -218,6 +218,28 @@ def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, t
     assert "tiny-r10" not in (folder / "manifest.json").read_text()
 
 
+def test_release_of_a_high_rate_model_from_its_run(
+    runner, tmp_path, monkeypatch, tiny_exact_weights
+):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    manifest = registry.weights_path(registry.find_entry(registry.default_model_name())).parent
+    (folder / "manifest.json").write_text((manifest / "manifest.json").read_text())
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    run = tmp_path / "run"
+    run.mkdir()  # a run of `train --qualities 8-11`
+    (run / "val_best.json").write_text(json.dumps({"step": 10, "qualities": [8, 11]}))
+    args = ["release", str(tiny_exact_weights), "--name", "tiny-hr1", "--run", str(run)]
+    result = runner.invoke(main, [*args, "--scale-from", "9"])
+    assert result.exit_code == 0, result.output
+    assert "qualities 8-11" in result.output and "from quality 9" in result.output
+    data = json.loads((folder / "manifest.json").read_text())
+    assert data["models"][-1]["qualities"] == [8, 11]
+    assert data["scale"][-1] == {"from": 9.0, "model": "tiny-hr1"}
+    outside = runner.invoke(main, [*args[:3], "tiny-hr2", *args[4:], "--scale-from", "7"])
+    assert outside.exit_code != 0 and outside.output.startswith("rdcodec: error: --scale-from 7")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

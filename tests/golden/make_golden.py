@@ -5,7 +5,7 @@
 For each quality: ``MODEL_qQ.rdc`` (the bitstream) and ``MODEL_qQ.npz`` (the weights'
 sha256, the y table indices and symbols, and the pixels this machine decoded). The
 test ``tests/codec/test_golden.py`` decodes the files on whatever machine runs it.
-``--efforts``: instead, ``MODEL_q5_eE`` at every encode effort E > 0 (files written
+``--efforts``: instead, ``MODEL_qD_eE`` at the default quality D and every effort E > 0 (files written
 with refined latents, which the same decoder reads).
 """
 
@@ -20,7 +20,14 @@ from rdcodec.models.registry import load_model
 
 HERE = Path(__file__).parent
 QUALITIES = {"hp-gain-n96m128": (2.0, 7.0)}
-DEFAULT_QUALITIES = (1.0, 5.0, 11.0)
+
+
+def default_qualities(model) -> tuple[float, ...]:
+    """The bottom, the default and the top of the qualities the model encodes (1, 5, 11
+    for the general models; a high-rate model's own range, with its middle)."""
+    low, high = model.quality_range
+    middle = model.default_quality if low < model.default_quality < high else (low + high) // 2
+    return (low, float(middle), high)
 
 
 def golden_image() -> np.ndarray:
@@ -34,9 +41,11 @@ def main(name: str, efforts: bool = False) -> None:
 
     model = load_model(name)
     if efforts:
-        jobs = [(5.0, e, f"{name}_q5_e{e}") for e in sorted(EFFORTS) if e]
+        q = model.default_quality
+        jobs = [(q, e, f"{name}_q{q:g}_e{e}") for e in sorted(EFFORTS) if e]
     else:
-        jobs = [(q, 0, f"{name}_q{q:g}") for q in QUALITIES.get(name, DEFAULT_QUALITIES)]
+        qualities = QUALITIES.get(name) or default_qualities(model)
+        jobs = [(q, 0, f"{name}_q{q:g}") for q in qualities]
     for q, effort, stem in jobs:
         data = pipeline.encode(golden_image(), q, model, effort=effort)
         lat = pipeline.decode_latents(data, model)

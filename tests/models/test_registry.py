@@ -70,3 +70,46 @@ def test_quality_units_follow_lambda():
         eight.quality_of(eleven.lambda_of(1))  # below the 8-level ladder
     with pytest.raises(ValueError):
         eight.lambda_of(2.5)
+
+
+def test_a_high_rate_release_codes_the_top_of_the_default_scale(weights_folder, tiny_exact_weights):
+    entry = registry.release(
+        tiny_exact_weights, "tiny-hr1", "x", qualities=(8, 11), scale_from=8, folder=weights_folder
+    )
+    data = json.loads((weights_folder / "manifest.json").read_text())
+    assert entry["qualities"] == [8, 11] and 8 <= entry["default_quality"] <= 11
+    assert registry.scale_entries(data) == [
+        {"from": 1, "model": data["default"]},
+        {"from": 8, "model": "tiny-hr1"},
+    ]
+    # a later high-rate release from a higher quality keeps the segments below it
+    registry.release(
+        tiny_exact_weights, "tiny-hr2", "x", qualities=(9, 11), scale_from=10, folder=weights_folder
+    )
+    data = json.loads((weights_folder / "manifest.json").read_text())
+    assert [s["from"] for s in data["scale"]] == [1, 8, 10]
+    # a new default takes over the lowest segment
+    registry.release(tiny_exact_weights, "tiny-r9", "x", make_default=True, folder=weights_folder)
+    data = json.loads((weights_folder / "manifest.json").read_text())
+    assert data["scale"][0]["model"] == data["default"] == "tiny-r9"
+
+
+@pytest.mark.parametrize(
+    ("qualities", "scale_from", "match"),
+    [((8, 12), None, "levels 1 to 11"), ((9, 11), 8, "outside"), ((8, 11), 1, "first quality")],
+)
+def test_release_refuses_a_bad_scale(
+    weights_folder, tiny_exact_weights, qualities, scale_from, match
+):
+    saved = (weights_folder / "manifest.json").read_text()
+    with pytest.raises(ModelError, match=match):
+        registry.release(
+            tiny_exact_weights,
+            "tiny-hr1",
+            "x",
+            qualities=qualities,
+            scale_from=scale_from,
+            folder=weights_folder,
+        )
+    assert (weights_folder / "manifest.json").read_text() == saved
+    assert not (weights_folder / "tiny-hr1.rdw").exists()

@@ -5,8 +5,8 @@
 For each quality: ``MODEL_qQ.rdc`` (the bitstream) and ``MODEL_qQ.npz`` (the weights'
 sha256, the y table indices and symbols, and the pixels this machine decoded). The
 test ``tests/codec/test_golden.py`` decodes the files on whatever machine runs it.
-``--efforts``: instead, ``MODEL_qD_eE`` at the default quality D and every effort E > 0 (files written
-with refined latents, which the same decoder reads).
+``--efforts``: instead, ``MODEL_qD_eE`` at the default quality D and every effort E > 0
+(files written with refined latents, which the same decoder reads).
 """
 
 import sys

@@ -48,6 +48,14 @@ DEFAULTS = TrainConfig()
     show_default=True,
     help="Learning rate of the per-level gain vectors, as a multiple of --lr.",
 )
+@click.option(
+    "--context-lr-scale",
+    type=float,
+    default=DEFAULTS.context_lr_scale,
+    show_default=True,
+    help="Learning rate of the channel and checkerboard contexts, as a multiple of --lr "
+    "(a context grown at zero inside a trained model learns faster than the rest).",
+)
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option(
     "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
@@ -124,6 +132,13 @@ DEFAULTS = TrainConfig()
     "without one function-preservingly: the context starts at zero.",
 )
 @click.option(
+    "--checkerboard",
+    is_flag=True,
+    help="Code each slice in two checkerboard halves, the second with means and scales "
+    "corrected from the decoded first (a spatial context, He et al. 2021; needs an exact "
+    "model). Grown function-preservingly: the context starts at zero.",
+)
+@click.option(
     "--ema-decay",
     type=click.FloatRange(0, 1, max_open=True),
     default=DEFAULTS.ema_decay,
@@ -167,6 +182,7 @@ def train(
     crop,
     lr,
     gain_lr_scale,
+    context_lr_scale,
     threads,
     arch,
     packed,
@@ -184,6 +200,7 @@ def train(
     widen_start,
     widen_transforms,
     slices,
+    checkerboard,
     ema_decay,
     level_weighting,
     rate_warmup,
@@ -219,6 +236,7 @@ def train(
         crop=crop,
         lr=lr,
         gain_lr_scale=gain_lr_scale,
+        context_lr_scale=context_lr_scale,
         threads=threads,
         packed=packed,
         device=device,
@@ -252,6 +270,7 @@ def train(
             widen=widen,
             widen_transforms=widen_transforms,
             slices=slices,
+            checkerboard=checkerboard,
             rate_warmup=rate_warmup,
             resumed=resumed,
         )

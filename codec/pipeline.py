@@ -157,9 +157,9 @@ def _code(
     z_hat = net.z_hat(z_sym)
     stages = []  # (symbols, table indices) of each slice of y
 
-    def code_slice(channels: slice, means: torch.Tensor, indices: np.ndarray) -> np.ndarray:
+    def code_slice(channels: slice, means: torch.Tensor, indices: np.ndarray, part=None):
         symbols = _to_symbols(y[:, channels].to(means.dtype) - means)
-        stages.append((symbols, indices))
+        stages.append((symbols, indices) if part is None else (symbols[part], indices[part]))
         return symbols
 
     y_sym, y_idx, means, scales = _slice_loop(net, z_sym, code_slice)
@@ -201,8 +201,11 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
     """The y side of coding, slice by slice in the order the decoder needs: each
     slice's means, scales and table indices (from the hyperprior and, with a channel
     context, from the decoded slices before it), then ``code_slice(channels, means,
-    indices)`` gives its symbols (the encoder quantises y, the decoder reads the
-    stream). Returns the symbols, indices, means and scales of all of y."""
+    indices, part)`` gives its symbols (the encoder quantises y, the decoder reads the
+    stream) where the boolean array ``part`` is true (None: everywhere; a checkerboard
+    model codes each slice in two parts, the anchors, then the rest from parameters
+    that the decoded anchors corrected). Returns the symbols, indices, means and scales
+    of all of y."""
     hyper = net.coding_parameters(z_sym)
     parts: list[tuple] = []
     y_hat: list[torch.Tensor] = []
@@ -210,7 +213,14 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
     for k, channels in enumerate(slices):
         before = torch.cat(y_hat, dim=1) if y_hat else None
         means, scales, indices = net.slice_parameters(hyper, k, before)
-        symbols = code_slice(channels, means, indices)
+        if net.config.checkerboard:
+            anchor = np.broadcast_to(net.anchors(*indices.shape[2:]).numpy(), indices.shape)
+            first = code_slice(channels, means, indices, anchor)
+            decoded = torch.from_numpy(first).to(means.dtype) + means
+            means, scales, indices = net.anchor_parameters(k, decoded, (means, scales, indices))
+            symbols = np.where(anchor, first, code_slice(channels, means, indices, ~anchor))
+        else:
+            symbols = code_slice(channels, means, indices)
         if k < len(slices) - 1:
             y_hat.append(torch.from_numpy(symbols).to(means.dtype) + means)
         parts.append((symbols, indices, means, scales))
@@ -323,7 +333,7 @@ def _decode_latents(
         "decoder's entropy parameters differ from the encoder's (different weights or "
         "arithmetic on this machine); refusing to decode a wrong image"
     )
-    if net.config.slices == 1:
+    if net.config.slices == 1 and not net.config.checkerboard:
         # The indices are all known before decoding: check them first, and where table
         # choice is not exact, repair indices that moved across a table boundary.
         means, scales, y_idx = net.coding_parameters(z_sym)
@@ -336,9 +346,15 @@ def _decode_latents(
         # Each slice's indices depend on the slices before it: check them at the end
         # (a channel context needs an exact model, so there is nothing to repair).
         decoder = entropy.StageDecoder(y_payload, y_tables)
-        y_sym, y_idx, means, scales = _slice_loop(
-            net, z_sym, lambda channels, means, indices: decoder.decode(indices)
-        )
+
+        def read_slice(channels, means, indices: np.ndarray, part=None) -> np.ndarray:
+            if part is None:
+                return decoder.decode(indices)
+            symbols = np.zeros(indices.shape, dtype=np.int64)
+            symbols[part] = decoder.decode(indices[part])
+            return symbols
+
+        y_sym, y_idx, means, scales = _slice_loop(net, z_sym, read_slice)
         if repair.index_crc(y_idx) != header.index_crc:
             raise mismatch
         decoder.finish()

@@ -60,7 +60,9 @@ class ModelConfig:
     after another, each conditioned on those before it (1: the plain hyperprior), and
     G, the channels of the image transforms g_a and g_s where they differ from the
     hyper transforms' N (None: N; a model grown for capacity at high rates widens the
-    image transforms, which set the picture's quality, and keeps the hyperprior)."""
+    image transforms, which set the picture's quality, and keeps the hyperprior), and
+    whether each slice is coded in two checkerboard halves, the second conditioned on
+    the decoded first (a spatial context, He et al. 2021)."""
 
     N: int = 128
     M: int = 192
@@ -68,12 +70,15 @@ class ModelConfig:
     exact: bool = False
     slices: int = 1
     G: int | None = None
+    checkerboard: bool = False
 
     def __post_init__(self) -> None:
         if self.slices < 1 or self.M % self.slices:
             raise ValueError(f"{self.slices} slices do not divide M = {self.M}")
         if self.slices > 1 and not self.exact:
             raise ValueError("a channel context needs exact entropy parameters")
+        if self.checkerboard and not self.exact:
+            raise ValueError("a checkerboard context needs exact entropy parameters")
         if self.G is not None and self.G < 1:
             raise ValueError(f"G = {self.G}: the transforms need at least one channel")
         if self.G == self.N:  # the same network as without G, so the same config
@@ -121,6 +126,8 @@ class ModelConfig:
             del d["slices"]
         if d["G"] is None:  # and those of models whose transforms are N wide
             del d["G"]
+        if not d["checkerboard"]:  # and those without a spatial context
+            del d["checkerboard"]
         return d
 
 
@@ -141,7 +148,8 @@ class Hyperprior(nn.Module):
     the decoder side: ``analysis_transform`` (g_a, on tiles) and ``hyper_analysis``
     (gain, h_a); ``z_residual`` / ``z_hat`` (z to and from its symbols);
     ``coding_parameters`` (z symbols -> means, scales, table indices) and, slice by
-    slice, ``slice_parameters``; ``synthesis`` (inverse gain, g_s, on tiles); the rate
+    slice, ``slice_parameters`` (and ``anchor_parameters`` between a slice's two
+    checkerboard halves); ``synthesis`` (inverse gain, g_s, on tiles); the rate
     estimates; ``coding_kernels`` and ``index_margins`` (how its table choice is
     computed and repaired). ``multiple``, ``stride`` and ``margin`` tell it how to pad
     and tile. Encode-time refinement (``codec/refine.py``) uses the training faces.
@@ -198,6 +206,14 @@ class Hyperprior(nn.Module):
             for k in range(1, config.slices)
         )
         self.exact_context: list[ExactSliceContext] | None = None
+        # Checkerboard context (He et al. 2021): inside each slice, the anchors (even
+        # row + column) are coded first; ``spatial[k]`` corrects the means and scales of
+        # the other half from the decoded anchors around them.
+        self.spatial = nn.ModuleList(
+            QuantisedSliceContext(3 * width, config.context_hidden, width)
+            for _ in range(config.slices if config.checkerboard else 0)
+        )
+        self.exact_spatial: list[ExactSliceContext] | None = None
         self.entropy_bottleneck = FactorizedDensity(N)
         # Gains start at sqrt(lambda / lambda_mid): the MSE-optimal quantisation step
         # shrinks as 1/sqrt(lambda), so this puts each level near its rate from step 0.
@@ -314,31 +330,72 @@ class Hyperprior(nn.Module):
             else ExactSliceContext.from_module(self.context[k - 1])
         )
         means, scales = context.corrected(y_hat_before, means, scales)
+        return means, scales, self._table_indices(scales)
+
+    def _table_indices(self, scales: Tensor) -> np.ndarray:
         # The thresholds stored with the weights (libm's exp may differ in the last bit
         # between machines; stored integers do not); a live network's from the code.
         thresholds = (
             self.exact_h_s.thresholds if self.exact_h_s is not None else default_thresholds()
         )
-        return means, scales, table_indices(thresholds, scales * (1 << ACT_BITS))
+        return table_indices(thresholds, scales * (1 << ACT_BITS))
+
+    @staticmethod
+    def anchors(height: int, width: int) -> Tensor:
+        """The checkerboard's first half, (1, 1, H, W) bool: positions whose row and
+        column add up to an even number."""
+        rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+        return ((rows + cols) % 2 == 0)[None, None]
+
+    def anchor_parameters(
+        self, k: int, y_hat: Tensor, params: tuple[Tensor, Tensor, np.ndarray]
+    ) -> tuple[Tensor, Tensor, np.ndarray]:
+        """Means, scales and table indices of slice ``k``'s second checkerboard half,
+        from ``params`` (``slice_parameters``'s, which code the anchors) and the slice's
+        decoded y at the anchors (exact, as float64; other positions are ignored): what
+        the encoder and the decoder call between the two halves. Anchors keep theirs."""
+        means, scales, indices = params
+        anchor = self.anchors(*means.shape[2:])
+        context = (
+            self.exact_spatial[k]
+            if self.exact_spatial is not None
+            else ExactSliceContext.from_module(self.spatial[k])
+        )
+        new_means, new_scales = context.corrected(y_hat * anchor, means, scales)
+        new_indices = self._table_indices(new_scales)
+        return (
+            torch.where(anchor, means, new_means),
+            torch.where(anchor, scales, new_scales),
+            np.where(anchor.numpy(), indices, new_indices),
+        )
 
     def context_parameters(self, y: Tensor, means: Tensor, scales: Tensor, rounder=ste_round):
         """Training face of the slice loop: the means and scales of every slice (with
         the rounded y of the slices before it as context) and y_hat = rounder(y - means)
         + means (straight-through rounding in training; encode-time refinement passes
         its annealed soft rounding)."""
-        if self.config.slices == 1:
+        if self.config.slices == 1 and not self.config.checkerboard:
             return means, scales, rounder(y - means) + means
         out_means, out_scales, y_hats = [], [], []
         bound = ACT_LIMIT / (1 << ACT_BITS)  # the exact face's clamp, in float units
+        anchor = self.anchors(*y.shape[2:]).to(y.device)
         for k, ch in enumerate(self.slice_channels()):
             m, s = means[:, ch], scales[:, ch]
             if k:
                 d_m, d_s = self.context[k - 1](torch.cat([*y_hats, m, s], dim=1)).chunk(2, dim=1)
                 m = torch.clamp(m + d_m, -bound, bound)
                 s = torch.clamp(s + d_s, -bound, bound)
+            y_hat = rounder(y[:, ch] - m) + m
+            if self.config.checkerboard:
+                # The second half sees the rounded anchors (zeros elsewhere), as coded.
+                ctx = torch.cat([y_hat * anchor, m, s], dim=1)
+                d_m, d_s = self.spatial[k](ctx).chunk(2, dim=1)
+                m = torch.where(anchor, m, torch.clamp(m + d_m, -bound, bound))
+                s = torch.where(anchor, s, torch.clamp(s + d_s, -bound, bound))
+                y_hat = torch.where(anchor, y_hat, rounder(y[:, ch] - m) + m)
             out_means.append(m)
             out_scales.append(s)
-            y_hats.append(rounder(y[:, ch] - m) + m)
+            y_hats.append(y_hat)
         return torch.cat(out_means, 1), torch.cat(out_scales, 1), torch.cat(y_hats, 1)
 
     def synthesis(self, y_hat: Tensor, quality: Tensor) -> Tensor:

@@ -11,11 +11,13 @@ Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
      "z_tables": {"counts", "lengths", "offsets"},
      "y_tables": {"counts", "lengths", "offsets"},
      "exact_h_s": {"weight0".., "bias0".., "exponents", "medians", "thresholds"},
-     "exact_context": {"1.weight0".., "1.bias0".., "1.exponents", "2.weight0", ...}}
+     "exact_context": {"1.weight0".., "1.bias0".., "1.exponents", "2.weight0", ...},
+     "exact_spatial": {"0.weight0".., "0.bias0".., "0.exponents", "1.weight0", ...}}
 
 ``exact_h_s`` (exact models only) holds the integer ``h_s`` (see ``models/exact.py``),
 ``exact_context`` (models with channel slices) the integer context network of each
-slice after the first; the state dict then has no float ``h_s`` or context kernels.
+slice after the first, ``exact_spatial`` (checkerboard models) the integer spatial
+context of every slice; the state dict then has no float ``h_s`` or context kernels.
 The config's ``slices`` is absent (1) in files written before the channel context, and
 ``G`` (the hidden channels of g_a and g_s) is absent where they are N wide.
 
@@ -142,9 +144,12 @@ def build_network(arch: dict, trainable: bool = False) -> Hyperprior:
 
 def architecture_type(config: ModelConfig) -> str:
     """The architecture's name, as the manifest says it."""
+    kind = "gained mean-scale hyperprior"
     if config.slices > 1:
-        return f"gained mean-scale hyperprior with a {config.slices}-slice channel context"
-    return "gained mean-scale hyperprior"
+        kind += f" with a {config.slices}-slice channel context"
+    if config.checkerboard:
+        kind += (" and" if config.slices > 1 else " with") + " a checkerboard context"
+    return kind
 
 
 def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
@@ -156,7 +161,7 @@ def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
         for k, v in network.state_dict().items()
         if not k.startswith("gaussian_conditional")
         and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
-        and not (network.config.exact and k.startswith(("h_s.", "context.")))
+        and not (network.config.exact and k.startswith(("h_s.", "context.", "spatial.")))
     }
 
 
@@ -178,10 +183,18 @@ def set_exact_context(network: Hyperprior, contexts: list[ExactSliceContext]) ->
         network.load_state_dict(exact.float_weights(f"context.{k}."), strict=False)
 
 
-def context_arrays(blob_part: dict, slices: int) -> list[ExactSliceContext]:
-    """The integer context networks of a weight file's ``exact_context`` entry."""
+def set_exact_spatial(network: Hyperprior, contexts: list[ExactSliceContext]) -> None:
+    """The same for the checkerboard contexts of slices 0, 1, ..."""
+    network.exact_spatial = contexts
+    for k, exact in enumerate(contexts):
+        network.load_state_dict(exact.float_weights(f"spatial.{k}."), strict=False)
+
+
+def context_arrays(blob_part: dict, slices: int, first: int = 1) -> list[ExactSliceContext]:
+    """The integer context networks of a weight file's ``exact_context`` entry (slices
+    ``first`` to ``slices - 1``; ``exact_spatial``'s: from 0)."""
     out = []
-    for k in range(1, slices):
+    for k in range(first, slices):
         arrays = {
             name.split(".", 1)[1]: v.numpy()
             for name, v in blob_part.items()
@@ -234,6 +247,12 @@ def export_weights(network: Hyperprior, path: Path) -> str:
             for name, v in ExactSliceContext.from_module(module).arrays().items():
                 contexts[f"{k}.{name}"] = v
         blob["exact_context"] = _int_tensors(contexts)
+    if network.config.checkerboard:
+        spatial = {}
+        for k, module in enumerate(network.spatial):
+            for name, v in ExactSliceContext.from_module(module).arrays().items():
+                spatial[f"{k}.{name}"] = v
+        blob["exact_spatial"] = _int_tensors(spatial)
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()
@@ -265,6 +284,9 @@ def load_weights_file(
             set_exact_h_s(network, ExactHyperSynthesis.from_arrays(arrays))
         if network.config.slices > 1:
             set_exact_context(network, context_arrays(blob["exact_context"], network.config.slices))
+        if network.config.checkerboard:
+            spatial = context_arrays(blob["exact_spatial"], network.config.slices, first=0)
+            set_exact_spatial(network, spatial)
     except ModelError:
         raise
     except Exception as exc:  # a damaged file can fail in many ways inside torch

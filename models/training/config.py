@@ -98,6 +98,7 @@ def plan_architecture(
     widen: int | None = None,
     widen_transforms: int | None = None,
     slices: int | None = None,
+    checkerboard: bool = False,
     rate_warmup: int = 0,
     resumed: dict | None = None,
 ) -> ArchitecturePlan:
@@ -128,6 +129,8 @@ def plan_architecture(
             arch["G"] = widen_transforms
     if slices:
         arch["slices"] = slices
+    if checkerboard:
+        arch["checkerboard"] = True
     if widen and old_slices > 1:
         # A channel context carries over slice by slice: the slices keep their width, and
         # a wider latent gets whole new slices after the old ones.
@@ -148,7 +151,7 @@ def plan_architecture(
     if not from_scratch and resumed is not None and arch != resumed:
         raise ValueError(
             "the --out folder holds a run of another architecture; give --widen/"
-            "--widen-transforms/--slices/"
+            "--widen-transforms/--slices/--checkerboard/"
             "--levels a new --out (with --init of that run's checkpoint)"
         )
     return ArchitecturePlan(arch, warmup_from)

@@ -61,9 +61,10 @@ def build_optimizers(model: GainedHyperprior, cfg: TrainConfig):
     """Adam on the R + lmbda D parameters (transforms, then gains: two groups whose
     parameter order is that of ``named_parameters``) and Adam on the tail quantiles."""
     named = rd_parameters(model)
-    transforms = [p for n, p in named if n not in GAIN_PARAMETERS and not n.startswith("context.")]
+    contexts = ("context.", "spatial.")  # the channel and the checkerboard contexts
+    transforms = [p for n, p in named if n not in GAIN_PARAMETERS and not n.startswith(contexts)]
     gains = [p for n, p in named if n in GAIN_PARAMETERS]
-    context = [p for n, p in named if n.startswith("context.")]
+    context = [p for n, p in named if n.startswith(contexts)]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     groups = [
         {"params": transforms, "lr": cfg.lr},
@@ -215,6 +216,10 @@ def load_initial_weights(
         slices = state["config"].get("slices", 1)
         for k, exact in enumerate(context_arrays(state["exact_context"], slices)):
             weights.update(exact.float_weights(f"context.{k}."))
+    if "exact_spatial" in state:  # and its checkerboard context
+        slices = state["config"].get("slices", 1)
+        for k, exact in enumerate(context_arrays(state["exact_spatial"], slices, first=0)):
+            weights.update(exact.float_weights(f"spatial.{k}."))
     _fit_levels(weights, model)
     old_slices = 1 + len({k.split(".")[1] for k in weights if k.startswith("context.")})
     if old_slices > 1:

@@ -266,6 +266,23 @@ def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
     assert message in result.output and result.output.count("\n") == 1
 
 
+def test_train_grows_a_checkerboard_and_resumes_it(runner, tmp_path, tiny_exact_weights):
+    photos = _noise_photos(tmp_path / "photos", 2, (80, 96))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(photos), "--init", str(tiny_exact_weights), "--out", str(run)]
+    args += ["--batch-size", "2", "--crop", "64", "--threads", "1", "--val-every", "0"]
+    first = runner.invoke(main, [*args, "--slices", "3", "--checkerboard", "--steps", "2"])
+    assert first.exit_code == 0, first.output
+    wide = tmp_path / "cb.rdw"
+    again = runner.invoke(main, [*args, "--steps", "3", "--export", str(wide)])
+    assert again.exit_code == 0, again.output
+    ckpt = torch.load(run / "last.ckpt", weights_only=False)
+    assert ckpt["step"] == 3 and ckpt["config"]["arch"]["checkerboard"] is True
+    assert any(k.startswith("spatial.") for k in ckpt["model"])
+    network = registry.load_weights_file(wide, "cb", 1).network
+    assert network.config.checkerboard and len(network.exact_spatial) == 3
+
+
 def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     runner, tmp_path, tiny_exact_weights
 ):

@@ -97,7 +97,7 @@ def tiny_exact_model(tiny_exact_weights):
 
 def _wake_context(net) -> None:
     # A fresh context is zero (it would change nothing): give it something to do.
-    for module in net.context:
+    for module in [*net.context, *net.spatial]:
         module[-1].weight.normal_(0, 0.05)
         module[-1].bias.normal_(0, 0.5)
         module.calibrate()
@@ -117,20 +117,12 @@ def tiny_context_model(tiny_context_weights):
     return load_weights_file(tiny_context_weights, "tiny-context", 252)
 
 
-def _wake_checkerboard(net) -> None:
-    _wake_context(net)
-    for module in net.spatial:
-        module[-1].weight.normal_(0, 0.05)
-        module[-1].bias.normal_(0, 0.5)
-        module.calibrate()
-
-
 @pytest.fixture(scope="session")
 def tiny_checkerboard_weights(tmp_path_factory) -> Path:
     """Weight file of a tiny exact model with 3 slices, each coded in two checkerboard
     halves, whose channel and spatial contexts are not zero."""
     arch = {"N": 8, "M": 12, "levels": 11, "exact": True, "slices": 3, "checkerboard": True}
-    return _tiny_weights(tmp_path_factory, "tiny_checkerboard", 3, arch, _wake_checkerboard)
+    return _tiny_weights(tmp_path_factory, "tiny_checkerboard", 3, arch, _wake_context)
 
 
 @pytest.fixture(scope="session")

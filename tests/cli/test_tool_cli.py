@@ -196,12 +196,18 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     assert narrower.exit_code != 0 and "--widen 64" in narrower.output
 
 
-def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, tiny_exact_weights):
+def _release_folder(tmp_path, monkeypatch):
+    """A weights folder with a copy of the manifest, where `rdcodec release` writes."""
     folder = tmp_path / "weights"
     folder.mkdir()
     manifest = registry.weights_path(registry.find_entry(registry.default_model_name())).parent
     (folder / "manifest.json").write_text((manifest / "manifest.json").read_text())
     monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    return folder
+
+
+def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, tiny_exact_weights):
+    folder = _release_folder(tmp_path, monkeypatch)
     run = tmp_path / "run"
     run.mkdir()
     (run / "val_best.json").write_text(json.dumps({"step": 10, "train_hours": 0.5}))
@@ -221,11 +227,7 @@ def test_release_command_ships_a_new_model_once(runner, tmp_path, monkeypatch, t
 def test_release_of_a_high_rate_model_from_its_run(
     runner, tmp_path, monkeypatch, tiny_exact_weights
 ):
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    manifest = registry.weights_path(registry.find_entry(registry.default_model_name())).parent
-    (folder / "manifest.json").write_text((manifest / "manifest.json").read_text())
-    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    folder = _release_folder(tmp_path, monkeypatch)
     run = tmp_path / "run"
     run.mkdir()  # a run of `train --qualities 8-11`
     (run / "val_best.json").write_text(json.dumps({"step": 10, "qualities": [8, 11]}))

@@ -95,7 +95,8 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, engine, address,
     "--quality",
     type=float,
     default=None,
-    help="1 (smallest) to the model's top level (11; 8 for hp-gain-n96m128); fractions allowed.",
+    help="1 (smallest) to 11 on the default scale (a model alone: the levels it codes, "
+    "see `rdcodec models`); fractions allowed.",
 )
 @click.option(
     "--target-bpp",
@@ -296,11 +297,14 @@ def models(as_json):
         return
     default = default_model_name()
     scale = scale_entries()
-    starts = {s["model"]: s["from"] for s in scale[1:]}
+    marks = {}  # where the default quality scale hands over from one model to the next
+    for k, s in enumerate(scale):
+        end = f"up to {scale[k + 1]['from']:g}" if k + 1 < len(scale) else "and up"
+        marks[s["model"]] = f"qualities {s['from']:g} {end}"
     for e in entries:
-        mark = " (default)" if e["name"] == default else ""
-        if e["name"] in starts:
-            mark = f" (default from quality {starts[e['name']]:g})"
+        mark = " (default)" if e["name"] == default and len(scale) == 1 else ""
+        if len(scale) > 1 and e["name"] in marks:
+            mark = f" (default scale: {marks[e['name']]})"
         lo, hi = e["qualities"]
         click.echo(
             f"{e['name']}{mark}: wire id {e['wire_id']}, quality {lo}..{hi} "

@@ -74,7 +74,10 @@ def rdplane(folder, out_path, count, reference, force):
     "the level trained at the same lambda.",
 )
 @click.option(
-    "--models", "model_names", default=None, help="With --versus: model names (default: all)."
+    "--models",
+    "model_names",
+    default=None,
+    help="With --versus: model names (default: all that code the quality).",
 )
 @reports_errors
 def speed(sizes, quality, threads, as_json, versus_image, model_names):

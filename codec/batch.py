@@ -151,7 +151,8 @@ _WORKER: dict = {}
 
 
 def init_worker(settings: Settings) -> None:
-    """Per process: torch threads and the model, loaded once."""
+    """Per process: torch threads and the model (or the default scale, whose models
+    load when first coded with), each loaded once."""
     import torch
 
     from ..models.registry import load_scale

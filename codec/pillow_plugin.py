@@ -157,7 +157,10 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     refine.effort_schedule(effort)  # ValueError for an unknown effort
     model = _model_option(options.get("model"))
     if quality is not None:
-        lo, hi = pipeline.quality_range(model)
+        try:
+            lo, hi = pipeline.quality_range(model)
+        except ModelError as exc:
+            raise OSError(str(exc)) from None
         if not lo <= quality <= hi:
             raise ValueError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
     grayscale = im.mode in pipeline.GRAYSCALE_MODES

@@ -237,7 +237,7 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
 
 def _model_for(header: container.Header, model: Models) -> CodecModel:
     if isinstance(model, QualityScale):  # any of its models, else the file's own
-        model = model.model_with(header.model_id)
+        model = model.model_with(header.model_id, header.weights_hash)
     if model is None:
         model = load_model(wire_id=header.model_id)
     if header.model_id != model.wire_id or header.weights_hash != model.hash_prefix:
@@ -385,7 +385,7 @@ def _repaired(net, scales: torch.Tensor, indices: np.ndarray, crc: int) -> np.nd
 
 @torch.no_grad()
 def decode_array(
-    data: bytes, model: CodecModel | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Decode a bitstream to an (H, W, 3) uint8 array."""
     lat = decode_latents(data, model, max_pixels)
@@ -557,14 +557,14 @@ def _encode_at_bpp(
     _effort_schedule(effort)  # an unknown effort fails before any work
     height, width = array.shape[:2]
     pixels = height * width
-    analysed: dict[int, torch.Tensor] = {}  # g_a's output, by the model's wire id
+    analysed: dict[CodecModel, torch.Tensor] = {}  # g_a's output, by model (hashed by identity)
     files: dict[int, tuple[bytes, Rate]] = {}  # effort-0 files by quality
 
     def model_and_y(quality_milli: int) -> tuple[CodecModel, torch.Tensor]:
         model = scale.model_for(quality_milli / 1000)
-        if model.wire_id not in analysed:
-            analysed[model.wire_id] = _analyse(model, array)
-        return model, analysed[model.wire_id]
+        if model not in analysed:
+            analysed[model] = _analyse(model, array)
+        return model, analysed[model]
 
     def coded(quality_milli: int, refined: bool = False) -> tuple[bytes, Rate]:
         model, y_ungained = model_and_y(quality_milli)

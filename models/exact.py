@@ -60,9 +60,12 @@ def ste_round(x: Tensor) -> Tensor:
 
 
 def _fake_quant(x: Tensor, bits: int, limit: int = ACT_LIMIT) -> Tensor:
-    """x rounded to the 2**-bits grid and clamped to +-limit units (straight-through)."""
-    scale = float(1 << bits)
-    return torch.clamp(ste_round(x * scale), -limit, limit) / scale
+    """x rounded to the 2**-bits grid and clamped to +-limit units (straight-through).
+    Ties round up, as the integer networks' ``round_shift`` does, so that training and
+    refinement compute the coder's numbers at ties too."""
+    units = x * float(1 << bits)
+    rounded = units + (torch.floor(units + 0.5) - units).detach()
+    return torch.clamp(rounded, -limit, limit) / float(1 << bits)
 
 
 def weight_exponent(weight: Tensor) -> int:

@@ -96,6 +96,15 @@ class QualityScale:
         model = self.segments[k][1]
         return load_model(model) if isinstance(model, str) else model
 
+    def _entry_or_model(self, k: int) -> tuple[tuple[float, float], float]:
+        # A segment's qualities and default without loading its weights.
+        model = self.segments[k][1]
+        if isinstance(model, CodecModel):
+            return model.quality_range, model.default_quality
+        entry = find_entry(model)
+        low, high = entry["qualities"]
+        return (float(low), float(high)), float(entry.get("default_quality", DEFAULT_QUALITY))
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m if isinstance(m, str) else m.name for _, m in self.segments)
@@ -106,23 +115,25 @@ class QualityScale:
 
     @property
     def default_quality(self) -> float:
-        return self._model(0).default_quality
+        return self._entry_or_model(0)[1]
 
     @property
     def quality_range(self) -> tuple[float, float]:
-        return self.segments[0][0], self._model(len(self.segments) - 1).quality_range[1]
+        return self.segments[0][0], self._entry_or_model(len(self.segments) - 1)[0][1]
 
     def model_for(self, quality: float) -> CodecModel:
         """The model that codes ``quality`` (in range: see ``quality_range``)."""
         k = max(i for i, (start, _) in enumerate(self.segments) if quality >= start or i == 0)
         return self._model(k)
 
-    def model_with(self, wire_id: int) -> CodecModel | None:
-        """The scale's model of a wire id, if it has one (loading nothing else)."""
+    def model_with(self, wire_id: int, hash_prefix: bytes) -> CodecModel | None:
+        """The scale's model of a file's wire id and weights hash, if it has one
+        (loading nothing else)."""
         for k, (_, model) in enumerate(self.segments):
-            if isinstance(model, CodecModel) and model.wire_id == wire_id:
-                return model
-            if isinstance(model, str) and find_entry(model)["wire_id"] == wire_id:
+            if isinstance(model, CodecModel):
+                if (model.wire_id, model.hash_prefix) == (wire_id, hash_prefix):
+                    return model
+            elif find_entry(model)["wire_id"] == wire_id:
                 return self._model(k)
         return None
 
@@ -349,22 +360,34 @@ def load_model(name: str | None = None, wire_id: int | None = None) -> CodecMode
     )
 
 
+def _entry_in(data: dict, name: str) -> dict:
+    for entry in data["models"]:
+        if entry["name"] == name:
+            return entry
+    raise ModelError(f"the manifest's scale names '{name}', which it does not list")
+
+
 def scale_entries(manifest_data: dict | None = None) -> list[dict]:
     """The default quality scale as the manifest says it: ``[{"from": q, "model": name},
     ...]`` with rising starts; without a ``scale`` entry, the default model alone."""
     data = manifest_data or manifest()
     return data.get("scale") or [
-        {"from": find_entry(data["default"])["qualities"][0], "model": data["default"]}
+        {"from": _entry_in(data, data["default"])["qualities"][0], "model": data["default"]}
     ]
 
 
 @functools.lru_cache(maxsize=4)
 def load_scale(name: str | None = None) -> QualityScale:
     """A shipped model's qualities as a scale of one model; without a name, the default
-    scale (``scale_entries``), whose models load when first coded with."""
+    scale (``scale_entries``, its names checked here), whose models load when first
+    coded with."""
     if name is not None:
         return QualityScale.single(load_model(name))
-    return QualityScale(tuple((float(s["from"]), s["model"]) for s in scale_entries()))
+    data = manifest()
+    segments = scale_entries(data)
+    for segment in segments:
+        _entry_in(data, segment["model"])
+    return QualityScale(tuple((float(s["from"]), s["model"]) for s in segments))
 
 
 def weights_path(entry: dict) -> Path:
@@ -412,6 +435,64 @@ def _default_quality_for(manifest_data: dict, config: ModelConfig) -> float:
     return DEFAULT_QUALITY
 
 
+def _scale_after_release(
+    data: dict,
+    name: str,
+    config: ModelConfig,
+    qualities: tuple[int, int],
+    make_default: bool,
+    scale_from: float | None,
+) -> list[dict]:
+    """The manifest's default scale once ``name`` is released: a new default codes the
+    lowest segment, a high-rate model (``scale_from``) the qualities from there up. The
+    scale never shrinks, and its models share one quality ladder (a quality is the same
+    lambda on both sides of a hand-over)."""
+    low, high = qualities
+    scale = [dict(s) for s in scale_entries(data)]
+    top = _entry_in(data, scale[-1]["model"])["qualities"][1]
+    ladder = _entry_in(data, data["default"])["architecture"]["levels"]
+    if make_default and scale_from is not None:
+        raise ModelError(
+            "--default and --scale-from: a release is the default or its top, not both"
+        )
+    if (make_default and len(scale) > 1) or scale_from is not None:
+        if config.levels != ladder:
+            raise ModelError(
+                f"the default scale's models have {ladder} levels and this one {config.levels}: "
+                "a quality would mean another lambda on each side of the hand-over"
+            )
+    if make_default and len(scale) > 1:
+        end = scale[1]["from"]
+        if not (low <= scale[0]["from"] and high >= end):
+            raise ModelError(
+                f"as the default it codes qualities {scale[0]['from']:g} to {end:g} of the "
+                f"scale, but it was trained for {low}-{high}"
+            )
+    if make_default:
+        scale[0]["model"] = name
+    if scale_from is not None:
+        if scale_from * 1000 != round(scale_from * 1000):
+            raise ModelError(f"--scale-from {scale_from}: give a quality in steps of 0.001")
+        if not (low <= scale_from <= high and scale[0]["from"] < scale_from):
+            raise ModelError(
+                f"--scale-from {scale_from:g}: outside its qualities {low}-{high}, or at or "
+                f"below the scale's first quality {scale[0]['from']:g}"
+            )
+        if high < top:
+            raise ModelError(
+                f"its top quality {high} is below the scale's {top}: the scale would shrink"
+            )
+        covered = [s for s in scale if s["from"] < scale_from]
+        below = _entry_in(data, covered[-1]["model"])["qualities"][1]
+        if below < scale_from:
+            raise ModelError(
+                f"--scale-from {scale_from:g} leaves a gap above '{covered[-1]['model']}''s "
+                f"top quality {below}"
+            )
+        scale = [*covered, {"from": scale_from, "model": name}]
+    return scale
+
+
 def release(
     weights: str | Path,
     name: str,
@@ -453,21 +534,7 @@ def release(
         raise ModelError(f"qualities {low}-{high}: the model has levels 1 to {config.levels}")
     default_quality = default_quality or _default_quality_for(data, config)
     default_quality = min(max(default_quality, low), high)
-    scale = scale_entries(data)
-    if scale_from is not None:
-        if not (low <= scale_from <= high and scale[0]["from"] < scale_from):
-            raise ModelError(
-                f"--scale-from {scale_from:g}: outside its qualities {low}-{high}, or at or "
-                f"below the scale's first quality {scale[0]['from']:g}"
-            )
-        covered = [s for s in scale if s["from"] < scale_from]
-        top = next(e for e in data["models"] if e["name"] == covered[-1]["model"])
-        if top["qualities"][1] < scale_from:
-            raise ModelError(
-                f"--scale-from {scale_from:g} leaves a gap above '{top['name']}''s top "
-                f"quality {top['qualities'][1]}"
-            )
-        scale = [*covered, {"from": scale_from, "model": name}]
+    scale = _scale_after_release(data, name, config, (low, high), make_default, scale_from)
     entry = {
         "name": name,
         "wire_id": wire_id,
@@ -484,9 +551,7 @@ def release(
     data["models"].append(entry)
     if make_default:
         data["default"] = name
-        if "scale" in data:  # the new default codes the scale's lowest segment
-            data["scale"][0]["model"] = name
-    if scale_from is not None:
+    if "scale" in data or scale_from is not None:
         data["scale"] = scale
     try:  # the weights first, the manifest last: an interrupted release adds nothing
         atomic.write_bytes(target, Path(weights).read_bytes())

@@ -3,6 +3,7 @@ decoded and measured (rdplane and training validation use them)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +81,10 @@ def sweep(
 
 
 def rdcodec_sweep(model: CodecModel, images: list[np.ndarray], qualities=None) -> Sweep:
-    """Every image at every quality (default: every trained level of the model)."""
+    """Every image at every quality (default: every level the model encodes)."""
     if qualities is None:
-        qualities = tuple(range(1, model.network.config.levels + 1))
+        low, high = model.quality_range
+        qualities = tuple(range(math.ceil(low), int(high) + 1))
     return sweep(
         lambda im, q: pipeline.encode(im, q, model),
         lambda data: pipeline.decode_array(data, model),

@@ -234,6 +234,18 @@ def load_initial_weights(
                 f"(keep slices of {old_width} channels, or start from a model without a "
                 "context)"
             )
+    spatial = len({k.split(".")[1] for k in weights if k.startswith("spatial.")})
+    if spatial:
+        # So does a checkerboard context (one network per slice, as wide as its slice).
+        old_width = weights["g_a.6.weight"].shape[0] // spatial
+        width = model.config.M // model.config.slices
+        if width != old_width or not model.config.checkerboard:
+            raise ModelError(
+                f"{path} has a checkerboard context on slices of {old_width} channels; a "
+                f"model of {model.config.slices} slices of {width}"
+                f"{'' if model.config.checkerboard else ' without one'} cannot start from it "
+                f"(keep slices of {old_width} channels and the checkerboard)"
+            )
     _widen_transforms(weights, model)
     _widen_latent(weights, model, widen_start)
     model.load_state_dict(weights, strict=False)

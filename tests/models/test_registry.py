@@ -96,7 +96,13 @@ def test_a_high_rate_release_codes_the_top_of_the_default_scale(weights_folder, 
 
 @pytest.mark.parametrize(
     ("qualities", "scale_from", "match"),
-    [((8, 12), None, "levels 1 to 11"), ((9, 11), 8, "outside"), ((8, 11), 1, "first quality")],
+    [
+        ((8, 12), None, "levels 1 to 11"),
+        ((9, 11), 8, "outside"),
+        ((8, 11), 1, "first quality"),
+        ((8, 10), 8, "would shrink"),
+        ((8, 11), 8.0005, "steps of 0.001"),
+    ],
 )
 def test_release_refuses_a_bad_scale(
     weights_folder, tiny_exact_weights, qualities, scale_from, match
@@ -113,3 +119,35 @@ def test_release_refuses_a_bad_scale(
         )
     assert (weights_folder / "manifest.json").read_text() == saved
     assert not (weights_folder / "tiny-hr1.rdw").exists()
+
+
+def test_release_keeps_the_scale_whole(weights_folder, tiny_exact_weights, tmp_path):
+    registry.release(
+        tiny_exact_weights, "tiny-hr1", "x", qualities=(8, 11), scale_from=8, folder=weights_folder
+    )
+    saved = (weights_folder / "manifest.json").read_text()
+    with pytest.raises(ModelError, match="not both"):
+        registry.release(
+            tiny_exact_weights,
+            "tiny-x",
+            "x",
+            make_default=True,
+            scale_from=9,
+            folder=weights_folder,
+        )
+    with pytest.raises(ModelError, match="trained for 3-6"):  # a default below 8 must reach 8
+        registry.release(
+            tiny_exact_weights,
+            "tiny-x",
+            "x",
+            make_default=True,
+            qualities=(3, 6),
+            folder=weights_folder,
+        )
+    from rdcodec.models.registry import build_network, export_weights
+
+    eight = tmp_path / "eight.rdw"  # another ladder: its quality 9 is not the scale's
+    export_weights(build_network({"N": 8, "M": 12, "levels": 8, "exact": True}, True), eight)
+    with pytest.raises(ModelError, match="11 levels and this one 8"):
+        registry.release(eight, "tiny-x", "x", scale_from=8, folder=weights_folder)
+    assert (weights_folder / "manifest.json").read_text() == saved

@@ -29,6 +29,7 @@ The manifest's ``scale`` (when present) maps the default quality scale onto mode
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import json
@@ -271,12 +272,34 @@ def export_weights(network: Hyperprior, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Shipped weight files are stored gzip-compressed (``NAME.rdw.gz``, about 0.7-0.8 of the
+# size, 0.07 s to inflate): the package and the repository grow by less per release. A
+# model's sha256 is that of the ``.rdw`` inside, so files keep naming the same weights.
+STORED_SUFFIX = ".gz"
+
+
+def weight_bytes(path: str | Path) -> bytes:
+    """The ``.rdw`` bytes of a weight file, inflated where it is stored compressed."""
+    data = Path(path).read_bytes()
+    if str(path).endswith(STORED_SUFFIX):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ModelError(f"cannot inflate weights {path}: {exc}") from None
+    return data
+
+
+def load_blob(path: str | Path, weights_only: bool = False) -> dict:
+    """``torch.load`` of a weight file (stored compressed or not) or a checkpoint."""
+    return torch.load(io.BytesIO(weight_bytes(path)), map_location="cpu", weights_only=weights_only)
+
+
 def load_weights_file(
     path: Path, name: str, wire_id: int, expected_sha256: str | None = None
 ) -> CodecModel:
     """Load a weight file; with ``expected_sha256`` refuse one that differs."""
     try:
-        data = Path(path).read_bytes()
+        data = weight_bytes(path)
     except OSError as exc:
         raise ModelError(f"cannot read weights {path}: {exc.strerror}") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -404,7 +427,7 @@ def is_checkpoint(blob: dict) -> bool:
 def config_of(path: str | Path) -> dict:
     """The architecture (N, M, levels) of a weight file or a training checkpoint."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = load_blob(path)
     except Exception as exc:
         raise ModelError(f"cannot read {path}: {exc}") from None
     return blob["config"]["arch"] if is_checkpoint(blob) else blob["config"]
@@ -525,7 +548,7 @@ def release(
     if wire_id > 255:
         raise ModelError("no free wire id (1..255) is left")
     model = load_weights_file(Path(weights), name, wire_id)
-    target = folder / f"{name}.rdw"
+    target = folder / f"{name}.rdw{STORED_SUFFIX}"
     if target.exists():
         raise ModelError(f"{target} exists; a shipped weight file never changes")
     config = model.network.config
@@ -540,7 +563,7 @@ def release(
         "wire_id": wire_id,
         "file": target.name,
         "sha256": model.sha256,
-        "bytes": Path(weights).stat().st_size,
+        "bytes": len(weight_bytes(weights)),  # the .rdw's (stored compressed)
         "qualities": [low, high],
         "default_quality": default_quality,
         "architecture": {"type": architecture_type(config), **config.to_dict()},
@@ -554,7 +577,8 @@ def release(
     if "scale" in data or scale_from is not None:
         data["scale"] = scale
     try:  # the weights first, the manifest last: an interrupted release adds nothing
-        atomic.write_bytes(target, Path(weights).read_bytes())
+        raw = weight_bytes(weights)
+        atomic.write_bytes(target, gzip.compress(raw, compresslevel=9, mtime=0))
         atomic.write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:
         raise ModelError(

@@ -194,9 +194,9 @@ def load_initial_weights(
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
     from ..exact import ExactHyperSynthesis
-    from ..registry import context_arrays, is_checkpoint
+    from ..registry import context_arrays, is_checkpoint, load_blob
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_blob(path)
     if is_checkpoint(state):
         if ModelConfig(**state["config"]["arch"]) == model.config:
             model.load_state_dict(state["model"])

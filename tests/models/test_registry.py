@@ -1,5 +1,6 @@
 """Releases: a shipped model never changes, a new one gets the next wire id."""
 
+import gzip
 import json
 import shutil
 
@@ -29,8 +30,10 @@ def test_release_adds_a_model_with_the_next_wire_id(weights_folder, tiny_exact_w
     after = json.loads((weights_folder / "manifest.json").read_text())
     assert entry["wire_id"] == max(e["wire_id"] for e in before["models"]) + 1
     assert after["models"][:-1] == before["models"] and after["default"] == before["default"]
-    assert (weights_folder / "tiny-r1.rdw").read_bytes() == tiny_exact_weights.read_bytes()
-    model = registry.load_weights_file(weights_folder / "tiny-r1.rdw", "x", 1, entry["sha256"])
+    stored = weights_folder / "tiny-r1.rdw.gz"  # compressed; the sha256 is the .rdw's
+    assert entry["file"] == stored.name and stored.stat().st_size < entry["bytes"]
+    assert gzip.decompress(stored.read_bytes()) == tiny_exact_weights.read_bytes()
+    model = registry.load_weights_file(stored, "x", 1, entry["sha256"])
     assert entry["qualities"] == [1, model.network.config.levels] == [1, 11]
     assert entry["architecture"]["exact"] is True
 
@@ -56,7 +59,7 @@ def test_release_refuses_a_file_that_is_not_weights(weights_folder, tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(ModelError):
         registry.release(bad, "bad-r1", "x", folder=weights_folder)
-    assert not (weights_folder / "bad-r1.rdw").exists()
+    assert not (weights_folder / "bad-r1.rdw.gz").exists()
 
 
 def test_quality_units_follow_lambda():
@@ -118,7 +121,7 @@ def test_release_refuses_a_bad_scale(
             folder=weights_folder,
         )
     assert (weights_folder / "manifest.json").read_text() == saved
-    assert not (weights_folder / "tiny-hr1.rdw").exists()
+    assert not (weights_folder / "tiny-hr1.rdw.gz").exists()
 
 
 def test_release_keeps_the_scale_whole(weights_folder, tiny_exact_weights, tmp_path):
@@ -151,3 +154,18 @@ def test_release_keeps_the_scale_whole(weights_folder, tiny_exact_weights, tmp_p
     with pytest.raises(ModelError, match="11 levels and this one 8"):
         registry.release(eight, "tiny-x", "x", scale_from=8, folder=weights_folder)
     assert (weights_folder / "manifest.json").read_text() == saved
+
+
+def test_shipped_weights_are_stored_compressed_and_named_by_the_rdw_inside():
+    for entry in registry.model_entries():
+        path = registry.weights_path(entry)
+        assert path.name == entry["file"] and path.name.endswith(".rdw.gz")
+        raw = registry.weight_bytes(path)
+        assert len(raw) == entry["bytes"] and path.stat().st_size < len(raw)
+
+
+def test_a_damaged_compressed_weight_file_is_one_clear_error(tmp_path, tiny_exact_weights):
+    bad = tmp_path / "bad.rdw.gz"
+    bad.write_bytes(gzip.compress(tiny_exact_weights.read_bytes())[:-40])
+    with pytest.raises(ModelError, match="cannot inflate weights"):
+        registry.load_weights_file(bad, "bad", 1)

@@ -299,7 +299,8 @@ def models(as_json):
     scale = scale_entries()
     marks = {}  # where the default quality scale hands over from one model to the next
     for k, s in enumerate(scale):
-        end = f"up to {scale[k + 1]['from']:g}" if k + 1 < len(scale) else "and up"
+        top = next(e["qualities"][1] for e in entries if e["name"] == s["model"])
+        end = f"up to {scale[k + 1]['from']:g}" if k + 1 < len(scale) else f"to {top}"
         marks[s["model"]] = f"qualities {s['from']:g} {end}"
     for e in entries:
         mark = " (default)" if e["name"] == default and len(scale) == 1 else ""

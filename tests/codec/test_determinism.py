@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from rdcodec.codec import pipeline
-from rdcodec.models.registry import load_model
+from rdcodec.models.registry import load_model, load_scale
 
 IMAGES = Path(__file__).parent.parent / "images"
 
@@ -30,12 +30,16 @@ from rdcodec.codec import pipeline
 from rdcodec.models.registry import load_model, load_weights_file
 
 weights, wire_id, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-model = load_model() if weights == "shipped" else load_weights_file(weights, "m", wire_id)
+if weights.startswith("shipped"):
+    model = load_model(weights.partition(":")[2] or None)
+else:
+    model = load_weights_file(weights, "m", wire_id)
+quality = max(4.0, model.quality_range[0])  # a high-rate model codes from its lowest level
 image = np.array(Image.open(sys.argv[4]).convert("RGB"))
 results = {}
 for i, path in enumerate(sys.argv[5:]):
     if path == "encode":
-        data = pipeline.encode(image, 4, model)
+        data = pipeline.encode(image, quality, model)
         results["data"] = np.frombuffer(data, dtype=np.uint8)
     else:
         data = open(path, "rb").read()
@@ -66,12 +70,20 @@ def _weights_args(which: str, request) -> list[str]:
         if not load_model().network.config.exact:
             pytest.skip("the shipped default model is not an exact model")
         return ["shipped", "0"]
-    prefix = {"tiny": "tiny_exact", "tiny-context": "tiny_context"}[which]
+    if which == "shipped-top":  # the model that codes the top of the default scale
+        return [f"shipped:{load_scale().names[-1]}", "0"]
+    prefix = {
+        "tiny": "tiny_exact",
+        "tiny-context": "tiny_context",
+        "tiny-checkerboard": "tiny_checkerboard",
+    }[which]
     model = request.getfixturevalue(f"{prefix}_model")
     return [str(request.getfixturevalue(f"{prefix}_weights")), str(model.wire_id)]
 
 
-@pytest.mark.parametrize("which", ["tiny", "tiny-context", "shipped"])
+@pytest.mark.parametrize(
+    "which", ["tiny", "tiny-context", "tiny-checkerboard", "shipped", "shipped-top"]
+)
 def test_files_decode_identically_on_other_cpu_kernels(which, request, tmp_path, forced_kernels):
     weights = _weights_args(which, request)
     image = str(IMAGES / "coffee.png")

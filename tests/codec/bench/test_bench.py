@@ -104,7 +104,7 @@ def test_jpeg2000_quality_is_the_target_bpp(coffee):
 
 def test_rdcodec_points_are_real_bitstreams(tmp_path):
     from rdcodec.codec import pipeline
-    from rdcodec.models.registry import load_model
+    from rdcodec.models.registry import load_scale
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -114,7 +114,7 @@ def test_rdcodec_points_are_real_bitstreams(tmp_path):
     out = tmp_path / "out"
     report = _run(folder, out, codecs=["rdcodec"], qualities={"rdcodec": (1, 8)})
     rows = _rows(out)
-    model = load_model()
+    model = load_scale()  # what `rdcodec` codes with: the default quality scale
     # The bench codes on one thread. The transforms are floating point, so another thread
     # count may move a few pixels by 1 (the documented guarantee): on one thread the numbers
     # are exact, and a decode on the default count stays within what +-1 allows.
@@ -133,7 +133,8 @@ def test_rdcodec_points_are_real_bitstreams(tmp_path):
         )
     (curve,) = report.curves
     assert curve.bpp[0] < curve.bpp[1]
-    assert model.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name
+    first = model.model_for(1.0)  # the cache is keyed by the scale's first model (and the rest)
+    assert first.sha256[:12] in next((out / "cache").rglob("rdcodec-*.json")).name
 
 
 def _crop_folder(tmp_path: Path, name: str = "chelsea.png", side: int = 64) -> Path:
@@ -199,9 +200,13 @@ def test_two_rdcodec_models_are_two_codecs_with_real_bitstreams(tmp_path):
     assert "## rdcodec (hp-gain-n96m128): quality levels" in table
 
 
-def test_rdcodec_and_its_model_name_share_the_cache_and_are_measured_once(tmp_path):
+def test_rdcodec_and_its_model_name_share_the_cache_and_are_measured_once(tmp_path, monkeypatch):
     from rdcodec.models import registry
 
+    # Where the default scale is the default model alone, `rdcodec` and its name are one
+    # codec (with a high-rate model on the scale, `rdcodec` is both models: another curve).
+    alone = [{"from": 1, "model": registry.default_model_name()}]
+    monkeypatch.setattr(registry, "scale_entries", lambda data=None: alone)
     folder = _crop_folder(tmp_path)
     out = tmp_path / "out"
     default = f"rdcodec@{registry.default_model_name()}"
@@ -242,10 +247,14 @@ def test_target_bpp_and_html_use_the_first_rdcodec_model(tmp_path):
 def test_rdcodec_models_take_their_own_default_qualities():
     assert make_codec(GAIN).default_qualities == tuple(range(1, 9))
     assert make_codec(EXACT).default_qualities == tuple(range(1, 12))
-    assert (
-        make_codec("rdcodec").default_qualities
-        == make_codec("rdcodec@" + make_codec("rdcodec").model_name).default_qualities
-    )
+    from rdcodec.models import registry
+
+    assert make_codec("rdcodec").default_qualities == tuple(range(1, 12))  # the whole scale
+    for segment in registry.scale_entries():  # each model alone: the levels it encodes
+        low, high = registry.find_entry(segment["model"])["qualities"]
+        assert make_codec("rdcodec@" + segment["model"]).default_qualities == tuple(
+            range(low, high + 1)
+        )
     assert file_stem(GAIN) == "rdcodec-hp-gain-n96m128"
     assert file_stem("rdcodec@a/b c") == "rdcodec-a-b-c"
 

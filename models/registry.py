@@ -173,7 +173,7 @@ def _compact_state_dict(network: Hyperprior) -> dict[str, torch.Tensor]:
         for k, v in network.state_dict().items()
         if not k.startswith("gaussian_conditional")
         and not k.endswith(("_offset", "_quantized_cdf", "_cdf_length"))
-        and not (network.config.exact and k.startswith(("h_s.", "context.", "spatial.")))
+        and not (network.config.exact and k.startswith(("h_s.", *(f"{n}." for n, _ in CONTEXTS))))
     }
 
 
@@ -188,18 +188,17 @@ def set_exact_h_s(network: Hyperprior, exact: ExactHyperSynthesis) -> None:
     network.load_state_dict(exact.float_weights("h_s."), strict=False)
 
 
-def set_exact_context(network: Hyperprior, contexts: list[ExactSliceContext]) -> None:
-    """The same for the context networks of slices 1, 2, ..."""
-    network.exact_context = contexts
-    for k, exact in enumerate(contexts):
-        network.load_state_dict(exact.float_weights(f"context.{k}."), strict=False)
+# The integer context networks of a model, by the name of their module list (stored as
+# ``exact_<name>``, coded through the network's ``exact_<name>``) and the slice the first
+# one serves: the channel contexts of slices 1, 2, ... and the checkerboard's of 0, 1, ...
+CONTEXTS = (("context", 1), ("spatial", 0))
 
 
-def set_exact_spatial(network: Hyperprior, contexts: list[ExactSliceContext]) -> None:
-    """The same for the checkerboard contexts of slices 0, 1, ..."""
-    network.exact_spatial = contexts
+def set_exact_contexts(network: Hyperprior, name: str, contexts: list[ExactSliceContext]) -> None:
+    """The same for one kind of context network (``CONTEXTS``)."""
+    setattr(network, f"exact_{name}", contexts)
     for k, exact in enumerate(contexts):
-        network.load_state_dict(exact.float_weights(f"spatial.{k}."), strict=False)
+        network.load_state_dict(exact.float_weights(f"{name}.{k}."), strict=False)
 
 
 def context_arrays(blob_part: dict, slices: int, first: int = 1) -> list[ExactSliceContext]:
@@ -253,18 +252,16 @@ def export_weights(network: Hyperprior, path: Path) -> str:
             network.h_s, rounded.z_medians(), gaussian.scale_table()
         )
         blob["exact_h_s"] = _int_tensors(exact.arrays())
-    if network.config.slices > 1:
-        contexts = {}
-        for k, module in enumerate(network.context, start=1):
-            for name, v in ExactSliceContext.from_module(module).arrays().items():
-                contexts[f"{k}.{name}"] = v
-        blob["exact_context"] = _int_tensors(contexts)
-    if network.config.checkerboard:
-        spatial = {}
-        for k, module in enumerate(network.spatial):
-            for name, v in ExactSliceContext.from_module(module).arrays().items():
-                spatial[f"{k}.{name}"] = v
-        blob["exact_spatial"] = _int_tensors(spatial)
+    for kind, first in CONTEXTS:
+        modules = getattr(network, kind)
+        if len(modules):
+            blob[f"exact_{kind}"] = _int_tensors(
+                {
+                    f"{k}.{name}": v
+                    for k, module in enumerate(modules, start=first)
+                    for name, v in ExactSliceContext.from_module(module).arrays().items()
+                }
+            )
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()
@@ -316,11 +313,12 @@ def load_weights_file(
         if network.config.exact:
             arrays = {k: v.numpy() for k, v in blob["exact_h_s"].items()}
             set_exact_h_s(network, ExactHyperSynthesis.from_arrays(arrays))
-        if network.config.slices > 1:
-            set_exact_context(network, context_arrays(blob["exact_context"], network.config.slices))
-        if network.config.checkerboard:
-            spatial = context_arrays(blob["exact_spatial"], network.config.slices, first=0)
-            set_exact_spatial(network, spatial)
+        for kind, first in CONTEXTS:  # those the architecture has must be in the file
+            if len(getattr(network, kind)):
+                stored = blob[f"exact_{kind}"]
+                set_exact_contexts(
+                    network, kind, context_arrays(stored, network.config.slices, first)
+                )
     except ModelError:
         raise
     except Exception as exc:  # a damaged file can fail in many ways inside torch
@@ -558,12 +556,13 @@ def release(
     default_quality = default_quality or _default_quality_for(data, config)
     default_quality = min(max(default_quality, low), high)
     scale = _scale_after_release(data, name, config, (low, high), make_default, scale_from)
+    raw = weight_bytes(weights)  # the .rdw, which the release stores compressed
     entry = {
         "name": name,
         "wire_id": wire_id,
         "file": target.name,
         "sha256": model.sha256,
-        "bytes": len(weight_bytes(weights)),  # the .rdw's (stored compressed)
+        "bytes": len(raw),
         "qualities": [low, high],
         "default_quality": default_quality,
         "architecture": {"type": architecture_type(config), **config.to_dict()},
@@ -577,7 +576,6 @@ def release(
     if "scale" in data or scale_from is not None:
         data["scale"] = scale
     try:  # the weights first, the manifest last: an interrupted release adds nothing
-        raw = weight_bytes(weights)
         atomic.write_bytes(target, gzip.compress(raw, compresslevel=9, mtime=0))
         atomic.write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:

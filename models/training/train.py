@@ -194,7 +194,7 @@ def load_initial_weights(
     model from the float one (h_s's grids calibrated on the loaded weights), and a model
     with more quality levels from one with fewer (see ``_fit_levels``)."""
     from ..exact import ExactHyperSynthesis
-    from ..registry import context_arrays, is_checkpoint, load_blob
+    from ..registry import CONTEXTS, context_arrays, is_checkpoint, load_blob
 
     state = load_blob(path)
     if is_checkpoint(state):
@@ -212,14 +212,11 @@ def load_initial_weights(
     if "exact_h_s" in state:  # a shipped exact model: its h_s is stored as integers
         arrays = {k: v.numpy() for k, v in state["exact_h_s"].items()}
         weights.update(ExactHyperSynthesis.from_arrays(arrays).float_weights("h_s."))
-    if "exact_context" in state:  # and its channel context
-        slices = state["config"].get("slices", 1)
-        for k, exact in enumerate(context_arrays(state["exact_context"], slices)):
-            weights.update(exact.float_weights(f"context.{k}."))
-    if "exact_spatial" in state:  # and its checkerboard context
-        slices = state["config"].get("slices", 1)
-        for k, exact in enumerate(context_arrays(state["exact_spatial"], slices, first=0)):
-            weights.update(exact.float_weights(f"spatial.{k}."))
+    for kind, first in CONTEXTS:  # and its channel and checkerboard contexts
+        if f"exact_{kind}" in state:
+            slices = state["config"].get("slices", 1)
+            for k, exact in enumerate(context_arrays(state[f"exact_{kind}"], slices, first)):
+                weights.update(exact.float_weights(f"{kind}.{k}."))
     _fit_levels(weights, model)
     old_slices = 1 + len({k.split(".")[1] for k in weights if k.startswith("context.")})
     if old_slices > 1:

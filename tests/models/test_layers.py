@@ -27,6 +27,32 @@ def test_gdn_matches_compressai(inverse):
         assert torch.allclose(ours(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_inverse_gdn_backward_is_autograds():
+    """Refinement's IGDN backward (frozen beta and gamma) gives autograd's gradient to x
+    and leaves the forward's arithmetic as it was, bit for bit."""
+    torch.manual_seed(2)
+    frozen = layers.GDN(6, inverse=True)
+    with torch.no_grad():
+        frozen.beta.uniform_(0.5, 2.0)
+        frozen.gamma.uniform_(0.0, 0.3)
+    trainable = layers.GDN(6, inverse=True)
+    trainable.load_state_dict(frozen.state_dict())
+    frozen.requires_grad_(False)
+    x = (torch.randn(2, 6, 9, 11, dtype=torch.float64) * 3).requires_grad_(True)
+    assert torch.autograd.gradcheck(frozen.double(), (x,))
+    x32 = x.detach().float().requires_grad_(True)
+    weights = torch.randn(2, 6, 9, 11)
+    grads = []
+    for gdn in (frozen.float(), trainable):
+        out = gdn(x32)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), x32.grad))
+        x32.grad = None
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+    assert frozen(x32).grad_fn.name().startswith("_InverseGDN")
+
+
 def test_factorized_density_matches_the_entropy_bottleneck():
     from compressai.entropy_models import EntropyBottleneck
 

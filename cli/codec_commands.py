@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import BitstreamError, CodecError, ModelError
-from .common import fmt_db, image_input_options, reports_errors
+from .common import fmt_db, image_input_options, refinement_progress, reports_errors
 
 
 def batch_options(command):
@@ -173,17 +173,18 @@ def encode(
         input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha, keep_alpha=True
     )
     model = load_scale(model_name)  # None: the default scale of models
-    result = pipeline.encode_image(
-        loaded.pixels,
-        quality,
-        model,
-        not no_jpeg,
-        loaded.grayscale,
-        extras=pipeline.Extras.of_loaded(loaded),
-        strip=strip,
-        effort=effort,
-        target_bpp=target_bpp,
-    )
+    with refinement_progress(effort, show=not as_json):
+        result = pipeline.encode_image(
+            loaded.pixels,
+            quality,
+            model,
+            not no_jpeg,
+            loaded.grayscale,
+            extras=pipeline.Extras.of_loaded(loaded),
+            strip=strip,
+            effort=effort,
+            target_bpp=target_bpp,
+        )
     image_io.write_bytes(output_path, result.data, force)
     for notice in loaded.notices:
         click.echo(f"rdcodec: note: {notice}", err=True)
@@ -420,7 +421,10 @@ def inspect(input_path, quality, effort, heatmap_path, as_json, force):
     loaded = None
     if not data.startswith(container.MAGIC):
         loaded = image_io.read_image(input_path)
-        data = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale, effort=effort)
+        with refinement_progress(effort, show=not as_json):
+            data = pipeline.encode(
+                loaded.pixels, quality, grayscale=loaded.grayscale, effort=effort
+            )
     elif quality is not None or effort:
         raise CodecError("--quality and --effort apply to images; FILE is already a bitstream")
     diag = diagnostics.diagnose(data)

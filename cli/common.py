@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
 import warnings
+from collections.abc import Iterator
 
 import click
 
@@ -85,3 +87,25 @@ def image_input_options(command):
     ):
         command = option(command)
     return command
+
+
+@contextlib.contextmanager
+def refinement_progress(effort: int, show: bool = True) -> Iterator[None]:
+    """A progress bar on stderr for the steps of encode-time refinement (``--effort``,
+    minutes at the top level), where stderr is a terminal; nothing otherwise."""
+    if not effort or not show or not sys.stderr.isatty():
+        yield
+        return
+    from tqdm import tqdm
+
+    from ..codec import refine
+
+    with tqdm(unit="step", desc=f"effort {effort}", leave=False, file=sys.stderr) as bar:
+
+        def on_step(done: int, steps: int) -> None:
+            if done == 1:  # each refinement (a target search may run several) starts a bar
+                bar.reset(total=steps)
+            bar.update(1)
+
+        with refine.reporting(on_step):
+            yield

@@ -21,7 +21,10 @@ Effort levels name step counts and schedules measured on the validation photos
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +71,22 @@ def effort_schedule(effort: int) -> Effort | None:
     if effort not in EFFORTS:
         raise ValueError(f"effort must be one of {sorted(EFFORTS)}, got {effort}")
     return EFFORTS[effort]
+
+
+# Who hears of each step (a progress bar); per context, so threads and workers that
+# encode side by side do not report into each other's.
+_ON_STEP: ContextVar[Callable[[int, int], None] | None] = ContextVar("on_step", default=None)
+
+
+@contextlib.contextmanager
+def reporting(on_step: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, every refinement calls ``on_step(done, steps)`` after each of
+    its steps (a search for a target rate may refine several times)."""
+    token = _ON_STEP.set(on_step)
+    try:
+        yield
+    finally:
+        _ON_STEP.reset(token)
 
 
 def sga_round(x: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
@@ -139,6 +158,7 @@ def _refine(net, x, y, z, quality, schedule, generator):
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
+    on_step = _ON_STEP.get()
     try:
         for step in range(schedule.steps):
             tau = schedule.tau(step)
@@ -158,6 +178,8 @@ def _refine(net, x, y, z, quality, schedule, generator):
             loss = (bits_y + bits_z) / pixels + lmbda * 255**2 * mse
             loss.backward()
             optimiser.step()
+            if on_step is not None:
+                on_step(step + 1, schedule.steps)
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)

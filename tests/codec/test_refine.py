@@ -125,3 +125,38 @@ def test_bench_names_efforts_as_codecs():
         codecs.parse_codecs("jpeg+e2")
     with pytest.raises(CodecError):
         codecs.parse_codecs("rdcodec+e9")
+
+
+def test_each_refinement_step_is_reported_within_the_block(tiny_model, coffee):
+    heard: list[tuple[int, int]] = []
+    with refine.reporting(lambda done, steps: heard.append((done, steps))):
+        pipeline.encode(coffee[:64, :64], 3, tiny_model, effort=1)
+    steps = refine.EFFORTS[1].steps
+    assert heard == [(i, steps) for i in range(1, steps + 1)]
+    pipeline.encode(coffee[:64, :64], 3, tiny_model, effort=1)  # outside: no one hears
+    assert len(heard) == steps
+
+
+def test_progress_bar_shows_on_a_terminal_only(monkeypatch):
+    import io
+    import sys
+
+    from rdcodec.cli.common import refinement_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, effort, shown in (
+        (Terminal(), 3, True),
+        (io.StringIO(), 3, False),
+        (Terminal(), 0, False),
+    ):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with refinement_progress(effort):
+            on_step = refine._ON_STEP.get()
+            assert (on_step is not None) == shown
+            if on_step:
+                for done in range(1, 6):
+                    on_step(done, 5)
+        assert ("effort 3" in stream.getvalue() and "/5 " in stream.getvalue()) == shown

@@ -63,6 +63,14 @@ def rdplane(folder, out_path, count, reference, force):
 @click.option("--sizes", default="1,4,12,24", show_default=True, help="Image sizes in megapixels.")
 @click.option("-q", "--quality", type=float, default=4.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option(
+    "-e",
+    "--effort",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Encode effort of the timed encodes (refinement handles up to 4 MP).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option(
     "--versus",
@@ -80,11 +88,13 @@ def rdplane(folder, out_path, count, reference, force):
     help="With --versus: model names (default: all that code the quality).",
 )
 @reports_errors
-def speed(sizes, quality, threads, as_json, versus_image, model_names):
+def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
     """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
     from ..codec.bench import speed as bench_speed
 
     if versus_image is not None:
+        if effort:
+            raise CodecError("--versus times effort 0 (the same transforms); drop --effort")
         import torch
 
         from ..codec.image_io import read_image
@@ -110,6 +120,12 @@ def speed(sizes, quality, threads, as_json, versus_image, model_names):
             )
         return
 
+    from ..codec.refine import effort_schedule
+
+    try:
+        effort_schedule(effort)
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
     try:
         mps = [float(v) for v in sizes.split(",") if v]
     except ValueError:
@@ -117,7 +133,7 @@ def speed(sizes, quality, threads, as_json, versus_image, model_names):
     if not mps or min(mps) <= 0:
         raise CodecError("--sizes: give positive megapixel counts")
     try:
-        rows = bench_speed.run(mps, quality, threads)
+        rows = bench_speed.run(mps, quality, threads, effort)
     except RuntimeError as exc:
         raise CodecError(str(exc)) from None
     if as_json:

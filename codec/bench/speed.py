@@ -51,7 +51,7 @@ def _dimensions(megapixels: float) -> tuple[int, int]:
     return int(round(height * 1.5)), height
 
 
-def _worker(megapixels: float, quality: float, threads: int | None) -> dict:
+def _worker(megapixels: float, quality: float, threads: int | None, effort: int = 0) -> dict:
     import resource
     import time
 
@@ -66,7 +66,7 @@ def _worker(megapixels: float, quality: float, threads: int | None) -> dict:
     image = synthetic_photo(width, height)
     model = load_scale()
     start = time.perf_counter()
-    data = pipeline.encode(image, quality, model)
+    data = pipeline.encode(image, quality, model, effort=effort)
     encoded = time.perf_counter()
     decoded = pipeline.decode_array(data, model)
     done = time.perf_counter()
@@ -84,8 +84,10 @@ def _worker(megapixels: float, quality: float, threads: int | None) -> dict:
     }
 
 
-def run(sizes: list[float], quality: float = 4.0, threads: int | None = None) -> list[SpeedRow]:
-    """Measure each size in its own process."""
+def run(
+    sizes: list[float], quality: float = 4.0, threads: int | None = None, effort: int = 0
+) -> list[SpeedRow]:
+    """Measure each size in its own process (encoding at ``effort``)."""
     rows = []
     for mp in sizes:
         cmd = [
@@ -95,6 +97,7 @@ def run(sizes: list[float], quality: float = 4.0, threads: int | None = None) ->
             str(mp),
             str(quality),
             str(threads or 0),
+            str(effort),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -204,5 +207,5 @@ def versus_compressai(
 
 
 if __name__ == "__main__":
-    mp_arg, q_arg, t_arg = sys.argv[1:4]
-    print(json.dumps(_worker(float(mp_arg), float(q_arg), int(t_arg) or None)))
+    mp_arg, q_arg, t_arg, e_arg = sys.argv[1:5]
+    print(json.dumps(_worker(float(mp_arg), float(q_arg), int(t_arg) or None, int(e_arg))))

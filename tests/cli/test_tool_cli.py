@@ -118,6 +118,17 @@ def test_speed_measures_in_a_fresh_process(runner):
     assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["width"] * row["height"]))
 
 
+def test_speed_times_encodes_at_an_effort(runner):
+    rows = {}
+    for effort in ("0", "1"):
+        result = runner.invoke(main, ["speed", "--sizes", "0.02", "-e", effort, "--json"])
+        assert result.exit_code == 0, result.output
+        (rows[effort],) = json.loads(result.output)
+    assert rows["1"]["bytes"] != rows["0"]["bytes"]  # the refined file, not the single pass
+    bad = runner.invoke(main, ["speed", "--sizes", "0.02", "-e", "9"])
+    assert bad.exit_code != 0 and "effort must be one of" in bad.output
+
+
 def test_speed_rejects_bad_sizes(runner):
     result = runner.invoke(main, ["speed", "--sizes", "big"])
     assert result.exit_code != 0 and "--sizes" in result.output

@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from ..errors import BitstreamError, CodecError, ModelError
-from .common import fmt_db, image_input_options, refinement_progress, reports_errors
+from .common import (
+    effort_option,
+    fmt_db,
+    image_input_options,
+    refinement_progress,
+    reports_errors,
+)
 
 
 def batch_options(command):
@@ -104,15 +110,10 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, engine, address,
     default=None,
     help="Pick the highest quality whose file stays at or below this bpp.",
 )
-@click.option(
-    "-e",
-    "--effort",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Encode-time refinement of the latents for this photo: 0 is the single pass, "
+@effort_option(
+    "Encode-time refinement of the latents for this photo: 0 is the single pass, "
     "1-4 spend about 5 s, 15 s, 50 s and 3 min on a 768x512 photo for smaller files; "
-    "the decoder is the same.",
+    "the decoder is the same."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
@@ -400,13 +401,9 @@ def info(input_path, as_json):
     default=None,
     help="Write a bits-per-location heatmap PNG here.",
 )
-@click.option(
-    "-e",
-    "--effort",
-    type=int,
-    default=0,
-    help="When FILE is an image: encode it at this effort, and show what refinement "
-    "changed against effort 0, channel by channel (the amortisation gap).",
+@effort_option(
+    "When FILE is an image: encode it at this effort, and show what refinement "
+    "changed against effort 0, channel by channel (the amortisation gap)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite the heatmap file if it exists.")

@@ -60,6 +60,12 @@ def fmt_db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
 
+def effort_option(help_text: str):
+    """``-e/--effort``: the encode effort (0 is the single pass; the levels are checked
+    where they are used, so that importing the CLI does not import torch)."""
+    return click.option("-e", "--effort", type=int, default=0, show_default=True, help=help_text)
+
+
 def image_input_options(command):
     """The options of a command that reads an image to code: the model, the pixel limit
     and what to do with transparency."""

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
+from .common import effort_option, image_input_options, reports_errors
 from .common import fmt_db as _fmt_db
-from .common import image_input_options, reports_errors
 
 
 @click.command()
@@ -40,9 +40,7 @@ from .common import image_input_options, reports_errors
     type=click.Path(path_type=Path),
     help="The HTML page to write.",
 )
-@click.option(
-    "-e", "--effort", type=int, default=0, show_default=True, help="rdcodec's encode effort (0-4)."
-)
+@effort_option("rdcodec's encode effort (0-4).")
 @click.option("--no-heatmaps", is_flag=True, help="Leave the error maps out of the page.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as one JSON object.")
 @click.option("--force", is_flag=True, help="Overwrite the page if it exists.")

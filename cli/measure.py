@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
-from .common import reports_errors
+from .common import effort_option, reports_errors
 
 
 @click.command()
@@ -63,14 +63,7 @@ def rdplane(folder, out_path, count, reference, force):
 @click.option("--sizes", default="1,4,12,24", show_default=True, help="Image sizes in megapixels.")
 @click.option("-q", "--quality", type=float, default=4.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-@click.option(
-    "-e",
-    "--effort",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Encode effort of the timed encodes (refinement handles up to 4 MP).",
-)
+@effort_option("Encode effort of the timed encodes (refinement handles up to 4 MP).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option(
     "--versus",

@@ -79,14 +79,15 @@ def measure_targets(task: TargetTask) -> list[TargetRow]:
     """``--target-bpp`` at every target of a task, with the rdcodec model it names."""
     from .. import pipeline
 
-    model = codec_for(task.codec).loaded_model()
+    codec = codec_for(task.codec)
+    model = codec.loaded_model()
     array = read_pixels(task.image.path)
     pixels = task.image.width * task.image.height
     rows = []
     for target in task.targets:
         start = time.perf_counter()
         try:
-            quality, data = pipeline.encode_at_bpp(array, target, model)
+            quality, data = pipeline.encode_at_bpp(array, target, model, codec.effort)
         except CodecError:
             top = pipeline.quality_range(model)[1]
             rows.append(TargetRow(task.image.path.name, target, None, None, 0.0, top))
@@ -111,6 +112,7 @@ class TargetSummary:
 
     rows: tuple[TargetRow, ...]
     model: str = ""  # the rdcodec model's name
+    effort: int = 0  # the encode effort the files were made at
 
     def feasible(self, target: float | None = None) -> list[TargetRow]:
         """Rows whose target lies within the model's range (neither below its lowest
@@ -145,8 +147,10 @@ class TargetSummary:
         return sum(r.bpp is None and target in (None, r.target) for r in self.rows)
 
     def markdown(self) -> str:
+        effort = [f"effort {self.effort}"] if self.effort else []
+        at = ", ".join(([self.model] if self.model else []) + effort)
         lines = [
-            "## rdcodec --target-bpp" + (f": {self.model}" if self.model else ""),
+            "## rdcodec --target-bpp" + (f": {at}" if at else ""),
             "",
             "Highest quality whose real file is at or below the target (bisection on the file "
             "size). Undershoot: mean of (target - bpp) / target over the images it could reach.",

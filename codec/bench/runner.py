@@ -167,7 +167,7 @@ def run_bench(
         tasks = [TargetTask(image, tuple(targets), ours[0].name) for image in images]
         found = run_tasks(tasks, workers, progress, measure_targets, lambda t: len(t.targets))
         rows = tuple(sorted(found, key=lambda r: (r.image, r.target)))
-        target_summary = TargetSummary(rows, ours[0].model_name)
+        target_summary = TargetSummary(rows, ours[0].model_name, ours[0].effort)
 
     curves = []
     for codec in selected:

@@ -295,6 +295,25 @@ def test_target_bpp_rows_land_at_or_below_the_target(tmp_path):
         assert len(list(csv.DictReader(f))) == 3
 
 
+def test_target_bpp_codes_at_the_codecs_effort(tmp_path):
+    from rdcodec.codec import pipeline
+
+    folder = _crop_folder(tmp_path)
+    out = tmp_path / "out"
+    name = "rdcodec+e1"
+    report = _run(folder, out, codecs=[name], qualities={name: (2, 6)})
+    low, high = report.curves[0].bpp
+    target = (low + high) / 2
+    report = _run(folder, out, codecs=[name], qualities={name: (2, 6)}, targets=(target,))
+    (row,) = report.targets.rows
+    array = measure.read_pixels(folder / "crop.png")
+    quality, data = pipeline.encode_at_bpp(array, target, effort=1)
+    assert (row.quality, row.bpp) == (quality, 8 * len(data) / (64 * 64))
+    assert row.bpp <= target and report.targets.effort == 1
+    assert "--target-bpp: cc-" in (out / "bd_rate.md").read_text()
+    assert ", effort 1\n" in (out / "bd_rate.md").read_text()
+
+
 # ---- BD-rate -----------------------------------------------------------------------
 RATES = [0.12, 0.25, 0.45, 0.7, 1.0, 1.4, 1.9]
 PSNRS = [26.1, 28.4, 30.2, 31.9, 33.3, 34.8, 36.0]

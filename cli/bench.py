@@ -88,12 +88,11 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
     from ..codec.bench.report import format_percent
     from ..codec.bench.runner import run_bench
 
-    names = parse_codecs(codecs)
-    if effort:
-        names = parse_codecs(
-            ",".join(f"{n}+e{effort}" if is_rdcodec(n) and "+" not in n else n for n in names)
-        )
-    points = dict(parse_qualities(spec) for spec in qualities)
+    def at_effort(name: str) -> str:  # an rdcodec model that names no effort takes --effort's
+        return f"{name}+e{effort}" if effort and is_rdcodec(name) and "+" not in name else name
+
+    names = parse_codecs(",".join(at_effort(n) for n in parse_codecs(codecs)))
+    points = {at_effort(name): q for name, q in (parse_qualities(s) for s in qualities)}
     try:
         targets = [float(v) for v in (target_bpp or "").split(",") if v.strip()]
     except ValueError:

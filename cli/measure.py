@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -125,6 +126,15 @@ def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
         raise CodecError(f"--sizes: expected numbers separated by commas, got {sizes!r}") from None
     if not mps or min(mps) <= 0:
         raise CodecError("--sizes: give positive megapixel counts")
+    if effort:
+        from ..codec.pipeline import REFINE_MAX_PIXELS
+
+        big = [f"{mp:g}" for mp in mps if math.prod(bench_speed.dimensions(mp)) > REFINE_MAX_PIXELS]
+        if big:
+            raise CodecError(
+                f"--effort {effort} refines images of up to {REFINE_MAX_PIXELS:,} pixels: "
+                f"--sizes {','.join(big)} MP is over it (try --sizes 0.393,1,3.9)"
+            )
     try:
         rows = bench_speed.run(mps, quality, threads, effort)
     except RuntimeError as exc:

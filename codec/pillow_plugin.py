@@ -148,8 +148,6 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise ValueError(f"quality must be a number, got {quality!r}")
     if target_bpp is not None and not (_is_number(target_bpp) and target_bpp > 0):
         raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
-    if isinstance(effort, bool) or not isinstance(effort, int):
-        raise ValueError(f"effort must be an integer, got {effort!r}")
     drop_alpha = bool(options.get("drop_alpha", False))
 
     from . import image_io, pipeline, refine

@@ -414,6 +414,7 @@ def encode(
     (``extras`` replaces them; ``strip`` drops the metadata). ``model``: one model, a
     ``QualityScale``, or None for the default scale (``models/registry.py``).
     """
+    _effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
     quality_milli = _check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
@@ -459,6 +460,7 @@ def encode_image(
     stays at or below it (``encode_at_bpp``). At ``effort`` > 0 the result also holds the
     effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
     """
+    _effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
     array, chunks = pixels_and_chunks(image, extras, strip)
     start = time.perf_counter()
@@ -522,7 +524,9 @@ def encode_at_bpp(
 ) -> tuple[float, bytes]:
     """``quality_for_bpp``'s quality and the file it found there (at or below the
     target, at every effort; the file's bytes include its metadata). Over a scale of
-    models the search spans all of them."""
+    models the search spans all of them. At ``effort`` > 0 the file is the effort-0 one
+    where no refined file fits (rare): keep this file rather than encode the quality
+    again at ``effort``, whose file would be over the target."""
     array, chunks = pixels_and_chunks(image, extras, False)
     quality, data, _, _ = _encode_at_bpp(
         _scale(model), array, target_bpp, grayscale, effort, chunks

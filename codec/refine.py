@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,10 +68,12 @@ DEFAULT_EFFORT = 0
 
 
 def effort_schedule(effort: int) -> Effort | None:
-    """The schedule of an effort level (None: the single pass)."""
-    if effort not in EFFORTS:
-        raise ValueError(f"effort must be one of {sorted(EFFORTS)}, got {effort}")
-    return EFFORTS[effort]
+    """The schedule of an effort level (None: the single pass). ValueError for anything
+    but an integer level: True and 2.0 equal levels but are not one."""
+    integer = isinstance(effort, numbers.Integral) and not isinstance(effort, bool)
+    if not integer or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {sorted(EFFORTS)}, got {effort!r}")
+    return EFFORTS[int(effort)]
 
 
 # Who hears of each step (a progress bar); per context, so threads and workers that

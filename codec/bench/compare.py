@@ -363,9 +363,11 @@ def bench_page(
     figure,
     bd_text: str,
     progress: bool = True,
+    effort: int = 0,
 ) -> str:
     """``rdcodec bench --html``: the RD plot, the BD-rate tables and, when rdcodec ran,
-    each image compared at ``rdcodec_quality`` (one crop per image, ``BENCH_LIMITS``)."""
+    each image compared at ``rdcodec_quality`` and ``effort`` (one crop per image,
+    ``BENCH_LIMITS``)."""
     from tqdm import tqdm
 
     from ..image_io import read_image
@@ -378,9 +380,12 @@ def bench_page(
         others = [n for n in codecs if n != "rdcodec"]
         for path in tqdm(image_paths, unit="image", desc="html", disable=not progress):
             pixels = read_image(path).pixels
-            comparisons.append(compare_image(pixels, path.name, rdcodec_quality, codecs=others))
+            comparisons.append(
+                compare_image(pixels, path.name, rdcodec_quality, codecs=others, effort=effort)
+            )
         what = (
-            f"<h2>Each image at rdcodec quality {rdcodec_quality:g}</h2><p>Every other codec "
+            f"<h2>Each image at rdcodec quality {rdcodec_quality:g}"
+            f"{f', effort {effort}' if effort else ''}</h2><p>Every other codec "
             "at its largest quality whose file is at most rdcodec's bytes.</p>"
         )
     else:

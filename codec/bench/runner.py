@@ -209,7 +209,10 @@ def run_bench(
         middle = points[len(points) // 2] if points else None
         names = [c.name for c in selected if not is_rdcodec(c.name)]
         paths = [image.path for image in images]
-        page = bench_page(Path(folder).resolve().name, paths, names, middle, figure, text, progress)
+        page = bench_page(
+            Path(folder).resolve().name, paths, names, middle, figure, text, progress,
+            ours[0].effort if ours else 0,
+        )  # fmt: skip
         texts[outputs["HTML report"]] = page
     writers = {path: (lambda tmp, t=t: tmp.write_text(t)) for path, t in texts.items()}
     for path in (outputs["plot (PNG)"], outputs["plot (SVG)"]):

@@ -45,7 +45,8 @@ def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + texture, 0, 255).astype(np.uint8)
 
 
-def _dimensions(megapixels: float) -> tuple[int, int]:
+def dimensions(megapixels: float) -> tuple[int, int]:
+    """(width, height) of the synthetic photo of a size."""
     # 3:2 landscape, like most camera sensors.
     height = int(round((megapixels * 1e6 / 1.5) ** 0.5))
     return int(round(height * 1.5)), height
@@ -62,7 +63,7 @@ def _worker(megapixels: float, quality: float, threads: int | None, effort: int 
 
     if threads:
         torch.set_num_threads(threads)
-    width, height = _dimensions(megapixels)
+    width, height = dimensions(megapixels)
     image = synthetic_photo(width, height)
     model = load_scale()
     start = time.perf_counter()

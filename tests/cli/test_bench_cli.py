@@ -138,6 +138,21 @@ def test_rdcodec_runs_end_to_end_on_a_tiny_image(runner, tmp_path):
     assert "rdcodec (" in result.stdout
 
 
+def test_effort_keeps_the_qualities_given_for_rdcodec(runner, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with Image.open(IMAGES / "astronaut.png") as im:
+        im.crop((0, 0, 32, 32)).save(folder / "crop.png")
+    out = tmp_path / "out"
+    args = ["bench", str(folder), "--out", str(out), "--codecs", "rdcodec", "--effort", "1"]
+    result = runner.invoke(main, [*args, "--qualities", "rdcodec=3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "rdcodec-e1.json").read_text())
+    assert data["qualities"] == [3] and "effort 1" in data["name"] + data["description"]
+
+
 def test_two_rdcodec_models_get_their_own_rows_files_and_bd_rate(runner, tmp_path):
     from PIL import Image
 

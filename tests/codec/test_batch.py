@@ -107,6 +107,9 @@ def test_folder_options_are_checked_before_any_work(photo_folder, tmp_path):
     assert bad_model.exit_code != 0 and not out.exists()
     as_json = _encode(photo_folder, out, "--json")
     assert as_json.exit_code != 0 and "--report" in as_json.stderr
+    bad_effort = _encode(photo_folder, out, "--effort", "7")
+    assert bad_effort.exit_code != 0 and "effort must be one of" in bad_effort.stderr
+    assert not out.exists()
 
 
 def test_default_jobs_fill_the_machine():

@@ -92,8 +92,10 @@ def test_target_bpp_lands_at_or_under_the_target_at_effort(coffee):
 
 
 def test_unknown_effort_and_oversized_image_are_one_line_errors(coffee, monkeypatch):
-    with pytest.raises(CodecError, match="effort must be one of"):
-        pipeline.encode(coffee, 5, effort=9)
+    for bad in (9, -1, True, 2.0, "1"):
+        with pytest.raises(CodecError, match="effort must be one of"):
+            pipeline.encode(coffee, 5, effort=bad)
+    assert refine.effort_schedule(np.int64(2)) is refine.EFFORTS[2]
     monkeypatch.setattr(pipeline, "REFINE_MAX_PIXELS", 1000)
     with pytest.raises(CodecError, match="refines images of up to"):
         pipeline.encode(coffee, 5, effort=1)

@@ -307,7 +307,8 @@ def test_target_bpp_codes_at_the_codecs_effort(tmp_path):
     report = _run(folder, out, codecs=[name], qualities={name: (2, 6)}, targets=(target,))
     (row,) = report.targets.rows
     array = measure.read_pixels(folder / "crop.png")
-    quality, data = pipeline.encode_at_bpp(array, target, effort=1)
+    with measure.one_torch_thread():  # as bench codes (refined bytes follow the threads)
+        quality, data = pipeline.encode_at_bpp(array, target, effort=1)
     assert (row.quality, row.bpp) == (quality, 8 * len(data) / (64 * 64))
     assert row.bpp <= target and report.targets.effort == 1
     assert "--target-bpp: cc-" in (out / "bd_rate.md").read_text()

@@ -31,6 +31,17 @@ def _bench(runner, folder, out, *extra):
     return runner.invoke(main, ["bench", str(folder), "--out", str(out), *FAST, *extra])
 
 
+def _crop_folder(tmp_path: Path, side: int) -> Path:
+    """A folder holding one side x side crop of astronaut.png."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with Image.open(IMAGES / "astronaut.png") as im:
+        im.crop((0, 0, side, side)).save(folder / "crop.png")
+    return folder
+
+
 def _assert_one_line_error(result, text):
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
@@ -110,12 +121,7 @@ def test_summary_lists_codecs_bd_rates_paths_and_time(runner, tmp_path):
 
 
 def test_rdcodec_runs_end_to_end_on_a_tiny_image(runner, tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    with Image.open(IMAGES / "astronaut.png") as im:
-        im.crop((0, 0, 64, 64)).save(folder / "crop.png")
+    folder = _crop_folder(tmp_path, 64)
     out = tmp_path / "out"
     result = runner.invoke(
         main,
@@ -139,12 +145,7 @@ def test_rdcodec_runs_end_to_end_on_a_tiny_image(runner, tmp_path):
 
 
 def test_effort_keeps_the_qualities_given_for_rdcodec(runner, tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    with Image.open(IMAGES / "astronaut.png") as im:
-        im.crop((0, 0, 32, 32)).save(folder / "crop.png")
+    folder = _crop_folder(tmp_path, 32)
     out = tmp_path / "out"
     args = ["bench", str(folder), "--out", str(out), "--codecs", "rdcodec", "--effort", "1"]
     result = runner.invoke(main, [*args, "--qualities", "rdcodec=3"])
@@ -154,12 +155,7 @@ def test_effort_keeps_the_qualities_given_for_rdcodec(runner, tmp_path):
 
 
 def test_two_rdcodec_models_get_their_own_rows_files_and_bd_rate(runner, tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    with Image.open(IMAGES / "astronaut.png") as im:
-        im.crop((0, 0, 64, 64)).save(folder / "crop.png")
+    folder = _crop_folder(tmp_path, 64)
     out = tmp_path / "out"
     gain, exact = "rdcodec@hp-gain-n96m128", "rdcodec@hp-exact-n96m128"
     result = runner.invoke(

@@ -159,8 +159,9 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
         )
     if report.targets is not None:
         t = report.targets
+        at = f"{t.model}, effort {t.effort}" if t.effort else t.model
         click.echo(
-            f"--target-bpp ({t.model}): mean undershoot {t.undershoot_percent():.2f}% over "
+            f"--target-bpp ({at}): mean undershoot {t.undershoot_percent():.2f}% over "
             f"{len(t.feasible())} files, {t.over_target()} above the target, "
             f"{t.infeasible()} targets below the lowest quality's rate"
         )

@@ -114,12 +114,9 @@ def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
             )
         return
 
-    from ..codec.refine import effort_schedule
+    from ..codec.pipeline import effort_schedule
 
-    try:
-        effort_schedule(effort)
-    except ValueError as exc:
-        raise CodecError(str(exc)) from None
+    effort_schedule(effort)
     try:
         mps = [float(v) for v in sizes.split(",") if v]
     except ValueError:

@@ -273,12 +273,9 @@ def run_batch(
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"{out_root}: exists and is not a folder")
     if settings.mode == "encode":
-        from .refine import effort_schedule
+        from .pipeline import effort_schedule
 
-        try:
-            effort_schedule(settings.effort)  # an unknown effort fails before OUT is made
-        except ValueError as exc:
-            raise CodecError(str(exc)) from None
+        effort_schedule(settings.effort)  # an unknown effort fails before OUT is made
     out_root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_root)
     jobs, ignored = find_jobs(source, out_root, settings.mode)

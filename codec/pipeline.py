@@ -110,7 +110,7 @@ def _refined(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The latents (gained y, z) refined for this photo at ``effort`` (``codec/refine``);
     None at effort 0, where coding takes g_a's and h_a's outputs as they are."""
-    schedule = _effort_schedule(effort)
+    schedule = effort_schedule(effort)
     if schedule is None:
         return None
     height, width = image.shape[:2]
@@ -128,7 +128,9 @@ def _refined(
         return refine.refine(net, x, y, z, quality_milli / 1000, schedule)
 
 
-def _effort_schedule(effort: int) -> refine.Effort | None:
+def effort_schedule(effort: int) -> refine.Effort | None:
+    """``refine.effort_schedule`` with a ``CodecError`` (one line for the CLI) for an
+    unknown effort."""
     try:
         return refine.effort_schedule(effort)
     except ValueError as exc:
@@ -414,7 +416,7 @@ def encode(
     (``extras`` replaces them; ``strip`` drops the metadata). ``model``: one model, a
     ``QualityScale``, or None for the default scale (``models/registry.py``).
     """
-    _effort_schedule(effort)  # an unknown effort fails before any work
+    effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
     quality_milli = _check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
@@ -460,7 +462,7 @@ def encode_image(
     stays at or below it (``encode_at_bpp``). At ``effort`` > 0 the result also holds the
     effort-0 file's size and PSNR (``baseline``): the amortisation gap on this photo.
     """
-    _effort_schedule(effort)  # an unknown effort fails before any work
+    effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
     array, chunks = pixels_and_chunks(image, extras, strip)
     start = time.perf_counter()
@@ -558,7 +560,7 @@ def _encode_at_bpp(
     rise with the quality across the scale's models too (a high-rate model starts above
     where the model below it stops).
     """
-    _effort_schedule(effort)  # an unknown effort fails before any work
+    effort_schedule(effort)  # an unknown effort fails before any work
     height, width = array.shape[:2]
     pixels = height * width
     analysed: dict[CodecModel, torch.Tensor] = {}  # g_a's output, by model (hashed by identity)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
@@ -64,7 +63,7 @@ def rdplane(folder, out_path, count, reference, force):
 @click.option("--sizes", default="1,4,12,24", show_default=True, help="Image sizes in megapixels.")
 @click.option("-q", "--quality", type=float, default=4.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-@effort_option("Encode effort of the timed encodes (refinement handles up to 4 MP).")
+@effort_option("Encode effort of the timed encodes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option(
     "--versus",
@@ -123,15 +122,6 @@ def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
         raise CodecError(f"--sizes: expected numbers separated by commas, got {sizes!r}") from None
     if not mps or min(mps) <= 0:
         raise CodecError("--sizes: give positive megapixel counts")
-    if effort:
-        from ..codec.pipeline import REFINE_MAX_PIXELS
-
-        big = [f"{mp:g}" for mp in mps if math.prod(bench_speed.dimensions(mp)) > REFINE_MAX_PIXELS]
-        if big:
-            raise CodecError(
-                f"--effort {effort} refines images of up to {REFINE_MAX_PIXELS:,} pixels: "
-                f"--sizes {','.join(big)} MP is over it (try --sizes 0.393,1,3.9)"
-            )
     try:
         rows = bench_speed.run(mps, quality, threads, effort)
     except RuntimeError as exc:

@@ -101,10 +101,6 @@ def _encode(
     return _code(model, y_ungained, height, width, quality_milli, grayscale, latents, chunks)
 
 
-# Refinement backpropagates through g_s over the whole image at once.
-REFINE_MAX_PIXELS = 4_000_000
-
-
 def _refined(
     model: CodecModel, image: np.ndarray, y_ungained: torch.Tensor, quality_milli: int, effort: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -113,12 +109,6 @@ def _refined(
     schedule = effort_schedule(effort)
     if schedule is None:
         return None
-    height, width = image.shape[:2]
-    if height * width > REFINE_MAX_PIXELS:
-        raise CodecError(
-            f"--effort {effort} refines images of up to {REFINE_MAX_PIXELS:,} pixels; "
-            f"this one has {height * width:,} (use --effort 0)"
-        )
     net = model.network
     # torch.tensor copies (np.asarray of a PIL image is read-only, and from_numpy warns).
     x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255)

@@ -91,14 +91,40 @@ def test_target_bpp_lands_at_or_under_the_target_at_effort(coffee):
     assert pipeline.read_header(data).quality_milli == int(round(quality * 1000))
 
 
-def test_unknown_effort_and_oversized_image_are_one_line_errors(coffee, monkeypatch):
+def test_unknown_effort_is_a_one_line_error(coffee):
     for bad in (9, -1, True, 2.0, "1"):
         with pytest.raises(CodecError, match="effort must be one of"):
             pipeline.encode(coffee, 5, effort=bad)
     assert refine.effort_schedule(np.int64(2)) is refine.EFFORTS[2]
-    monkeypatch.setattr(pipeline, "REFINE_MAX_PIXELS", 1000)
-    with pytest.raises(CodecError, match="refines images of up to"):
-        pipeline.encode(coffee, 5, effort=1)
+
+
+def test_tiles_give_the_distortion_gradient_of_the_whole_image(tiny_model):
+    """Large images run g_s's backward pass a tile at a time: the gradient that reaches
+    y is the whole image's (in float32, to the order of the sums)."""
+    net = tiny_model.network
+    torch.manual_seed(0)
+    y = torch.randn(1, net.config.M, 9, 11, requires_grad=True)
+    x = torch.rand(1, 3, 9 * 16 - 5, 11 * 16 - 7)  # the padding is not compared
+    inv_gain = torch.rand(1, net.config.M, 1, 1) + 0.5
+    g_s = net.frozen_synthesis()
+    x_hat = g_s((y * inv_gain).contiguous(memory_format=torch.channels_last))
+    (3.0 * torch.mean((x_hat[:, :, : x.shape[2], : x.shape[3]] - x) ** 2)).backward()
+    for tile in (2, 4, 5):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(refine, "TILE_LATENTS", tile)
+            grad = refine._distortion_grad(net, g_s, y.detach(), inv_gain, x, 3.0, False)
+        torch.testing.assert_close(grad, y.grad, rtol=1e-4, atol=1e-9)
+
+
+def test_a_refinement_over_tiles_decodes_and_lowers_the_real_objective(coffee, monkeypatch):
+    """Any size refines: beyond WHOLE_LATENTS y positions g_s runs on tiles."""
+    model, crop = load_model(), np.ascontiguousarray(coffee[:128, :192])
+    single = pipeline.encode(crop, 5, model)
+    monkeypatch.setattr(refine, "WHOLE_LATENTS", 0)
+    monkeypatch.setattr(refine, "TILE_LATENTS", 4)
+    refined = pipeline.encode(crop, 5, model, effort=1)
+    assert refined != single
+    assert _loss(model, crop, refined, 5) < _loss(model, crop, single, 5)
 
 
 def test_encode_command_reports_the_effort_and_what_it_saved(tmp_path):

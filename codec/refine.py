@@ -124,9 +124,9 @@ def lambda_of_quality(lambdas: tuple[float, ...], quality: float) -> float:
 
 
 # Up to this many y positions (1 MP) g_s's backward pass runs over the whole image at
-# once (about 1 GB of activations at 0.4 MP, growing with the pixels); beyond, over
-# overlapping tiles of TILE_LATENTS positions, one at a time, so memory stays bounded
-# at any size. The objective and its gradient are the same (the tiles' margins cover
+# once (peak RSS 1.1 GB at 0.4 MP against 0.8 GB for the single pass, growing with the
+# pixels); beyond, over overlapping tiles of TILE_LATENTS positions, one at a time, so
+# its memory stays bounded at any size. The objective and its gradient are the same (the tiles' margins cover
 # g_s's receptive field); only the order of the floating-point sums differs.
 WHOLE_LATENTS = 1_000_000 // 256
 TILE_LATENTS = 48  # 768 px
@@ -139,21 +139,17 @@ def _distortion_grad(
     with g_s run (and differentiated) over overlapping tiles, one at a time."""
     leaf = y_tilde.detach().requires_grad_(True)
     height, width = x.shape[2:]
-    h, w = leaf.shape[2:]
-    m, s = net.margin, net.stride
     weight = weight / x.numel()  # the mean over every pixel of every channel
-    for t0, t1 in tiles.tiles(h, False, TILE_LATENTS):
-        for l0, l1 in tiles.tiles(w, False, TILE_LATENTS):
-            if t0 * s >= height or l0 * s >= width:
-                continue  # the tile lies entirely in the padding
-            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                y_in = leaf[:, :, a0:a1, b0:b1] * inv_gain
-                out = g_s(y_in.contiguous(memory_format=torch.channels_last))
-            r0, r1, c0, c1 = t0 * s, min(t1 * s, height), l0 * s, min(l1 * s, width)
-            crop = out[:, :, r0 - a0 * s : r1 - a0 * s, c0 - b0 * s : c1 - b0 * s].float()
-            sse = torch.sum((crop - x[:, :, r0:r1, c0:c1]) ** 2)
-            (weight * sse).backward()
+    windows = tiles.synthesis_windows(
+        *leaf.shape[2:], height, width, net.margin, net.stride, TILE_LATENTS, False
+    )
+    for (rows, cols), (out_rows, out_cols), (img_rows, img_cols) in windows:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y_in = leaf[:, :, rows, cols] * inv_gain
+            out = g_s(y_in.contiguous(memory_format=torch.channels_last))
+        crop = out[:, :, out_rows, out_cols].float()
+        sse = torch.sum((crop - x[:, :, img_rows, img_cols]) ** 2)
+        (weight * sse).backward()
     return leaf.grad
 
 

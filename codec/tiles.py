@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -58,26 +60,40 @@ def padded_crop(image: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> torch.
     return torch.from_numpy(image[np.ix_(rows, cols)]).permute(2, 0, 1)[None].float().div(255)
 
 
+def synthesis_windows(
+    h: int, w: int, height: int, width: int, margin: int, stride: int, tile: int, whole: bool
+) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice], tuple[slice, slice]]]:
+    """g_s over tiles of ``tile`` y positions of an (h, w) latent grid for a height x
+    width image: for each tile that holds image pixels, the latent window (the tile and
+    ``margin`` positions of context each side), the part of the window's output that the
+    tile decodes, and where those pixels go in the image (rows, columns each)."""
+    m, s = margin, stride
+    for t0, t1 in tiles(h, whole, tile):
+        for l0, l1 in tiles(w, whole, tile):
+            if t0 * s >= height or l0 * s >= width:
+                continue  # the tile lies entirely in the padding
+            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
+            r0, r1, c0, c1 = t0 * s, min(t1 * s, height), l0 * s, min(l1 * s, width)
+            yield (
+                (slice(a0, a1), slice(b0, b1)),
+                (slice(r0 - a0 * s, r1 - a0 * s), slice(c0 - b0 * s, c1 - b0 * s)),
+                (slice(r0, r1), slice(c0, c1)),
+            )
+
+
 def synthesis_tiled(
     net, y_hat: torch.Tensor, q: torch.Tensor, height: int, width: int
 ) -> np.ndarray:
     """g_s over overlapping latent tiles, straight into the cropped uint8 image."""
     h, w = y_hat.shape[2:]
     image = np.empty((height, width, 3), dtype=np.uint8)
-    m, s, tile = net.margin, net.stride, SYNTHESIS_TILE_LATENTS
+    m, tile = net.margin, SYNTHESIS_TILE_LATENTS
     whole = h <= tile + m and w <= tile + m
-    for t0, t1 in tiles(h, whole, tile):
-        for l0, l1 in tiles(w, whole, tile):
-            if t0 * s >= height or l0 * s >= width:
-                continue  # the tile lies entirely in the padding
-            a0, a1, b0, b1 = max(0, t0 - m), min(h, t1 + m), max(0, l0 - m), min(w, l1 + m)
-            out = net.decoding_synthesis(y_hat[:, :, a0:a1, b0:b1], q)
-            rows = (t0 * s, min(t1 * s, height))
-            cols = (l0 * s, min(l1 * s, width))
-            crop = out[
-                0, :, rows[0] - a0 * s : rows[1] - a0 * s, cols[0] - b0 * s : cols[1] - b0 * s
-            ]
-            image[rows[0] : rows[1], cols[0] : cols[1]] = to_uint8(crop)
+    for (rows, cols), (out_rows, out_cols), (img_rows, img_cols) in synthesis_windows(
+        h, w, height, width, m, net.stride, tile, whole
+    ):
+        out = net.decoding_synthesis(y_hat[:, :, rows, cols], q)
+        image[img_rows, img_cols] = to_uint8(out[0, :, out_rows, out_cols])
     return image
 
 

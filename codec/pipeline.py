@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import BitstreamError, CodecError, CodecNotice, ModelError
 from ..models.registry import CodecModel, QualityScale, load_model, load_scale
-from . import container, entropy, refine, repair, tiles
+from . import allocator, container, entropy, refine, repair, tiles
 from .extras import Extras, alpha_chunk, pixels_and_chunks  # noqa: F401  (the API's names)
 from .image_io import DEFAULT_MAX_PIXELS, GRAYSCALE_MODES
 from .metrics import bpp, jpeg_at_size, ms_ssim, psnr
@@ -109,6 +109,7 @@ def _refined(
     schedule = effort_schedule(effort)
     if schedule is None:
         return None
+    allocator.keep_large_blocks()  # every step makes and frees tensors of tens of MB
     net = model.network
     # torch.tensor copies (np.asarray of a PIL image is read-only, and from_numpy warns).
     x = torch.tensor(image).permute(2, 0, 1)[None].float().div(255)

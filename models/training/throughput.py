@@ -56,11 +56,13 @@ def _worker(
 ):
     import torch
 
+    from ...codec import allocator
     from ...codec.bench.speed import synthetic_photo
     from ..registry import build_network
     from .data import CropSampler
     from .train import TrainConfig, build_optimizers, to_batch, train_step
 
+    allocator.keep_large_blocks()  # as train() does
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     channels_last, compiled, bf16 = "channels_last" in mode, "compile" in mode, "bf16" in mode

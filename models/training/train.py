@@ -480,6 +480,9 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     """
     from tqdm import tqdm
 
+    from ...codec import allocator
+
+    allocator.keep_large_blocks()  # each step makes and frees tensors of tens of MB
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

@@ -40,12 +40,17 @@ def keep_large_blocks() -> bool:
     return _done
 
 
-def _apply() -> bool:
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (whose mallopt takes the settings)."""
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-            return False
-    except (AttributeError, ValueError, OSError):
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError, TypeError):
         return False  # not glibc (or not Unix)
+
+
+def _apply() -> bool:
+    if not on_glibc():
+        return False
     if any(name in os.environ for name in _ENV):
         return False  # the user's own settings, which glibc read at start
     try:

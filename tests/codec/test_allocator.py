@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from rdcodec.codec import allocator
+
 # Makes and frees a 64 MiB tensor again and again (as refinement steps do with g_s's
 # activations), and reports the minor page faults of the last 20 times.
 _LOOP = """
@@ -26,10 +28,7 @@ for _ in range(20):
 print(json.dumps({"took": took, "faults": faults() - before}))
 """
 
-glibc = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or "glibc" not in os.confstr("CS_GNU_LIBC_VERSION"),
-    reason="glibc only",
-)
+glibc = pytest.mark.skipif(not allocator.on_glibc(), reason="glibc only")
 
 
 def _run(mode: str, **env: str) -> dict:

@@ -80,6 +80,10 @@ class PillowCodec:
         except (OSError, ValueError) as exc:
             raise CodecError(f"{self.label} decoder failed: {exc}") from None
 
+    def warm_up(self, image: np.ndarray, quality: float) -> None:
+        """One untimed round trip (``rdcodec bench`` times every point after it)."""
+        self.decode(self.encode(image, quality))
+
 
 @dataclass(frozen=True)
 class Jpeg2000Codec(PillowCodec):

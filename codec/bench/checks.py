@@ -4,16 +4,18 @@ level on every image (``MonotonicCheck``), and how close ``--target-bpp`` lands
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ...errors import CodecError
 from ..metrics import bpp as bits_per_pixel
-from .measure import BenchImage, Measurement, codec_for, read_pixels
+from .measure import BenchImage, Measurement, cache_path, codec_for, read_pixels, write_cached
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,30 @@ class TargetRow:
 
 @dataclass(frozen=True)
 class TargetTask:
-    """What a worker needs to run ``--target-bpp`` on one image (picklable)."""
+    """What a worker needs to run ``--target-bpp`` on one image (picklable); each row
+    is cached under ``cache_dir`` as it is measured (none without one)."""
 
     image: BenchImage
     targets: tuple[float, ...]
     codec: str = "rdcodec"  # an rdcodec --codecs name
+    cache_dir: Path | None = None
+    settings_id: str = ""  # the codec's settings_id()
+
+    def cache_file(self, target: float) -> Path:
+        return cache_path(
+            self.cache_dir, self.image.sha256, self.codec, self.settings_id, target, kind="t"
+        )
+
+
+def cached_target(task: TargetTask, target: float) -> TargetRow | None:
+    """The cached ``--target-bpp`` row of the task's image at ``target`` (named as the
+    image is now); None when there is none or it cannot be read."""
+    try:
+        data = json.loads(task.cache_file(target).read_text())
+        row = TargetRow(**{k: data[k] for k in TargetRow.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged: measure again
+    return TargetRow(**{**asdict(row), "image": task.image.path.name})
 
 
 def measure_targets(task: TargetTask) -> list[TargetRow]:
@@ -83,26 +104,21 @@ def measure_targets(task: TargetTask) -> list[TargetRow]:
     model = codec.loaded_model()
     array = read_pixels(task.image.path)
     pixels = task.image.width * task.image.height
+    top = pipeline.quality_range(model)[1]
     rows = []
     for target in task.targets:
         start = time.perf_counter()
         try:
             quality, data = pipeline.encode_at_bpp(array, target, model, codec.effort)
-        except CodecError:
-            top = pipeline.quality_range(model)[1]
-            rows.append(TargetRow(task.image.path.name, target, None, None, 0.0, top))
-            continue
-        seconds = time.perf_counter() - start
-        rows.append(
-            TargetRow(
-                task.image.path.name,
-                target,
-                quality,
-                bits_per_pixel(len(data), pixels),
-                seconds,
-                pipeline.quality_range(model)[1],
-            )
-        )
+        except CodecError:  # below the lowest quality's rate
+            row = TargetRow(task.image.path.name, target, None, None, 0.0, top)
+        else:
+            seconds = time.perf_counter() - start
+            size = bits_per_pixel(len(data), pixels)
+            row = TargetRow(task.image.path.name, target, quality, size, seconds, top)
+        if task.cache_dir is not None:
+            write_cached(task.cache_file(target), asdict(row))
+        rows.append(row)
     return rows
 
 

@@ -4,8 +4,9 @@ table), and the parsing of ``--codecs`` and ``--qualities``.
 
 A codec object has ``name``, ``label``, ``quality_meaning``, ``default_qualities``,
 ``available()``, ``settings_id()`` (what the measurement cache is keyed by),
-``description(qualities)``, ``encode(pixels, quality) -> bytes`` and
-``decode(bytes) -> pixels``.
+``description(qualities)``, ``encode(pixels, quality) -> bytes``,
+``decode(bytes) -> pixels`` and ``warm_up(pixels, quality)`` (the bench's untimed first
+round trip).
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ class RdcodecCodec:
         from .. import pipeline
 
         return pipeline.decode_array(data, self.loaded_model())
+
+    def warm_up(self, image: np.ndarray, quality: float) -> None:
+        """One untimed encode and decode at effort 0, which loads everything a refined
+        encode uses too (a refinement has no first-call cost worth minutes of warm-up)."""
+        from .. import pipeline
+
+        self.decode(pipeline.encode(image, quality, self.loaded_model()))
 
 
 def make_codec(name: str):

@@ -125,10 +125,16 @@ class MeasureTask:
     settings_id: str
 
 
-def cache_path(cache_dir: Path, sha256: str, codec: str, settings_id: str, quality: float) -> Path:
-    """Where the point of one image, codec, codec settings and quality is cached."""
+def cache_path(
+    cache_dir: Path, sha256: str, codec: str, settings_id: str, quality: float, kind: str = "q"
+) -> Path:
+    """Where the point of one image, codec, codec settings and quality is cached
+    (``kind`` "t": the ``--target-bpp`` row of that image at the target ``quality``)."""
     stem = cache_stem(codec)
-    return Path(cache_dir) / sha256[:16] / f"{stem}-{settings_id}-q{quality:g}.json"
+    # Targets are any float: repr keeps two close ones apart (a point's :g cannot change,
+    # or every cache entry written so far would be lost).
+    value = f"{quality:g}" if kind == "q" else repr(float(quality))
+    return Path(cache_dir) / sha256[:16] / f"{stem}-{settings_id}-{kind}{value}.json"
 
 
 def read_cached(path: Path, image: BenchImage, codec: str) -> Measurement | None:
@@ -147,10 +153,11 @@ def read_cached(path: Path, image: BenchImage, codec: str) -> Measurement | None
     )
 
 
-def _write_cached(path: Path, m: Measurement) -> None:
+def write_cached(path: Path, row: dict) -> None:
+    """Cache one measured row (a point's or a target's fields) at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Never a half-written cache entry (workers may write the same one: last wins).
-    atomic.write_file(path, lambda tmp: tmp.write_text(json.dumps(json_safe(m.to_dict()))))
+    atomic.write_file(path, lambda tmp: tmp.write_text(json.dumps(json_safe(row))))
 
 
 _CODECS: dict[str, object] = {}  # per process: codec objects (rdcodec's model loaded once)
@@ -172,14 +179,13 @@ def measure_task(task: MeasureTask) -> list[Measurement]:
     array = read_pixels(image.path)
     if task.codec not in _WARMED:
         middle = task.qualities[len(task.qualities) // 2]
-        codec.decode(codec.encode(array, middle))  # loads models, libraries, caches
+        codec.warm_up(array, middle)  # loads models, libraries, caches
         _WARMED.add(task.codec)
     results = []
     for quality in task.qualities:
         m, _ = measure_point(codec, image, array, quality)
-        _write_cached(
-            cache_path(task.cache_dir, image.sha256, task.codec, task.settings_id, quality), m
-        )
+        path = cache_path(task.cache_dir, image.sha256, task.codec, task.settings_id, quality)
+        write_cached(path, m.to_dict())
         results.append(m)
     return results
 

@@ -10,7 +10,8 @@ shipped one) is a codec of its own, so releases can be compared on one plot.
 
 Every measured point is cached as one small JSON file keyed by the image's sha256,
 the codec, the codec's settings (encoder library version, or rdcodec's weights and
-coding code) and the quality, so an interrupted run picks up where it stopped.
+coding code) and the quality, and so is every ``--target-bpp`` row, so an interrupted
+run picks up where it stopped.
 
 The parts, lowest first: ``names`` (what a codec name says), ``codecs`` (codec objects,
 ``--codecs`` and ``--qualities``), ``bdrate`` (curves, BD-rates), ``report`` (markdown,
@@ -26,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ... import atomic
@@ -38,6 +39,7 @@ from .checks import (
     TargetRow,
     TargetSummary,
     TargetTask,
+    cached_target,
     measure_targets,
     monotonic_check,
 )
@@ -164,8 +166,18 @@ def run_bench(
     # the previous outputs (and the cache) as they were.
     target_summary = None
     if targets:
-        tasks = [TargetTask(image, tuple(targets), ours[0].name) for image in images]
-        found = run_tasks(tasks, workers, progress, measure_targets, lambda t: len(t.targets))
+        # Cached per image and target like the points: at a high effort a row costs
+        # minutes, and an interrupted run keeps the rows it finished.
+        found, tasks = [], []
+        settings = ours[0].settings_id()
+        for image in images:
+            task = TargetTask(image, tuple(targets), ours[0].name, cache_dir, settings)
+            rows = {t: cached_target(task, t) for t in targets}
+            found += [row for row in rows.values() if row is not None]
+            missing = tuple(t for t, row in rows.items() if row is None)
+            if missing:
+                tasks.append(replace(task, targets=missing))
+        found += run_tasks(tasks, workers, progress, measure_targets, lambda t: len(t.targets))
         rows = tuple(sorted(found, key=lambda r: (r.image, r.target)))
         target_summary = TargetSummary(rows, ours[0].model_name, ours[0].effort)
 

@@ -103,7 +103,7 @@ class Validator:
         points = rdcodec_points(model, self.images, self.qualities)
         bd = bd_rate_vs(self.jpeg, points)
         better = improved(bd, self.best)
-        hours = seconds / 3600  # cumulative training time, over all sessions
+        hours = seconds / 3600  # cumulative training time, over every resumed run
         row = {"step": step, "train_hours": round(hours, 3), "bd_rate_vs_jpeg": bd}
         self._log({**row, "improved": better, **points.to_dict()})
         if self.qualities:  # what `rdcodec release --run` ships it for

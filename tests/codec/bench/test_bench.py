@@ -315,6 +315,50 @@ def test_target_bpp_codes_at_the_codecs_effort(tmp_path):
     assert ", effort 1\n" in (out / "bd_rate.md").read_text()
 
 
+def test_target_bpp_rows_are_cached_per_image_and_target(tmp_path, monkeypatch):
+    from rdcodec.codec import pipeline
+
+    folder = _crop_folder(tmp_path)
+    out = tmp_path / "out"
+    calls = []
+    real = pipeline.encode_at_bpp
+
+    def counting(array, target, *args, **kwargs):
+        calls.append(target)
+        return real(array, target, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "encode_at_bpp", counting)
+    kwargs = {"codecs": ["rdcodec"], "qualities": {"rdcodec": (2,)}}
+    first = _run(folder, out, targets=(0.5, 1.0), **kwargs)
+    assert sorted(calls) == [0.5, 1.0]
+    calls.clear()
+    again = _run(folder, out, targets=(0.5, 1.0, 1.5), **kwargs)
+    assert calls == [1.5]  # only the new target is coded
+    assert again.targets.rows[:2] == first.targets.rows  # seconds included: read back
+    next((out / "cache").rglob("rdcodec-*-t0.5.json")).write_text("{")  # a damaged entry
+    calls.clear()
+    _run(folder, out, targets=(0.5, 1.0), **kwargs)
+    assert calls == [0.5]
+
+
+def test_a_refined_codec_warms_up_at_effort_0(tmp_path, monkeypatch):
+    from rdcodec.codec import refine
+
+    folder = _crop_folder(tmp_path)
+    calls = []
+    real = refine.refine
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(refine, "refine", counting)
+    monkeypatch.setattr(measure, "_WARMED", set())
+    name = "rdcodec+e1"
+    report = _run(folder, tmp_path / "out", codecs=[name], qualities={name: (2, 6)})
+    assert report.measured_points == 2 and len(calls) == 2  # one refinement per point
+
+
 # ---- BD-rate -----------------------------------------------------------------------
 RATES = [0.12, 0.25, 0.45, 0.7, 1.0, 1.4, 1.9]
 PSNRS = [26.1, 28.4, 30.2, 31.9, 33.3, 34.8, 36.0]

@@ -9,6 +9,8 @@ anything the decoder cannot rebuild from the file.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,26 +32,46 @@ QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_ra
 # What the encoding functions take as ``model``: one model, the qualities of several
 # (the default scale: the general model below, the high-rate model above), or None for
 # the default scale.
-Models = CodecModel | QualityScale | None
+# A model, a scale of models, a shipped model's name (as `rdcodec models` lists it), or
+# None for the default scale.
+Models = CodecModel | QualityScale | str | None
 
 
 def quality_range(model: Models = None) -> tuple[float, float]:
     """The qualities a model (or a scale of models) encodes: 1 to its number of levels,
     or the levels it was trained for."""
-    return (model or load_scale()).quality_range
+    return _scale(model).quality_range
 
 
 def _scale(model: Models) -> QualityScale:
-    if model is None:
-        return load_scale()
+    if model is None or isinstance(model, str):
+        return load_scale(model)  # ModelError for a name that is not shipped
     return QualityScale.single(model) if isinstance(model, CodecModel) else model
+
+
+def _real_number(value) -> float | None:
+    """``value`` as a float where it is a real number (numpy's scalars too); None for
+    anything else, True and False included."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
 
 
 def _check_quality(quality: float, model: CodecModel | QualityScale) -> int:
     lo, hi = quality_range(model)
-    if not (isinstance(quality, (int, float)) and lo <= quality <= hi):
-        raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
-    return int(round(quality * 1000))
+    value = _real_number(quality)
+    if value is None:
+        raise CodecError(f"quality must be a number from {lo:g} to {hi:g}, got {quality!r}")
+    if not lo <= value <= hi:  # NaN fails too
+        raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {value:g}")
+    return int(round(value * 1000))
+
+
+def _check_target(target_bpp: float) -> float:
+    value = _real_number(target_bpp)
+    if value is None or not (0 < value < math.inf):  # NaN fails too
+        raise CodecError(f"target bpp must be a positive finite number, got {target_bpp!r}")
+    return value
 
 
 def _to_symbols(values: torch.Tensor) -> np.ndarray:
@@ -229,6 +251,8 @@ def _slice_loop(net, z_sym: np.ndarray, code_slice):
 
 
 def _model_for(header: container.Header, model: Models) -> CodecModel:
+    if isinstance(model, str):
+        model = load_scale(model)
     if isinstance(model, QualityScale):  # any of its models, else the file's own
         model = model.model_with(header.model_id, header.weights_hash)
     if model is None:
@@ -411,11 +435,17 @@ def encode(
     scale = _scale(model)
     quality_milli = _check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
-        grayscale = isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
+        grayscale = _is_grayscale(image)
     array, chunks = pixels_and_chunks(image, extras, strip)
     coder = scale.model_for(quality_milli / 1000)
     data, _ = _encode(coder, array, quality_milli, grayscale, effort, chunks)
     return data
+
+
+def _is_grayscale(image) -> bool:
+    """Whether a file of ``image`` decodes to one channel by default: PIL images of a
+    grey mode (L, LA, I;16)."""
+    return isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
 
 
 def decode(data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -441,7 +471,7 @@ def encode_image(
     quality: float | None = None,
     model: Models = None,
     compare_jpeg: bool = True,
-    grayscale: bool = False,
+    grayscale: bool | None = None,
     effort: int = refine.DEFAULT_EFFORT,
     target_bpp: float | None = None,
     extras: Extras | None = None,
@@ -455,6 +485,8 @@ def encode_image(
     """
     effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
+    if grayscale is None:
+        grayscale = _is_grayscale(image)
     array, chunks = pixels_and_chunks(image, extras, strip)
     start = time.perf_counter()
     if target_bpp is not None:
@@ -512,14 +544,17 @@ def encode_at_bpp(
     target_bpp: float,
     model: Models = None,
     effort: int = 0,
-    grayscale: bool = False,
+    grayscale: bool | None = None,
     extras: Extras | None = None,
 ) -> tuple[float, bytes]:
     """``quality_for_bpp``'s quality and the file it found there (at or below the
     target, at every effort; the file's bytes include its metadata). Over a scale of
     models the search spans all of them. At ``effort`` > 0 the file is the effort-0 one
     where no refined file fits (rare): keep this file rather than encode the quality
-    again at ``effort``, whose file would be over the target."""
+    again at ``effort``, whose file would be over the target. ``grayscale`` as for
+    ``encode``."""
+    if grayscale is None:
+        grayscale = _is_grayscale(image)
     array, chunks = pixels_and_chunks(image, extras, False)
     quality, data, _, _ = _encode_at_bpp(
         _scale(model), array, target_bpp, grayscale, effort, chunks
@@ -552,6 +587,7 @@ def _encode_at_bpp(
     where the model below it stops).
     """
     effort_schedule(effort)  # an unknown effort fails before any work
+    target_bpp = _check_target(target_bpp)
     height, width = array.shape[:2]
     pixels = height * width
     analysed: dict[CodecModel, torch.Tensor] = {}  # g_a's output, by model (hashed by identity)

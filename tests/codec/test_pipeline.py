@@ -129,6 +129,48 @@ def test_grayscale_source_decodes_to_one_channel(tiny_model, astronaut):
     assert pipeline.read_header(data).grayscale
     assert pipeline.decode(data, tiny_model).mode == "L"
     assert pipeline.decode(pipeline.encode(astronaut, 4, tiny_model), tiny_model).mode == "RGB"
+    # Every encoding function decides it the same way.
+    result = pipeline.encode_image(gray, 4, tiny_model, compare_jpeg=False)
+    assert result.data == data
+    _, found = pipeline.encode_at_bpp(gray, 50.0, tiny_model)
+    assert pipeline.decode(found, tiny_model).mode == "L"
+
+
+@pytest.mark.parametrize("quality", [True, "4", None, [4]])
+def test_a_quality_that_is_not_a_number_is_refused(tiny_model, coffee, quality):
+    if quality is None:  # None is the default quality, not an error
+        pipeline.encode(coffee, quality, tiny_model)
+        return
+    with pytest.raises(CodecError, match="quality must be a number"):
+        pipeline.encode(coffee, quality, tiny_model)
+
+
+def test_numpy_numbers_are_qualities_and_targets(tiny_model, coffee):
+    data = pipeline.encode(coffee, 4, tiny_model)
+    assert pipeline.encode(coffee, np.float32(4), tiny_model) == data
+    assert pipeline.encode(coffee, np.int64(4), tiny_model) == data
+    assert pipeline.encode_at_bpp(coffee, np.float64(50), tiny_model)[0] == 8
+
+
+@pytest.mark.parametrize("target", [float("nan"), float("inf"), 0.0, -1.0, True, "1"])
+def test_a_target_bpp_that_is_no_rate_is_refused(tiny_model, coffee, target):
+    with pytest.raises(CodecError, match="target bpp must be a positive finite number"):
+        pipeline.encode_at_bpp(coffee, target, tiny_model)
+    with pytest.raises(CodecError, match="target bpp"):
+        pipeline.encode_image(coffee, model=tiny_model, target_bpp=target, compare_jpeg=False)
+
+
+def test_a_shipped_model_by_name(coffee):
+    from rdcodec.models.registry import load_model
+
+    name = "hp-exact-n96m128"
+    small = coffee[:64, :64]
+    data = pipeline.encode(small, 4, name)
+    assert data == pipeline.encode(small, 4, load_model(name))
+    assert pipeline.quality_range(name) == (1, 11)
+    assert pipeline.decode(data, name).size == (64, 64)
+    with pytest.raises(ModelError, match="no-such-model"):
+        pipeline.encode(small, 4, "no-such-model")
 
 
 def test_tiles_compute_what_the_whole_image_does(tiny_exact_model, astronaut, monkeypatch):

@@ -1,9 +1,10 @@
 """Reading images into uint8 RGB arrays and writing files without partial outputs.
 
 ``read_image`` is where untrusted files meet Pillow, so it decides what rdcodec
-accepts: it refuses what it cannot code faithfully (transparency, floating-point
-samples, images above a pixel limit) with one clear line, and converts what it can
-(greyscale, 16 bits, CMYK, palettes, EXIF orientation) with a notice saying so.
+accepts: it refuses what it cannot code faithfully (transparency, floating-point and
+32-bit integer samples, images above a pixel limit) with one clear line, and converts
+what it can (greyscale, 16 bits, CMYK, palettes, EXIF orientation) with a notice saying
+so.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import stat
 import struct
 import threading
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..atomic import atomic_write_all
 from ..errors import BitstreamError, CodecError, ImageError, OutputError
@@ -52,6 +54,12 @@ _DECODE_ERRORS = (
 )
 # Pillow's limits are module globals: swap them under a lock while we read.
 _PILLOW_GLOBALS = threading.Lock()
+# Pillow refuses a whole PNG whose ICC profile or text (XMP) inflates past 1 MiB; we
+# read metadata up to this (Pillow's own cap on all of a PNG's text) and drop what is
+# over MAX_METADATA_BYTES with a notice, so the pixels still code.
+_MAX_PNG_METADATA = 64 << 20
+# Grey PNGs of 2 and 4 bits: Pillow scales the samples to 8 bits but not the tRNS key.
+_LOW_BIT_GREY = {"L;2": 3, "L;4": 15}
 
 
 @dataclass(frozen=True)
@@ -154,15 +162,25 @@ def read_bitstream(path: str | os.PathLike) -> bytes:
 @contextlib.contextmanager
 def _pillow_limits_ours() -> Iterator[None]:
     """Turn off Pillow's bomb guard (we check ``max_pixels`` ourselves, and it would
-    refuse what --max-pixels allows) and its leniency for truncated files."""
+    refuse what --max-pixels allows) and its leniency for truncated files, and let PNG
+    metadata past Pillow's 1 MiB through (``metadata_of`` judges its size)."""
     with _PILLOW_GLOBALS, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        saved = (
+            Image.MAX_IMAGE_PIXELS,
+            ImageFile.LOAD_TRUNCATED_IMAGES,
+            PngImagePlugin.MAX_TEXT_CHUNK,
+        )
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        PngImagePlugin.MAX_TEXT_CHUNK = max(saved[2], _MAX_PNG_METADATA)
         try:
             yield
         finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+            (
+                Image.MAX_IMAGE_PIXELS,
+                ImageFile.LOAD_TRUNCATED_IMAGES,
+                PngImagePlugin.MAX_TEXT_CHUNK,
+            ) = saved
 
 
 def _read(fp, path: Path, max_pixels: int, drop_alpha: bool, keep_alpha: bool) -> LoadedImage:
@@ -191,10 +209,16 @@ def _read(fp, path: Path, max_pixels: int, drop_alpha: bool, keep_alpha: bool) -
                 notices.append("animated image: only the first frame is coded")
             im.load()  # a full decode here, so that truncation is an error, not grey pixels
             orientation = _orientation(im)  # after load(): PNG keeps EXIF after the pixels
-            icc_profile, exif, xmp, meta_notices = metadata_of(im, upright=True)
+            grayscale = _grayscale(im.mode, rawmode)
+            icc_profile, exif, xmp, meta_notices = metadata_of(im, True, grayscale)
             notices.extend(meta_notices)
+            deep_key = _has_deep_colour_key(im, rawmode)
             if orientation > 1:
                 im = ImageOps.exif_transpose(im)
+            if deep_key:
+                fp.seek(0)
+                with Image.open(fp, formats=["PNG"]) as again:
+                    im = _with_deep_colour_key(im, again, orientation)
         except MemoryError:
             raise ImageError(
                 f"{path}: not enough memory to decode a {width}x{height} image"
@@ -220,22 +244,26 @@ MAX_METADATA_BYTES = 4 << 20
 
 
 def metadata_of(
-    im: Image.Image, upright: bool = False
+    im: Image.Image, upright: bool = False, grayscale: bool | None = None
 ) -> tuple[bytes | None, bytes | None, bytes | None, list[str]]:
     """The ICC profile, EXIF block and XMP packet of an opened image (each up to
     MAX_METADATA_BYTES), and notices for what had to be dropped. ``upright``: the pixels
-    will be stored rotated to display orientation, so the stored EXIF says orientation 1
-    (no viewer rotates twice)."""
+    will be stored rotated to display orientation, so the stored EXIF and XMP say
+    orientation 1 (no viewer rotates twice). ``grayscale``: whether the pixels are coded
+    as greyscale (by default, ``is_grayscale(im)``); an ICC profile of another colour
+    space (CMYK, Lab: the pixels were converted) is dropped."""
     notices = []
     exif = None
     if im.info.get("exif") or _has_exif(im):
         try:
             tags = im.getexif()  # Pillow's cached object: changed only for the bytes
-            original = tags.get(_ORIENTATION_TAG)
+            if im.format == "TIFF":  # getexif() is the TIFF's own directory
+                tags = _tiff_exif(tags)
+            original = tags.get(_ORIENTATION_TAG) if tags is not None else None
             if upright and original is not None:
                 tags[_ORIENTATION_TAG] = 1
             try:
-                exif = tags.tobytes() if len(tags) or tags.get_ifd(0x8769) else None
+                exif = tags.tobytes() if tags and (len(tags) or tags.get_ifd(0x8769)) else None
             finally:
                 if original is not None:
                     tags[_ORIENTATION_TAG] = original
@@ -245,8 +273,22 @@ def metadata_of(
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
+    if upright and xmp:
+        for pattern in _XMP_ORIENTATION:
+            xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    icc_profile = im.info.get("icc_profile")
+    if icc_profile:
+        if grayscale is None:
+            grayscale = is_grayscale(im)
+        space = icc_profile[16:20]
+        if space in _ICC_SPACES and space != (b"GRAY" if grayscale else b"RGB "):
+            notices.append(
+                f"ICC profile for {space.decode().strip()} dropped "
+                f"(the pixels are coded as {'greyscale' if grayscale else 'RGB'})"
+            )
+            icc_profile = None
     kept = []
-    for name, value in (("ICC profile", im.info.get("icc_profile")), ("EXIF", exif), ("XMP", xmp)):
+    for name, value in (("ICC profile", icc_profile), ("EXIF", exif), ("XMP", xmp)):
         if value and len(value) > MAX_METADATA_BYTES:
             notices.append(f"{name} of {len(value):,} bytes dropped (over the limit)")
             value = None
@@ -254,11 +296,68 @@ def metadata_of(
     return (*kept, notices)
 
 
+# The colour spaces an ICC profile's header names (bytes 16:20).
+_ICC_SPACES = frozenset(
+    {b"XYZ ", b"Lab ", b"Luv ", b"YCbr", b"Yxy ", b"RGB ", b"GRAY", b"HSV ", b"HLS "}
+    | {b"CMYK", b"CMY "}
+    | {f"{n:X}CLR".encode() for n in range(2, 16)}
+)
+# XMP's orientation, as an attribute (tiff:Orientation="6") or an element.
+_XMP_ORIENTATION = (
+    re.compile(rb"""(tiff:Orientation\s*=\s*["'])[0-9]+(["'])"""),
+    re.compile(rb"(<tiff:Orientation>\s*)[0-9]+(\s*</tiff:Orientation>)"),
+)
+
+
 def _has_exif(im: Image.Image) -> bool:
     try:
         return bool(im.getexif())
     except Exception:
         return False
+
+
+# A TIFF's own directory, as Pillow's getexif() gives it, holds how the file lays out
+# its pixels (sizes, strip offsets: wrong for any other file) and what rdcodec stores
+# apart (ICC, XMP) or not at all (IPTC, Photoshop's resources and layers).
+_TIFF_NOT_EXIF = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281}
+    | {284, 290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341}
+    | {347, *range(512, 522), 530, 700, 33723, 34377, 34675, 37724}
+)
+# What every TIFF writer may add: alone, they are not EXIF.
+_TIFF_PLAIN = frozenset({_ORIENTATION_TAG, 282, 283, 296})
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+
+
+def _tiff_exif(tags: Image.Exif) -> Image.Exif | None:
+    """The EXIF of a TIFF: its directory's tags less ``_TIFF_NOT_EXIF``, with its Exif
+    and GPS directories; None where nothing but ``_TIFF_PLAIN`` is left."""
+    exif = Image.Exif()
+    for tag, value in tags.items():
+        if tag not in _TIFF_NOT_EXIF:
+            exif[tag] = value
+    for pointer in (_EXIF_IFD, _GPS_IFD):
+        if pointer in exif:  # an offset into the TIFF: carry the directory itself
+            exif[pointer] = dict(tags.get_ifd(pointer))
+    return exif if set(exif) - _TIFF_PLAIN else None
+
+
+def _grayscale(mode: str, rawmode: str) -> bool:
+    """Whether a file stores one channel (a 16-bit grey-alpha PNG opens as RGBA)."""
+    return mode in GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
+
+
+def is_grayscale(im: Image.Image) -> bool:
+    """Whether ``im`` is coded as greyscale (decodes to L or LA): one-channel modes, and
+    one-channel files that Pillow opens in colour (a 16-bit grey-alpha PNG as RGBA)."""
+    if im.mode in GRAYSCALE_MODES:
+        return True
+    if not _grayscale(im.mode, _source_rawmode(im)):
+        return False
+    # The file may have been read again (``_reopened``): believe it while the pixels
+    # are still grey, so that an image changed since it was opened keeps its colour.
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 def _rawmode(im: Image.Image) -> str:
@@ -271,6 +370,60 @@ def _rawmode(im: Image.Image) -> str:
     if isinstance(args, tuple):
         args = args[0] if args else ""
     return args if isinstance(args, str) else ""
+
+
+def _source_rawmode(im: Image.Image) -> str:
+    """``_rawmode``, also for an image already loaded (Pillow then forgets how its file
+    stores samples), by reading its file's header again where that matters: mode I
+    (16 or 32 bits), RGBA (a 16-bit grey-alpha PNG) and a 16-bit RGB colour key."""
+    deep = im.mode in ("I", "RGBA") or isinstance(im.info.get("transparency"), tuple)
+    if getattr(im, "tile", None) or not deep:
+        return _rawmode(im)
+    again = _reopened(im)
+    if again is None:
+        return ""
+    with again:
+        return _rawmode(again)
+
+
+def _reopened(im: Image.Image) -> Image.Image | None:
+    """The file ``im`` was opened from, opened again (header read, nothing decoded), or
+    None where there is no such file or it no longer matches ``im``."""
+    filename = getattr(im, "filename", None)
+    if not isinstance(im, ImageFile.ImageFile) or not filename or not im.format:
+        return None
+    try:
+        again = Image.open(filename, formats=[im.format])
+    except Exception:  # gone, replaced, or over Pillow's limits: go without
+        return None
+    if (again.size, again.mode) != (im.size, im.mode):
+        again.close()
+        return None
+    return again
+
+
+def _has_deep_colour_key(im: Image.Image, rawmode: str) -> bool:
+    """Whether ``im`` is a 16-bit RGB PNG with a tRNS colour key. Pillow keeps the high
+    byte of each sample and compares its 16-bit key with those, which matches the wrong
+    pixels or none: ``_with_deep_colour_key`` matches it at full depth."""
+    key = im.info.get("transparency")
+    return im.format == "PNG" and rawmode == "RGB;16B" and isinstance(key, tuple)
+
+
+def _with_deep_colour_key(im: Image.Image, again: Image.Image, orientation: int = 1) -> Image.Image:
+    """``im`` (loaded: the high bytes) as RGBA, transparent where its 16 bits equal the
+    key; ``again``, the same file opened anew, gives the low bytes. ``orientation``: the
+    EXIF orientation ``im`` was rotated by."""
+    # Big-endian samples read as little-endian: the "high" byte kept is the low one.
+    again.tile = [(*tile[:3], "RGB;16L") for tile in again.tile]
+    again.load()
+    if orientation > 1:
+        again = ImageOps.exif_transpose(again)
+    deep = np.asarray(im, np.uint16) << 8 | np.asarray(again, np.uint16)
+    see_through = (deep == np.array(im.info["transparency"])).all(axis=2)
+    return Image.fromarray(
+        np.dstack([np.asarray(im), np.where(see_through, 0, 255)]).astype(np.uint8)
+    )
 
 
 def _orientation(im: Image.Image) -> int:
@@ -289,23 +442,46 @@ def _convert(
     plane where ``keep_alpha`` and some pixel is see-through."""
     notices = []
     mode = im.mode
-    grayscale = mode in GRAYSCALE_MODES or rawmode.split(";")[0] in ("1", "L", "LA")
+    grayscale = _grayscale(mode, rawmode)
+    key = im.info.get("transparency")
+    refused_32 = f"{name}: 32-bit samples are not supported (save as 8 or 16 bits)"
     if mode == "F":
         raise ImageError(f"{name}: floating-point samples are not supported (save as 8 or 16 bits)")
-    if mode.startswith("I"):  # I;16* and I: integer greyscale, 16 bits in practice
+    if mode == "I" and not rawmode.startswith("I;16"):
+        # Pillow's 32-bit mode, from a 32-bit file or made in memory: no range says how
+        # to reduce it (0..255 read as 32 bits, or as 16, is black).
+        raise ImageError(refused_32)
+    if mode.startswith("I"):  # I;16*, and I where the file stores 16 bits
         samples = np.asarray(im).astype(np.int64)
         if samples.min() < 0 or samples.max() > 0xFFFF:
-            raise ImageError(f"{name}: 32-bit samples are not supported (save as 8 or 16 bits)")
-        im = Image.fromarray(((samples + 128) // 257).astype(np.uint8))  # rounded 65535 -> 255
+            raise ImageError(refused_32)
+        grey = ((samples + 128) // 257).astype(np.uint8)  # rounded 65535 -> 255
+        if isinstance(key, int):  # a tRNS key: matched on the 16 bits, before reducing
+            grey = np.dstack([grey, np.where(samples == key, 0, 255).astype(np.uint8)])
+        im = Image.fromarray(grey)
         notices.append(NOTICE_16_BIT)
     elif ";16" in rawmode:  # Pillow already kept the high byte of each sample
         notices.append(NOTICE_16_BIT)
+    if rawmode in _LOW_BIT_GREY and isinstance(key, int):
+        # Pillow scales 2- and 4-bit samples to 8 bits, but not the tRNS key.
+        samples = np.asarray(im)
+        key *= 255 // _LOW_BIT_GREY[rawmode]
+        im = Image.fromarray(
+            np.dstack([samples, np.where(samples == key, 0, 255)]).astype(np.uint8)
+        )
+    elif mode == "RGB" and isinstance(key, tuple) and (";16" in rawmode or max(key) > 255):
+        # A 16-bit colour key on 8-bit pixels, where the file could not be read again
+        # for its low bytes (read_image always reads them): match the high bytes.
+        rgb = np.asarray(im)
+        see_through = (rgb == np.array(key) >> 8).all(axis=2)
+        im = Image.fromarray(np.dstack([rgb, np.where(see_through, 0, 255)]).astype(np.uint8))
+        notices.append("16-bit transparency key matched on the high 8 bits of each sample")
     if mode == "CMYK":
         notices.append(NOTICE_CMYK)
     elif mode in ("LAB", "HSV"):
         notices.append(f"{mode} image converted to RGB")
 
-    has_alpha = mode in _ALPHA_MODES or "transparency" in im.info
+    has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
     try:
         rgba = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
     except ValueError:
@@ -320,8 +496,8 @@ def _convert(
         return rgb.copy(), grayscale, notices, alpha[..., 0].copy()
     if not drop_alpha:
         raise ImageError(
-            f"{name}: the image has an alpha channel; rdcodec does not code transparency "
-            "(use --drop-alpha to composite it onto white)"
+            f"{name}: the image has an alpha channel, and this reads colour only "
+            "(`rdcodec encode` codes alpha; here, composite it onto white: --drop-alpha)"
         )
     notices.append(
         f"alpha channel composited onto white ({see_through} of {alpha.size} pixels not opaque)"
@@ -337,14 +513,40 @@ def _onto_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def to_rgb(im: Image.Image) -> np.ndarray:
     """Any Pillow image as (H, W, 3) uint8 RGB; transparency composited onto white."""
-    return _convert(im, _rawmode(im), drop_alpha=True, name="image")[0]
+    im, rawmode = _decoded(im)
+    return _convert(im, rawmode, drop_alpha=True, name="image")[0]
 
 
 def split_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow image as (H, W, 3) uint8 RGB and its alpha plane (None where every
     pixel is opaque)."""
-    pixels, _, _, alpha = _convert(im, _rawmode(im), False, "image", keep_alpha=True)
+    im, rawmode = _decoded(im)
+    pixels, _, _, alpha = _convert(im, rawmode, False, "image", keep_alpha=True)
     return pixels, alpha
+
+
+def _decoded(im: Image.Image) -> tuple[Image.Image, str]:
+    """A caller's Pillow image decoded, and how its file stores samples; ``ImageError``
+    for one without pixels or whose file cannot be decoded (``read_image``'s checks,
+    for images the API is handed already opened)."""
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    try:
+        rawmode = _source_rawmode(im)  # before load(): the tile says it
+        deep_key = _has_deep_colour_key(im, rawmode)
+        im.load()
+        again = _reopened(im) if deep_key else None
+        if again is not None:
+            with again:
+                im = _with_deep_colour_key(im, again)
+    except MemoryError:
+        raise ImageError(f"not enough memory to decode a {width}x{height} image") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(
+            f"cannot decode the image, the file is truncated or damaged ({exc})"
+        ) from None
+    return im, rawmode
 
 
 def check_output(path: str | os.PathLike, force: bool) -> Path:

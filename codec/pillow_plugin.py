@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 from importlib import resources
 from typing import IO
 
@@ -161,13 +162,13 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             raise OSError(str(exc)) from None
         if not lo <= quality <= hi:
             raise ValueError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
-    grayscale = im.mode in pipeline.GRAYSCALE_MODES
     try:
+        grayscale = image_io.is_grayscale(im)  # a 16-bit grey-alpha PNG opens as RGBA
         if drop_alpha:
             pixels, alpha = image_io.to_rgb(im), None
         else:
             pixels, alpha = image_io.split_alpha(im)
-        icc_profile, exif, xmp, _ = image_io.metadata_of(im)
+        icc_profile, exif, xmp, _ = image_io.metadata_of(im, grayscale=grayscale)
         exif = options.get("exif", exif)
         if isinstance(exif, Image.Exif):
             exif = exif.tobytes()
@@ -193,7 +194,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number, numpy's scalars included (not True or False)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value)
 
 
 def _model_option(model):

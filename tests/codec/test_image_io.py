@@ -19,8 +19,8 @@ from rdcodec.codec.image_io import LoadedImage, read_image
 from rdcodec.errors import ImageError
 
 ALPHA_REFUSED = (
-    "the image has an alpha channel; rdcodec does not code transparency "
-    "(use --drop-alpha to composite it onto white)"
+    "the image has an alpha channel, and this reads colour only "
+    "(`rdcodec encode` codes alpha; here, composite it onto white: --drop-alpha)"
 )
 
 
@@ -39,12 +39,16 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -> bytes:
-    """A PNG written by hand, for what Pillow cannot save (16-bit RGB, huge sizes)."""
+def _png(
+    width: int, height: int, bit_depth: int, color_type: int, idat: bytes, chunks: bytes = b""
+) -> bytes:
+    """A PNG written by hand, for what Pillow cannot save (16-bit RGB, huge sizes);
+    ``chunks`` go before the pixels."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _png_chunk(b"IHDR", ihdr)
+        + chunks
         + _png_chunk(b"IDAT", idat)
         + _png_chunk(b"IEND", b"")
     )
@@ -250,6 +254,29 @@ def test_32_bit_integer_samples_refused(tmp_path):
     _refused(path, "32-bit samples are not supported")
 
 
+def test_32_bit_integers_are_refused_in_the_8_bit_range_too(tmp_path):
+    # Read as 16 bits, 0..255 came out nearly black with a false "16-bit" notice.
+    ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
+    path = _save(tmp_path / "i32.tif", ramp)
+    assert Image.open(path).mode == "I"
+    _refused(path, "32-bit samples are not supported")
+    with pytest.raises(ImageError, match="32-bit samples are not supported"):
+        image_io.to_rgb(Image.fromarray(ramp))  # made in memory: no range either
+
+
+def test_16_bit_pgm_opened_in_the_32_bit_mode_still_reads(tmp_path):
+    deep = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    path = _save(tmp_path / "g16.pgm", deep)
+    assert Image.open(path).mode == "I"  # Pillow's 32-bit mode; the file says 16 bits
+    loaded = read_image(path)
+    assert loaded.grayscale and loaded.notices == ("16-bit image converted to 8 bits",)
+    expected = ((deep.astype(int) + 128) // 257).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.pixels[..., 0], expected)
+    with Image.open(path) as im:
+        im.load()  # Pillow forgets the file's 16 bits: its header is read again
+        np.testing.assert_array_equal(image_io.to_rgb(im), loaded.pixels)
+
+
 def test_float_samples_refused(tmp_path):
     path = _save(tmp_path / "f.tif", np.full((4, 4), 0.5, dtype=np.float32))
     _refused(path, "floating-point samples are not supported")
@@ -293,7 +320,7 @@ def test_gray_alpha_refused_then_composited(tmp_path):
     path = tmp_path / "la.png"
     Image.fromarray(la).save(path)
     assert Image.open(path).mode == "LA"
-    _refused(path, "use --drop-alpha")
+    _refused(path, "--drop-alpha")
     loaded = read_image(path, drop_alpha=True)
     assert loaded.grayscale is True
     assert list(loaded.pixels[0, 0]) == [255, 255, 255]
@@ -311,6 +338,53 @@ def test_16_bit_gray_alpha_is_still_grayscale(tmp_path):
     loaded = read_image(path)
     assert loaded.grayscale is True and loaded.notices == ("16-bit image converted to 8 bits",)
     assert list(loaded.pixels[0, :, 0]) == [0, 1, 2, 3]
+
+
+def test_16_bit_grey_transparency_key_is_matched_on_16_bits(tmp_path):
+    deep = np.full((4, 6), 40000, np.uint16)
+    deep[0, :3] = [1000, 1001, 999]  # one step apart: only the key itself is see-through
+    path = _save(tmp_path / "k16.png", deep, transparency=1000)
+    loaded = read_image(path, keep_alpha=True)
+    expected = np.full((4, 6), 255, np.uint8)
+    expected[0, 0] = 0
+    np.testing.assert_array_equal(loaded.alpha, expected)
+    assert loaded.grayscale and loaded.notices == ("16-bit image converted to 8 bits",)
+    _refused(path, "alpha channel")  # transparency, not opaque pixels
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_16_bit_rgb_transparency_key_is_matched_on_16_bits(tmp_path, orientation):
+    # Pillow keeps the high byte of each sample and compares its 16-bit key with those.
+    deep = np.full((3, 4, 3), 40000, ">u2")
+    deep[0, 0] = deep[2, 1] = [1000, 2000, 3000]  # the key
+    deep[0, 1] = [1000, 2000, 3001]  # the same high bytes
+    raw = b"".join(b"\x00" + deep[r].tobytes() for r in range(3))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    chunks = _png_chunk(b"tRNS", struct.pack(">3H", 1000, 2000, 3000))
+    chunks += _png_chunk(b"eXIf", exif.tobytes()[6:])  # without "Exif\0\0"
+    path = tmp_path / "k16rgb.png"
+    path.write_bytes(_png(4, 3, 16, 2, zlib.compress(raw), chunks))
+    stored = np.full((3, 4), 255, np.uint8)
+    stored[0, 0] = stored[2, 1] = 0
+    loaded = read_image(path, keep_alpha=True)
+
+    def turn(array: np.ndarray) -> np.ndarray:  # what orientation 6 asks of a viewer
+        return np.rot90(array, k=-1) if orientation == 6 else array
+
+    np.testing.assert_array_equal(loaded.alpha, turn(stored))
+    np.testing.assert_array_equal(loaded.pixels, turn(deep >> 8))  # Pillow's high bytes
+    with Image.open(path) as im:  # through the API, which keeps the stored orientation
+        np.testing.assert_array_equal(image_io.split_alpha(im)[1], stored)
+
+
+def test_2_bit_grey_transparency_key_is_scaled_with_the_samples(tmp_path):
+    raw = b"\x00" + bytes([0b00_01_10_11])  # samples 0, 1, 2, 3
+    path = tmp_path / "k2.png"
+    path.write_bytes(_png(4, 1, 2, 0, zlib.compress(raw), _png_chunk(b"tRNS", b"\x00\x01")))
+    loaded = read_image(path, keep_alpha=True)
+    assert list(loaded.pixels[0, :, 0]) == [0, 85, 170, 255]
+    assert list(loaded.alpha[0]) == [255, 0, 255, 255]
 
 
 def _palette(path: Path, transparency: int | None) -> tuple[Path, np.ndarray]:
@@ -416,6 +490,20 @@ def test_to_rgb_composites_alpha_without_refusing():
     assert to_list(image_io.to_rgb(rgba)) == [[[255, 255, 255]]]
     gray16 = Image.fromarray(np.array([[65535, 257]], np.uint16))
     assert to_list(image_io.to_rgb(gray16)) == [[[255, 255, 255], [1, 1, 1]]]
+
+
+def test_api_images_that_cannot_be_coded_are_image_errors(tmp_path, tiny_model):
+    from rdcodec.codec import pipeline
+
+    buf = io.BytesIO()
+    Image.fromarray(_noise(64, 64)).save(buf, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with Image.open(path) as im, pytest.raises(ImageError, match="truncated or damaged") as info:
+        pipeline.encode(im, 1, tiny_model)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ImageError, match=r"^image has no pixels \(0x5\)$"):
+        pipeline.encode(Image.new("RGB", (0, 5)), 1, tiny_model)
 
 
 def to_list(array: np.ndarray) -> list:

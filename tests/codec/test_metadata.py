@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 from PIL.PngImagePlugin import PngInfo
 
 from rdcodec.cli.main import main
@@ -21,6 +21,16 @@ XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description/></rdf:RDF
 
 def _icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _icc_of(space: bytes) -> bytes:
+    """The sRGB profile with another colour space in its header (bytes 16:20)."""
+    return _icc()[:16] + space + _icc()[20:]
+
+
+def _crop(size: int = 32) -> Image.Image:
+    with Image.open(IMAGES / "coffee.png") as im:
+        return im.convert("RGB").crop((0, 0, size, size))
 
 
 def _alpha(height: int, width: int) -> np.ndarray:
@@ -111,6 +121,84 @@ def test_oversized_and_malformed_metadata_are_dropped_with_a_notice(tmp_path, mo
     result = CliRunner().invoke(main, ["encode", str(bad), str(tmp_path / "b.rdc"), "--no-jpeg"])
     assert result.exit_code == 0, result.output
     assert "malformed EXIF dropped" in result.stderr
+
+
+def test_png_metadata_over_pillows_1_mib_is_kept_and_pillow_left_as_it_was(tmp_path):
+    # Pillow alone refuses the whole file (PngImagePlugin.MAX_TEXT_CHUNK, 1 MiB).
+    icc = _icc() + bytes(2 << 20)
+    info = PngInfo()
+    xmp = XMP + b" " * (2 << 20)
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode(), zip=True)
+    big = tmp_path / "big.png"
+    _crop().save(big, icc_profile=icc, pnginfo=info)
+    before = PngImagePlugin.MAX_TEXT_CHUNK
+    loaded = image_io.read_image(big)
+    assert loaded.icc_profile == icc and loaded.xmp == xmp and loaded.notices == ()
+    assert PngImagePlugin.MAX_TEXT_CHUNK == before
+    huge = tmp_path / "huge.png"
+    _crop().save(huge, icc_profile=_icc() + bytes(5 << 20))  # over 4 MiB: dropped
+    loaded = image_io.read_image(huge)
+    assert loaded.icc_profile is None
+    assert loaded.notices == ("ICC profile of 5,243,468 bytes dropped (over the limit)",)
+
+
+def test_a_tiff_carries_exif_only_where_it_has_some(tmp_path):
+    plain = tmp_path / "plain.tif"
+    _crop().save(plain)
+    assert image_io.read_image(plain).exif is None  # its sizes, strip offsets: not EXIF
+    tagged = tmp_path / "tagged.tif"
+    _crop().save(tagged, tiffinfo={0x010F: "TestCam", 0x8769: {0x9003: "2020:01:02 03:04:05"}})
+    exif = Image.Exif()
+    exif.load(image_io.read_image(tagged).exif)
+    assert exif[0x010F] == "TestCam" and exif.get_ifd(0x8769) == {0x9003: "2020:01:02 03:04:05"}
+    assert not set(exif) & {256, 257, 258, 273, 279}
+
+
+def test_a_profile_of_another_colour_space_than_the_pixels_is_dropped(tmp_path):
+    cmyk = tmp_path / "cmyk.jpg"
+    _crop().convert("CMYK").save(cmyk, icc_profile=_icc_of(b"CMYK"))
+    loaded = image_io.read_image(cmyk)
+    assert loaded.icc_profile is None
+    assert "ICC profile for CMYK dropped (the pixels are coded as RGB)" in loaded.notices
+    _, chunks = pipeline.pixels_and_chunks(Image.open(cmyk), None, False)
+    assert chunks == ()  # the same through the API
+    lab_profile = ImageCms.createProfile("LAB")
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), lab_profile, "RGB", "LAB")
+    lab = tmp_path / "lab.tif"
+    icc_lab = ImageCms.ImageCmsProfile(lab_profile).tobytes()
+    ImageCms.applyTransform(_crop(), to_lab).save(lab, icc_profile=icc_lab)
+    loaded = image_io.read_image(lab)
+    assert loaded.icc_profile is None
+    assert "ICC profile for Lab dropped (the pixels are coded as RGB)" in loaded.notices
+    grey, grey_rgb = tmp_path / "grey.png", tmp_path / "grey_rgb.png"
+    _crop().convert("L").save(grey, icc_profile=_icc_of(b"GRAY"))
+    _crop().convert("L").save(grey_rgb, icc_profile=_icc())
+    assert image_io.read_image(grey).icc_profile == _icc_of(b"GRAY")
+    loaded = image_io.read_image(grey_rgb)
+    assert loaded.icc_profile is None
+    assert loaded.notices == ("ICC profile for RGB dropped (the pixels are coded as greyscale)",)
+
+
+@pytest.mark.parametrize(
+    "orientation",
+    [b'<rdf:Description tiff:Orientation="%d"/>', b"<tiff:Orientation>%d</tiff:Orientation>"],
+)
+def test_xmp_orientation_is_set_to_1_with_the_exif(tmp_path, orientation):
+    def xmp(value: int) -> bytes:
+        return XMP.replace(b"<rdf:Description/>", orientation % value)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp(6).decode())
+    path = tmp_path / "o.png"
+    _crop().crop((0, 0, 32, 16)).save(path, exif=exif, pnginfo=info)
+    loaded = image_io.read_image(path)
+    assert loaded.pixels.shape == (32, 16, 3)  # rotated upright
+    assert loaded.xmp == xmp(1)  # so that no XMP reader rotates it again
+    tags = Image.Exif()
+    tags.load(loaded.exif)
+    assert tags[0x0112] == 1
 
 
 def test_chunks_round_trip_and_damage_is_refused():

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gc
 import io
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +310,60 @@ def test_transparency_round_trips_exactly(crop, mode):
         im.load()
         assert im.mode == mode
         assert np.array_equal(np.asarray(im.getchannel("A")), np.asarray(source.getchannel("A")))
+
+
+def _la16_png(path: Path, grey: np.ndarray, alpha: np.ndarray) -> Path:
+    """A 16-bit grey-alpha PNG, written by hand (Pillow cannot save one)."""
+    samples = np.dstack([grey, alpha]).astype(">u2") * 257
+    raw = b"".join(b"\x00" + row.tobytes() for row in samples)
+    height, width = grey.shape
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_16_bit_grey_alpha_png_stays_grey_as_on_the_command_line(tmp_path, crop):
+    # Pillow opens it as RGBA, and save() loads it first, which forgets the file's layout.
+    grey = np.asarray(crop.convert("L"))[:32, :48]
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:, :10] = 0
+    path = _la16_png(tmp_path / "la16.png", grey, alpha)
+    with Image.open(path) as im:
+        assert im.mode == "RGBA"
+        stream = io.BytesIO()
+        im.save(stream, format="RDC", quality=5)
+    with Image.open(stream) as im:
+        assert im.mode == "LA"
+        assert np.array_equal(np.asarray(im.getchannel("A")), alpha)
+    with Image.open(path) as im:  # the API decides as the plugin does
+        assert pipeline.decode(pipeline.encode(im, 5)).mode == "LA"
+    with Image.open(path) as im:  # coloured in since it was opened: colour is kept
+        im.load()
+        im.putpixel((20, 5), (255, 0, 0, 255))
+        stream = io.BytesIO()
+        im.save(stream, format="RDC", quality=5)
+    with Image.open(stream) as im:
+        assert im.mode == "RGBA"
+
+
+def test_numpy_numbers_are_options(crop):
+    plain, numpy_options = io.BytesIO(), io.BytesIO()
+    crop.save(plain, format="RDC", quality=5)
+    crop.save(numpy_options, format="RDC", quality=np.float32(5))
+    assert numpy_options.getvalue() == plain.getvalue()
+    with pytest.raises(ValueError, match="quality must be a number"):
+        crop.save(io.BytesIO(), format="RDC", quality=True)
 
 
 def test_palette_transparency_is_coded(crop):

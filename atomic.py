@@ -1,8 +1,9 @@
 """Files written whole or not at all: each goes to a temporary file beside its target
-(``.NAME.XXXX.part``) and is renamed over it only once complete, so a process killed at
-any moment leaves the old file or the new one, never part of one. Every writer of the
-project goes through here (images and bitstreams through ``image_io.atomic_write``,
-which adds the overwrite policy; weight files, checkpoints, the manifest, caches)."""
+(``.NAME.XXXXXXXX.part``, NAME cut short) and is renamed over it only once complete, so
+a process killed at any moment leaves the old file or the new one, never part of one.
+Every writer of the project goes through here (images and bitstreams through
+``image_io.atomic_write``, which adds the overwrite policy; weight files, checkpoints,
+the manifest, caches)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+# The target's name in its temporary file's name is cut to this many characters, so
+# that any name legal for the target (up to 255 bytes) makes a legal temporary name.
+_NAME_IN_TEMPORARY = 32
 
 
 def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
@@ -19,7 +24,7 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
     staged: dict[Path, Path] = {}
     try:
         for path, write in writers.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            fd, tmp = _temporary_beside(path)
             os.close(fd)
             staged[path] = Path(tmp)
             write(staged[path])
@@ -32,6 +37,21 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(
+        prefix=f".{path.name[:_NAME_IN_TEMPORARY]}.", suffix=".part", dir=path.parent
+    )
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Make and remove a temporary file beside ``path``, as a write of it would begin:
+    raises the ``OSError`` that write would (a read-only or virtual filesystem, a
+    folder without write permission), before the work that the write would end."""
+    fd, tmp = _temporary_beside(Path(path))
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _new_file_mode() -> int:

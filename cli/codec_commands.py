@@ -8,13 +8,17 @@ from pathlib import Path
 
 import click
 
-from ..errors import BitstreamError, CodecError, ModelError
+from ..errors import BitstreamError, CodecError, ModelError, OutputError
 from .common import (
+    check_output,
     effort_option,
     fmt_db,
     image_input_options,
+    max_pixels_option,
+    read_bitstream,
     refinement_progress,
     reports_errors,
+    writing,
 )
 
 
@@ -72,6 +76,11 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, engine, address,
 
     from ..codec import batch, folders
 
+    if report is not None:  # before any work, not after the whole batch
+        batch.check_report(report)
+        if not report.resolve().is_relative_to(output_path.resolve()):  # OUT: made by the run
+            check_output(report, force=True)
+
     def progress(rows, total):
         from tqdm import tqdm
 
@@ -85,10 +94,11 @@ def _run_folder(input_path, output_path, settings, jobs, quiet, engine, address,
         folders.make_engine(engine, jobs, settings.threads, address),
         progress,
     )
-    if report is not None:
-        batch.write_report(report, summary)
     for line in summary.lines():
         click.echo(line, err=line.startswith("failed:"))
+    if report is not None:
+        with writing(report):
+            batch.write_report(report, summary)
     if summary.failed:
         raise CodecError(f"{summary.failed} of {len(summary.rows)} files failed")
 
@@ -167,7 +177,7 @@ def encode(
         )
         _run_folder(input_path, output_path, settings, **folder)
         return
-    image_io.check_output(output_path, force)
+    check_output(output_path, force)
     if input_path.resolve() == output_path.resolve():
         raise CodecError("OUT is the same file as IN; refusing to overwrite the input")
     loaded = image_io.read_image(
@@ -186,7 +196,8 @@ def encode(
             effort=effort,
             target_bpp=target_bpp,
         )
-    image_io.write_bytes(output_path, result.data, force)
+    with writing(output_path):
+        image_io.write_bytes(output_path, result.data, force)
     for notice in loaded.notices:
         click.echo(f"rdcodec: note: {notice}", err=True)
     if as_json:
@@ -239,12 +250,7 @@ def encode(
 @click.argument("output_path", metavar="OUT", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option(
-    "--max-pixels",
-    type=int,
-    default=None,
-    help="Refuse files declaring larger images (default 100 MP).",
-)
+@max_pixels_option("Refuse files declaring larger images (default 100 MP; at least 1).")
 @batch_options
 @reports_errors
 def decode(input_path, output_path, force, as_json, max_pixels, threads, **folder):
@@ -261,12 +267,17 @@ def decode(input_path, output_path, force, as_json, max_pixels, threads, **folde
         _run_folder(input_path, output_path, settings, **folder)
         return
 
-    image_io.check_output(output_path, force)
-    data = image_io.read_bitstream(input_path)
-    start = time.perf_counter()
-    image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
-    seconds = time.perf_counter() - start
-    image_io.save_image(output_path, image, force)
+    check_output(output_path, force)
+    data = read_bitstream(input_path)
+    try:  # the errors of a bitstream name it
+        _check_format_keeps_alpha(output_path, pipeline.read_header(data), input_path)
+        start = time.perf_counter()
+        image = pipeline.decode(data, max_pixels=max_pixels or image_io.DEFAULT_MAX_PIXELS)
+        seconds = time.perf_counter() - start
+    except (BitstreamError, ModelError) as exc:
+        raise type(exc)(f"{input_path}: {exc}") from None
+    with writing(output_path):
+        image_io.save_image(output_path, image, force)
     pixels = image.width * image.height
     info = {
         "input": str(input_path),
@@ -283,6 +294,28 @@ def decode(input_path, output_path, force, as_json, max_pixels, threads, **folde
         click.echo(
             f"{input_path} -> {output_path} {image.width}x{image.height}, {len(data)} bytes "
             f"({info['bpp']:.4f} bpp), decoded in {seconds:.2f} s"
+        )
+
+
+# Pillow formats that write an RGBA or LA image with its alpha and read it back with it
+# (BMP writes 32-bit pixels that readers take as RGB, GIF a palette, PPM no alpha).
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF", "JPEG2000", "TGA", "QOI", "SGI"})
+
+
+def _check_format_keeps_alpha(output_path: Path, header, input_path: Path) -> None:
+    """Refuse, before decoding, an output format that would lose the alpha plane the
+    file carries (or whose extension names no format)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(output_path.suffix.lower())
+    if fmt is None:
+        raise OutputError(
+            f"{output_path}: unknown image extension '{output_path.suffix}' (use .png)"
+        )
+    if header.chunk(b"ALPH") is not None and fmt not in _ALPHA_FORMATS:
+        raise OutputError(
+            f"{output_path}: cannot write the alpha channel of {input_path} as {fmt} "
+            "(use .png, .webp or .tiff)"
         )
 
 
@@ -322,10 +355,11 @@ def models(as_json):
 @reports_errors
 def info(input_path, as_json):
     """Show what the header of bitstream FILE says, without decoding it."""
-    from ..codec import container, image_io
+    from ..codec import container
+    from ..codec.results import chunk_bytes
     from ..models.registry import find_entry
 
-    data = image_io.read_bitstream(input_path)
+    data = read_bitstream(input_path)
     try:
         header, z_payload, y_payload = container.unpack(data)  # lengths and CRC checked
     except BitstreamError as exc:
@@ -335,10 +369,10 @@ def info(input_path, as_json):
     except ModelError:
         model = None  # a file from a model this install lacks still has a header to show
     pixels = header.width * header.height
-    alpha = len(header.chunk(b"ALPH") or b"")
+    metadata, alpha = chunk_bytes(header)
     sizes = {
         "header": container.OVERHEAD_BYTES,
-        "metadata": header.chunk_bytes - alpha,
+        "metadata": metadata,
         "alpha": alpha,
         "z": len(z_payload),
         "y": len(y_payload),
@@ -413,24 +447,34 @@ def inspect(input_path, quality, effort, heatmap_path, as_json, force):
     from ..codec import container, diagnostics, image_io, pipeline
 
     if heatmap_path is not None:
-        image_io.check_output(heatmap_path, force)
+        check_output(heatmap_path, force)
     data = image_io.read_bitstream(input_path)
     loaded = None
     if not data.startswith(container.MAGIC):
-        loaded = image_io.read_image(input_path)
+        loaded = image_io.read_image(input_path, keep_alpha=True)
+        if loaded.alpha is not None:
+            click.echo(
+                f"rdcodec: note: {input_path}: the alpha channel is not measured here; "
+                "inspect accounts for the colour (encode stores alpha losslessly beside it)",
+                err=True,
+            )
         with refinement_progress(effort, show=not as_json):
             data = pipeline.encode(
                 loaded.pixels, quality, grayscale=loaded.grayscale, effort=effort
             )
     elif quality is not None or effort:
         raise CodecError("--quality and --effort apply to images; FILE is already a bitstream")
-    diag = diagnostics.diagnose(data)
+    try:  # the errors of a bitstream name it
+        diag = diagnostics.diagnose(data)
+    except (BitstreamError, ModelError) as exc:
+        raise type(exc)(f"{input_path}: {exc}") from None
     gap = None
     if effort:
         single = pipeline.encode(loaded.pixels, quality, grayscale=loaded.grayscale)
         gap = diagnostics.amortisation_gap(loaded.pixels, single, data, diag)
     if heatmap_path is not None:
-        diagnostics.save_heatmap(diag, heatmap_path, force)
+        with writing(heatmap_path):
+            diagnostics.save_heatmap(diag, heatmap_path, force)
     info = diag.to_dict()
     if gap is not None:
         info["effort"] = {"effort": effort, **gap.to_dict()}
@@ -447,6 +491,9 @@ def inspect(input_path, quality, effort, heatmap_path, as_json, force):
     px = diag.pixels
     click.echo(f"  file      {b['file']} bits = {info['bpp']:.4f} bpp")
     click.echo(f"  header    {b['header']} bits ({100 * b['header'] / b['file']:.2f}%)")
+    for part in ("metadata", "alpha"):
+        if b[part]:
+            click.echo(f"  {part:<9} {b[part]} bits ({100 * b[part] / b['file']:.2f}%)")
     click.echo(
         f"  z         {b['z']} bits ({b['z'] / px:.4f} bpp), -log2 p {diag.estimate_z_bits:.0f}, "
         f"tables {diag.table_z_bits:.0f}"

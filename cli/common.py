@@ -1,4 +1,5 @@
-"""What every command shares: one-line errors with exit codes, number formats."""
+"""What every command shares: one-line errors with exit codes, number formats, the
+checks of an output before any work."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import math
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
-from ..errors import CodecError, CodecNotice
+from ..errors import BitstreamError, CodecError, CodecNotice, OutputError
 
 
 def _fail(message: str, code: int) -> None:
@@ -77,12 +79,7 @@ def image_input_options(command):
                 default=None,
                 help="Shipped model name (see `rdcodec models`).",
             ),
-            click.option(
-                "--max-pixels",
-                type=int,
-                default=None,
-                help="Refuse larger images (default 100 MP).",
-            ),
+            max_pixels_option("Refuse larger images (default 100 MP; at least 1)."),
             click.option(
                 "--drop-alpha",
                 is_flag=True,
@@ -93,6 +90,44 @@ def image_input_options(command):
     ):
         command = option(command)
     return command
+
+
+def max_pixels_option(help_text: str):
+    """``--max-pixels``: a limit of at least 1 (0 or less would refuse every image, or,
+    read as false, fall back to the default unsaid)."""
+    return click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=help_text)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An ``OSError`` while ``path`` is checked or written (a name too long, a read-only
+    or virtual filesystem, a full disk) as one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def check_output(path: Path, force: bool) -> None:
+    """``image_io.check_output``, and a temporary file made and removed beside ``path``:
+    an output that cannot be written fails before the work whose result it would hold."""
+    from ..atomic import check_writable
+    from ..codec import image_io
+
+    with writing(path):
+        image_io.check_output(path, force)
+        check_writable(path)
+
+
+def read_bitstream(path: Path) -> bytes:
+    """``image_io.read_bitstream``, with an empty file said to be empty (the container
+    would call it a bad magic number)."""
+    from ..codec import image_io
+
+    data = image_io.read_bitstream(path)
+    if not data:
+        raise BitstreamError(f"{path}: empty file (0 bytes)")
+    return data
 
 
 @contextlib.contextmanager

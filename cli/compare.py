@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import CodecError
-from .common import effort_option, image_input_options, reports_errors
+from ..errors import CodecError, ImageError
+from .common import check_output, effort_option, image_input_options, reports_errors, writing
 from .common import fmt_db as _fmt_db
 
 
@@ -78,7 +78,7 @@ def compare(
 
     if quality is not None and target_bpp is not None:
         raise CodecError("give --quality or --target-bpp, not both")
-    image_io.check_output(out_path, force)
+    check_output(out_path, force)
     if input_path.resolve() == out_path.resolve():
         raise CodecError("--out is the same file as IMAGE; refusing to overwrite the input")
     names = parse_codecs(codecs)
@@ -86,12 +86,21 @@ def compare(
         raise CodecError(
             "--codecs lists the codecs beside rdcodec; pick rdcodec's model with --model"
         )
-    loaded = image_io.read_image(input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha)
+    loaded = image_io.read_image(
+        input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha, keep_alpha=True
+    )
+    if loaded.alpha is not None:  # read_image's own refusal would say rdcodec cannot code it
+        raise ImageError(
+            f"{input_path}: the image has an alpha channel; compare measures the colour "
+            "alone, at one size for every codec (use --drop-alpha to composite it onto "
+            "white; encode codes alpha losslessly)"
+        )
     result = lib.compare_image(
         loaded.pixels, input_path.name, quality, target_bpp, names, model_name, effort
     )
     page = lib.render_page([result], f"{input_path.name}", heatmaps=not no_heatmaps)
-    image_io.atomic_write(out_path, lambda tmp: tmp.write_text(page, "utf-8"), force)
+    with writing(out_path):
+        image_io.atomic_write(out_path, lambda tmp: tmp.write_text(page, "utf-8"), force)
     for notice in loaded.notices:
         click.echo(f"rdcodec: note: {notice}", err=True)
     if as_json:

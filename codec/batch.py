@@ -20,12 +20,14 @@ import csv
 import json
 import os
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import CodecError, OutputError
+from ..atomic import check_writable
+from ..errors import BitstreamError, CodecError, OutputError
 from .image_io import IMAGE_SUFFIXES
 
 BITSTREAM_SUFFIX = ".rdc"
@@ -135,9 +137,28 @@ def find_jobs(source: Path, out_root: Path, mode: str) -> tuple[list[Job], int]:
     return jobs, ignored
 
 
+def split_clashes(jobs: list[Job]) -> tuple[list[Job], list[Row]]:
+    """The jobs whose output no other job writes, and a failed row for each of the
+    others (``a.png`` and ``a.jpg`` both make ``a.rdc``: coding either would skip or
+    overwrite the other's file), naming the files it clashes with."""
+    by_output: dict[Path, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_output[job.output].append(job)
+    kept, failed = [], []
+    for job in jobs:
+        sharing = by_output[job.output]
+        if len(sharing) == 1:
+            kept.append(job)
+            continue
+        others = ", ".join(other.relative for other in sharing if other is not job)
+        error = f"same output {job.output.name} as {others}; rename one of them"
+        failed.append(Row(job.relative, "failed", error=error))
+    return kept, failed
+
+
 def remove_stale_temporaries(out_root: Path) -> int:
     """Temporary files that a killed batch left beside its outputs (``atomic_write``'s
-    ``.NAME.XXXX.part``): never outputs, so they go."""
+    ``.NAME.XXXXXXXX.part``): never outputs, so they go."""
     removed = 0
     if out_root.is_dir():
         for path in out_root.rglob(".*.part"):
@@ -170,7 +191,6 @@ def process(job: Job) -> Row:
     try:
         if not settings.force and job.output.exists():
             return Row(job.relative, "skipped", bytes_out=job.output.stat().st_size)
-        job.output.parent.mkdir(parents=True, exist_ok=True)
         row = _encode(job, settings) if settings.mode == "encode" else _decode(job, settings)
         return Row(**{**asdict(row), "seconds": time.perf_counter() - start})
     except CodecError as exc:
@@ -200,6 +220,7 @@ def _encode(job: Job, settings: Settings) -> Row:
             loaded.pixels, quality, model, loaded.grayscale, settings.effort, extras
         )
     decoded = pipeline.decode_array(data, model)
+    job.output.parent.mkdir(parents=True, exist_ok=True)  # here: a failed file makes none
     image_io.write_bytes(job.output, data, force=True)
     height, width = loaded.pixels.shape[:2]
     return Row(
@@ -219,8 +240,11 @@ def _decode(job: Job, settings: Settings) -> Row:
     from . import image_io, pipeline
 
     data = image_io.read_bitstream(job.source)
+    if not data:  # the container would call it a bad magic number
+        raise BitstreamError("empty file (0 bytes)")
     max_pixels = settings.max_pixels or image_io.DEFAULT_MAX_PIXELS
     image = pipeline.decode(data, max_pixels=max_pixels)
+    job.output.parent.mkdir(parents=True, exist_ok=True)  # here: a failed file makes none
     image_io.save_image(job.output, image, force=True)
     return Row(
         job.relative,
@@ -273,31 +297,50 @@ def run_batch(
     if out_root.exists() and not out_root.is_dir():
         raise OutputError(f"{out_root}: exists and is not a folder")
     if settings.mode == "encode":
-        from .pipeline import effort_schedule
-
-        effort_schedule(settings.effort)  # an unknown effort fails before OUT is made
-    out_root.mkdir(parents=True, exist_ok=True)
+        check_settings(settings)  # what every file would refuse fails once, before OUT is made
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        check_writable(out_root / "probe")  # a read-only OUT fails once, not per file
+    except OSError as exc:
+        raise OutputError(f"{out_root}: cannot write there ({exc.strerror or exc})") from None
     remove_stale_temporaries(out_root)
     jobs, ignored = find_jobs(source, out_root, settings.mode)
+    jobs, clashes = split_clashes(jobs)
     start = time.perf_counter()
     rows = engine(settings, jobs)
     if progress is not None:
         rows = progress(rows, len(jobs))
-    summary = Summary(sorted(rows, key=lambda r: r.file), ignored=ignored)
+    summary = Summary(sorted([*clashes, *rows], key=lambda r: r.file), ignored=ignored)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse an encode's effort, quality or target bpp that every file would refuse."""
+    from .pipeline import check_quality, check_target_bpp, effort_schedule
+
+    effort_schedule(settings.effort)
+    if settings.quality is not None:
+        check_quality(settings.quality, settings.model)
+    if settings.target_bpp is not None:
+        check_target_bpp(settings.target_bpp)
+
+
+def check_report(path: Path) -> None:
+    """A report's suffix names its format: .csv or .json."""
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise OutputError(f"{path}: a report is .csv or .json")
 
 
 def write_report(path: Path, summary: Summary) -> None:
     """One row per file, as CSV or JSON (by the suffix), written atomically."""
     from .image_io import atomic_write
 
+    check_report(path)
     rows = [asdict(r) for r in summary.rows]
     if path.suffix.lower() == ".json":
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(rows, indent=1)), force=True)
         return
-    if path.suffix.lower() != ".csv":
-        raise OutputError(f"{path}: a report is .csv or .json")
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:

@@ -16,6 +16,7 @@ import torch
 
 from . import container
 from .pipeline import Latents, decode_latents
+from .results import chunk_bytes
 
 # A channel is inactive below this rate, in bits per latent location, over the image.
 INACTIVE_BITS_PER_LOCATION = 1e-3
@@ -27,7 +28,7 @@ class Diagnostics:
 
     header: container.Header
     model: str
-    file_bits: int
+    file_bits: int  # header + metadata + alpha + z + y
     header_bits: int
     z_bits: int  # the z payload's actual bits
     y_bits: int  # the y payload's actual bits
@@ -42,6 +43,8 @@ class Diagnostics:
     heatmap: (
         np.ndarray
     )  # (h, w) bits per y location (all channels, plus z spread over its 4x4 area)
+    metadata_bits: int = 0  # ICC, EXIF and XMP chunks (``results.chunk_bytes``)
+    alpha_bits: int = 0  # the alpha plane's chunk
 
     @property
     def pixels(self) -> int:
@@ -49,8 +52,10 @@ class Diagnostics:
 
     @property
     def overhead_percent(self) -> float:
-        """File bits over the network's estimate, in % (tables + coder + header)."""
-        return 100 * (self.file_bits / (self.estimate_z_bits + self.estimate_y_bits) - 1)
+        """The coded picture's bits (header, z and y: the file without its metadata and
+        alpha) over the network's estimate, in % (tables + coder + header)."""
+        coded = self.header_bits + self.z_bits + self.y_bits
+        return 100 * (coded / (self.estimate_z_bits + self.estimate_y_bits) - 1)
 
     @property
     def channel_rates(self) -> np.ndarray:
@@ -78,6 +83,8 @@ class Diagnostics:
             "bits": {
                 "file": self.file_bits,
                 "header": self.header_bits,
+                "metadata": self.metadata_bits,
+                "alpha": self.alpha_bits,
                 "z": self.z_bits,
                 "y": self.y_bits,
             },
@@ -104,10 +111,12 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
     heat = y_info[0].sum(axis=0)
     # Each z location covers 4x4 y locations: spread its bits evenly over them.
     z_heat = np.repeat(np.repeat(z_info[0].sum(axis=0), 4, axis=0), 4, axis=1)[:h, :w] / 16
+    metadata, alpha = chunk_bytes(lat.header)
+    coded = container.OVERHEAD_BYTES + lat.z_payload_bytes + lat.y_payload_bytes
     return Diagnostics(
         header=lat.header,
         model=lat.model.name,
-        file_bits=8 * (container.OVERHEAD_BYTES + lat.z_payload_bytes + lat.y_payload_bytes),
+        file_bits=8 * (coded + metadata + alpha),
         header_bits=8 * container.OVERHEAD_BYTES,
         z_bits=8 * lat.z_payload_bytes,
         y_bits=8 * lat.y_payload_bytes,
@@ -118,6 +127,8 @@ def diagnose(data: bytes, model=None) -> Diagnostics:
         y_channel_bits=tuple(float(v) for v in y_info[0].sum(axis=(1, 2))),
         y_locations=h * w,
         heatmap=heat + z_heat,
+        metadata_bits=8 * metadata,
+        alpha_bits=8 * alpha,
     )
 
 

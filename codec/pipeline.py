@@ -21,11 +21,11 @@ from PIL import Image
 
 from ..errors import BitstreamError, CodecError, CodecNotice, ModelError
 from ..models.registry import CodecModel, QualityScale, load_model, load_scale
-from . import allocator, container, entropy, refine, repair, tiles
+from . import allocator, container, entropy, image_io, refine, repair, tiles
 from .extras import Extras, alpha_chunk, pixels_and_chunks  # noqa: F401  (the API's names)
-from .image_io import DEFAULT_MAX_PIXELS, GRAYSCALE_MODES
+from .image_io import DEFAULT_MAX_PIXELS
 from .metrics import bpp, jpeg_at_size, ms_ssim, psnr
-from .results import Baseline, EncodeResult, Rate  # noqa: F401  (part of the API)
+from .results import Baseline, EncodeResult, Rate, chunk_bytes  # noqa: F401  (the API's)
 
 QUALITY_MIN = 1.0  # the top quality is the model's number of levels (quality_range)
 
@@ -57,7 +57,8 @@ def _real_number(value) -> float | None:
     return float(value)
 
 
-def _check_quality(quality: float, model: CodecModel | QualityScale) -> int:
+def check_quality(quality: float, model: Models = None) -> int:
+    """``quality`` in thousandths, or a ``CodecError`` where ``model`` does not code it."""
     lo, hi = quality_range(model)
     value = _real_number(quality)
     if value is None:
@@ -67,7 +68,8 @@ def _check_quality(quality: float, model: CodecModel | QualityScale) -> int:
     return int(round(value * 1000))
 
 
-def _check_target(target_bpp: float) -> float:
+def check_target_bpp(target_bpp: float) -> float:
+    """``target_bpp`` as a float, or a ``CodecError`` where it is no rate."""
     value = _real_number(target_bpp)
     if value is None or not (0 < value < math.inf):  # NaN fails too
         raise CodecError(f"target bpp must be a positive finite number, got {target_bpp!r}")
@@ -199,15 +201,15 @@ def _code(
     y_hat = torch.from_numpy(y_sym).to(means.dtype) + means
     est_y = net.estimate_y_bits(y_hat.float(), scales.float(), means.float())
     est_z = net.estimate_z_bits(z_hat)
-    alpha_bits = 8 * len(header.chunk(b"ALPH") or b"")
+    metadata_bytes, alpha_bytes = chunk_bytes(header)
     rate = Rate(
         8 * container.OVERHEAD_BYTES,
         8 * len(z_payload),
         8 * len(y_payload),
         est_z,
         est_y,
-        metadata_bits=8 * header.chunk_bytes - alpha_bits,
-        alpha_bits=alpha_bits,
+        metadata_bits=8 * metadata_bytes,
+        alpha_bits=8 * alpha_bytes,
     )
     return data, rate
 
@@ -433,7 +435,7 @@ def encode(
     """
     effort_schedule(effort)  # an unknown effort fails before any work
     scale = _scale(model)
-    quality_milli = _check_quality(scale.default_quality if quality is None else quality, scale)
+    quality_milli = check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
         grayscale = _is_grayscale(image)
     array, chunks = pixels_and_chunks(image, extras, strip)
@@ -444,8 +446,8 @@ def encode(
 
 def _is_grayscale(image) -> bool:
     """Whether a file of ``image`` decodes to one channel by default: PIL images of a
-    grey mode (L, LA, I;16)."""
-    return isinstance(image, Image.Image) and image.mode in GRAYSCALE_MODES
+    grey mode (L, LA, I;16), or of a grey file that Pillow opens in colour."""
+    return isinstance(image, Image.Image) and image_io.is_grayscale(image)
 
 
 def decode(data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -497,7 +499,7 @@ def encode_image(
         model = scale.model_for(quality)
     else:
         quality = scale.default_quality if quality is None else quality
-        quality_milli = _check_quality(quality, scale)
+        quality_milli = check_quality(quality, scale)
         model = scale.model_for(quality_milli / 1000)
         data, rate = _encode(model, array, quality_milli, grayscale, effort, chunks)
     encode_seconds = time.perf_counter() - start
@@ -587,7 +589,7 @@ def _encode_at_bpp(
     where the model below it stops).
     """
     effort_schedule(effort)  # an unknown effort fails before any work
-    target_bpp = _check_target(target_bpp)
+    target_bpp = check_target_bpp(target_bpp)
     height, width = array.shape[:2]
     pixels = height * width
     analysed: dict[CodecModel, torch.Tensor] = {}  # g_a's output, by model (hashed by identity)

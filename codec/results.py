@@ -3,9 +3,11 @@ every measurement of one encode and the decode of its own bytes (``EncodeResult`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
+from .container import Header
 from .metrics import JpegPoint
 
 
@@ -18,8 +20,8 @@ class Rate:
     y_bits: int
     estimate_z_bits: float  # the model's -log2 p of the coded z symbols
     estimate_y_bits: float  # the model's -log2 p of the coded y symbols
-    metadata_bits: int = 0  # ICC, EXIF and XMP chunks (with the chunk section's framing)
-    alpha_bits: int = 0  # the alpha plane's chunk
+    metadata_bits: int = 0  # ICC, EXIF and XMP chunks (see ``chunk_bytes``)
+    alpha_bits: int = 0  # the alpha plane's chunk (see ``chunk_bytes``)
 
     @property
     def file_bits(self) -> int:
@@ -35,6 +37,15 @@ class Rate:
         metadata and alpha) is than the model's estimate, in %."""
         coded = self.header_bits + self.z_bits + self.y_bits
         return 100 * (coded / self.estimate_bits - 1) if self.estimate_bits else math.inf
+
+
+def chunk_bytes(header: Header) -> tuple[int, int]:
+    """The bytes of a file's chunk section as (metadata, alpha): each chunk with its own
+    tag and length, and the section's length field with the metadata, or with the alpha
+    where the file carries no metadata (so a file without metadata shows none)."""
+    others = tuple((tag, data) for tag, data in header.chunks if tag != b"ALPH")
+    metadata = dataclasses.replace(header, chunks=others).chunk_bytes
+    return metadata, header.chunk_bytes - metadata
 
 
 @dataclass(frozen=True)

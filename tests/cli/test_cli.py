@@ -147,6 +147,12 @@ def test_bad_bitstreams(runner, tmp_path, encoded, damage):
     bad.write_bytes(bytes(data))
     result = runner.invoke(main, ["decode", str(bad), str(tmp_path / "out.png")])
     _assert_one_line_error(result)
+    assert f"rdcodec: error: {bad}: " in result.output  # the message names the file
+    if damage == "empty":
+        assert "empty file" in result.output
+    inspected = runner.invoke(main, ["inspect", str(bad)])
+    _assert_one_line_error(inspected)
+    assert f"rdcodec: error: {bad}: " in inspected.output
     assert not (tmp_path / "out.png").exists()
     assert not list(tmp_path.glob("*.part"))
 
@@ -216,3 +222,103 @@ def test_inspect_shows_the_amortisation_gap_by_channel(runner, encoded, tmp_path
     assert "bits saved against effort 0" in text.output and "gap by channel" in text.output
     refused = runner.invoke(main, ["inspect", str(encoded[0]), "-e", "1"])
     assert refused.exit_code != 0 and "apply to images" in refused.output
+
+
+@pytest.fixture(scope="module")
+def alpha_file(tmp_path_factory):
+    """A 48x32 RGBA crop of coffee.png (a graded alpha, no metadata) and its .rdc."""
+    folder = tmp_path_factory.mktemp("alpha")
+    with Image.open(IMAGES / "coffee.png") as im:
+        rgba = im.convert("RGB").crop((0, 0, 48, 32))
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (32, 1))))
+    png, rdc = folder / "rgba.png", folder / "rgba.rdc"
+    rgba.save(png)
+    result = CliRunner().invoke(main, ["encode", str(png), str(rdc), "--no-jpeg", "--json"])
+    assert result.exit_code == 0, result.output
+    return png, rdc, json.loads(result.output)
+
+
+def _no_coding(monkeypatch):
+    """Any encode or decode fails the test: what a command refuses, it refuses first."""
+    from rdcodec.codec import pipeline
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("coded before the output was checked")
+
+    for name in ("encode_image", "decode"):
+        monkeypatch.setattr(pipeline, name, forbidden)
+
+
+def test_an_output_that_cannot_be_written_fails_in_one_line_before_any_work(
+    runner, tmp_path, encoded, monkeypatch
+):
+    # The longest legal name works: the temporary file beside it has a short name.
+    longest = tmp_path / ("b" * 251 + ".rdc")
+    args = ["encode", str(IMAGES / "coffee.png"), str(longest), "--no-jpeg"]
+    assert runner.invoke(main, args).exit_code == 0
+    assert longest.exists() and not list(tmp_path.glob(".*.part"))
+    _no_coding(monkeypatch)
+    too_long = tmp_path / ("b" * 256 + ".rdc")
+    result = runner.invoke(main, ["encode", str(IMAGES / "coffee.png"), str(too_long)])
+    _assert_one_line_error(result)
+    assert "name too long" in result.output
+    result = runner.invoke(main, ["decode", str(encoded[0]), str(tmp_path / ("d" * 256 + ".png"))])
+    _assert_one_line_error(result)
+    if Path("/proc/self").is_dir():  # a folder no file can be made in, even by root
+        for args in (
+            ["encode", str(IMAGES / "coffee.png"), "/proc/out.rdc"],
+            ["decode", str(encoded[0]), "/proc/out.png"],
+        ):
+            result = runner.invoke(main, args)
+            _assert_one_line_error(result)
+            assert "/proc/out." in result.output and "cannot write" in result.output
+
+
+def test_decode_refuses_a_format_that_would_lose_alpha(runner, tmp_path, alpha_file, monkeypatch):
+    _, rdc, _ = alpha_file
+    kept = tmp_path / "kept.tiff"
+    assert runner.invoke(main, ["decode", str(rdc), str(kept)]).exit_code == 0
+    with Image.open(kept) as im:
+        assert im.mode == "RGBA"
+    _no_coding(monkeypatch)
+    for name in ("lost.bmp", "lost.jpg", "lost.ppm", "lost.gif"):
+        result = runner.invoke(main, ["decode", str(rdc), str(tmp_path / name)])
+        _assert_one_line_error(result)
+        assert "alpha channel" in result.output and not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_pixels_below_one_is_refused_when_parsed(runner, tmp_path, encoded, value):
+    for args in (
+        ["encode", str(IMAGES / "coffee.png"), str(tmp_path / "o.rdc")],
+        ["decode", str(encoded[0]), str(tmp_path / "o.png")],
+    ):
+        result = runner.invoke(main, [*args, "--max-pixels", value])
+        assert result.exit_code == 2 and "--max-pixels" in result.output
+        assert f"{value} is not in the range x>=1" in result.output
+    assert not list(tmp_path.iterdir())
+    assert "at least 1" in runner.invoke(main, ["decode", "--help"]).output
+
+
+def test_inspect_of_an_image_with_alpha_measures_its_colour(runner, alpha_file):
+    png, _, _ = alpha_file
+    result = runner.invoke(main, ["inspect", str(png), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["header"]["width"] == 48
+    assert "alpha channel is not measured" in result.stderr
+    assert "does not code transparency" not in result.output
+
+
+def test_the_rate_line_counts_chunk_framing_with_its_chunk(runner, tmp_path, alpha_file):
+    from rdcodec.codec import container
+
+    _, rdc, info = alpha_file
+    header, _, _ = container.unpack(rdc.read_bytes())
+    bits = info["bits"]
+    assert bits["metadata"] == 0  # no ICC, EXIF or XMP: no metadata bits
+    assert bits["alpha"] == 8 * header.chunk_bytes  # the alpha chunk and its framing
+    assert bits["file"] == bits["header"] + bits["alpha"] + bits["z"] + bits["y"]
+    args = ["encode", str(alpha_file[0]), str(tmp_path / "t.rdc"), "--no-jpeg"]
+    text = runner.invoke(main, args).output
+    rate = next(line for line in text.splitlines() if line.startswith("  rate"))
+    assert "metadata" not in rate and f"alpha {bits['alpha']} b" in rate

@@ -112,6 +112,21 @@ def test_bad_input_is_one_line(runner, tmp_path, args, text, code):
     assert not (tmp_path / "page.html").exists()
 
 
+def test_an_image_with_alpha_is_refused_with_what_is_true(runner, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "rgba.png"
+    with Image.open(COFFEE) as im:
+        rgba = im.convert("RGBA").crop((0, 0, 48, 32))
+    rgba.putalpha(128)
+    rgba.save(image)
+    page = tmp_path / "page.html"
+    result = runner.invoke(main, ["compare", str(image), "--out", str(page)])
+    _assert_one_line_error(result, "compare measures the colour alone", code=4)
+    assert "--drop-alpha" in result.stderr and "does not code transparency" not in result.stderr
+    assert not page.exists()
+
+
 def test_output_folder_must_exist(runner, tmp_path):
     result = runner.invoke(main, ["compare", COFFEE, "--out", str(tmp_path / "no" / "p.html")])
     _assert_one_line_error(result, "output directory does not exist", code=6)

@@ -81,3 +81,34 @@ def test_info_missing_file(tmp_path):
     result = CliRunner().invoke(main, ["info", str(tmp_path / "none.rdc")])
     assert result.exit_code != 0
     assert result.output.startswith("rdcodec: error:") and "no such file" in result.output
+
+
+def test_info_counts_chunk_framing_with_its_chunk(tmp_path):
+    """An alpha plane and no metadata: the chunk section (its length, the chunk's tag
+    and length, the PNG) is all alpha."""
+    rgba = np.zeros((32, 48, 4), np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, 48, dtype=np.uint8)
+    path = tmp_path / "alpha.rdc"
+    path.write_bytes(pipeline.encode(Image.fromarray(rgba), 4))
+    header, _, _ = container.unpack(path.read_bytes())
+    result = CliRunner().invoke(main, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    parts = json.loads(result.output)["bytes"]
+    assert parts["metadata"] == 0 and parts["alpha"] == header.chunk_bytes
+    assert parts["header"] + parts["alpha"] + parts["z"] + parts["y"] == parts["total"]
+    text = CliRunner().invoke(main, ["info", str(path)]).output
+    assert [line.split()[0] for line in text.splitlines()[2:]] == [
+        "header+CRC",
+        "alpha",
+        "z",
+        "y",
+        "total",
+    ]
+
+
+def test_info_of_an_empty_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.rdc"
+    path.write_bytes(b"")
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code != 0
+    assert result.output.strip() == f"rdcodec: error: {path}: empty file (0 bytes)"

@@ -136,3 +136,56 @@ def test_the_python_api_runs_a_folder(photo_folder, tmp_path):
     assert {r.quality for r in summary.rows if r.status == "done"} == {2.0}
     decoded = rdcodec.decode_folder(tmp_path / "out", tmp_path / "png", jobs=1)
     assert decoded.count("done") == 3 and decoded.failed == 0
+
+
+def test_inputs_with_the_same_output_fail_before_any_work(tmp_path):
+    """a.png and a.jpg both make a.rdc: neither is coded (nothing skipped as done,
+    nothing overwritten), each failure names the other file, the rest is coded."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (32, 24), "red").save(src / "a.png")
+    Image.new("RGB", (32, 24), "blue").save(src / "a.jpg")
+    Image.new("RGB", (32, 24), "green").save(src / "c.png")
+    for extra in ((), ("--force",)):
+        result = _encode(src, out, "--no-jpeg", *extra)
+        assert result.exit_code == 1
+        assert "done 1, skipped 0 (output exists), failed 2" in result.output
+        assert "failed: a.png: same output a.rdc as a.jpg" in result.stderr
+        assert "failed: a.jpg: same output a.rdc as a.png" in result.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["c.rdc"]
+        (out / "c.rdc").unlink()
+    # Decode: a.rdc and a.RDC would both make a.png.
+    coded = tmp_path / "coded"
+    coded.mkdir()
+    data = pipeline.encode(np.zeros((16, 16, 3), np.uint8), 2)
+    (coded / "a.rdc").write_bytes(data)
+    (coded / "a.RDC").write_bytes(data)
+    result = CliRunner().invoke(main, ["decode", str(coded), str(tmp_path / "png"), "-j", "1"])
+    assert result.exit_code == 1 and "failed: a.RDC: same output a.png as a.rdc" in result.stderr
+    assert not list((tmp_path / "png").iterdir())
+
+
+def test_report_and_quality_are_checked_before_any_work(photo_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "process", None)  # coding any file would fail the run
+    out = tmp_path / "out"
+    for extra, message in (
+        (("--report", str(tmp_path / "rep.txt")), "a report is .csv or .json"),
+        (("--report", str(tmp_path / "no" / "rep.csv")), "output directory does not exist"),
+        (("--quality", "12"), "quality must be between 1 and 11, got 12"),
+        (("--target-bpp", "-1"), "target bpp must be a positive finite number"),
+    ):
+        result = _encode(photo_folder, out, *extra)
+        assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rdcodec: error:") and message in lines[0]
+        assert not out.exists()  # not even an empty folder
+
+
+def test_folder_decode_of_an_empty_file_says_it_is_empty(tmp_path):
+    coded = tmp_path / "coded"
+    coded.mkdir()
+    (coded / "empty.rdc").write_bytes(b"")
+    result = CliRunner().invoke(main, ["decode", str(coded), str(tmp_path / "png"), "-j", "1"])
+    assert result.exit_code == 1
+    assert "failed: empty.rdc: empty file (0 bytes)" in result.stderr
+    assert not list((tmp_path / "png").iterdir())  # no folder or file for a failed one

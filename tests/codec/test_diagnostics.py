@@ -15,6 +15,24 @@ def test_bits_add_up_exactly(diag, tiny_model, coffee):
     assert diag.header_bits + diag.z_bits + diag.y_bits == diag.file_bits
 
 
+def test_metadata_and_alpha_are_counted_in_the_file(tiny_model, coffee):
+    from rdcodec.codec.extras import Extras
+
+    mask = (coffee[..., 0] > 128).astype(np.uint8) * 255
+    extras = Extras(xmp=b"<x/>" * 50, alpha=mask)
+    data = pipeline.encode(coffee, 6, tiny_model, extras=extras)
+    diag = diagnostics.diagnose(data, tiny_model)
+    rate = pipeline.encode_image(coffee, 6, tiny_model, compare_jpeg=False, extras=extras).rate
+    assert diag.file_bits == 8 * len(data) == rate.file_bits
+    assert (diag.metadata_bits, diag.alpha_bits) == (rate.metadata_bits, rate.alpha_bits)
+    assert diag.metadata_bits > 8 * 200 and diag.alpha_bits > 0
+    parts = diag.header_bits + diag.metadata_bits + diag.alpha_bits + diag.z_bits + diag.y_bits
+    assert parts == diag.file_bits
+    # The overhead is the coded picture's: metadata and alpha are not the model's to estimate.
+    plain = diagnostics.diagnose(pipeline.encode(coffee, 6, tiny_model), tiny_model)
+    assert diag.overhead_percent == pytest.approx(plain.overhead_percent)
+
+
 def test_channel_rates_sum_to_the_y_rate(diag):
     assert sum(diag.y_channel_bits) == pytest.approx(diag.table_y_bits, rel=1e-9)
     # The coder writes the tables' information content plus at most a flush word

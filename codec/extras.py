@@ -101,10 +101,11 @@ def pixels_and_chunks(
     """The RGB pixels to code and the chunks to store with them."""
     found = None
     if isinstance(image, Image.Image):
-        from .image_io import metadata_of, split_alpha
+        from .image_io import metadata_of, split_alpha, warn_notices
 
         array, alpha = split_alpha(image)
-        icc_profile, exif, xmp, _ = metadata_of(image)
+        icc_profile, exif, xmp, notices = metadata_of(image)
+        warn_notices(notices)
         found = Extras(icc_profile, exif, xmp, alpha)
     else:
         array = as_array(image)

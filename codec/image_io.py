@@ -18,7 +18,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..atomic import atomic_write_all
-from ..errors import BitstreamError, CodecError, ImageError, OutputError
+from ..errors import BitstreamError, CodecError, CodecNotice, ImageError, OutputError
 
 # Pillow's own bomb guard warns at ~89 MP and raises at twice that; we refuse above
 # our limit with a clear message instead (the --max-pixels flag raises it).
@@ -512,17 +512,28 @@ def _onto_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow image as (H, W, 3) uint8 RGB; transparency composited onto white."""
+    """Any Pillow image as (H, W, 3) uint8 RGB; transparency composited onto white. What
+    was converted is said as ``CodecNotice`` warnings (the API's notices)."""
     im, rawmode = _decoded(im)
-    return _convert(im, rawmode, drop_alpha=True, name="image")[0]
+    pixels, _, notices, _ = _convert(im, rawmode, drop_alpha=True, name="image")
+    warn_notices(notices)
+    return pixels
 
 
 def split_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow image as (H, W, 3) uint8 RGB and its alpha plane (None where every
-    pixel is opaque)."""
+    pixel is opaque); notices as ``to_rgb``'s."""
     im, rawmode = _decoded(im)
-    pixels, _, _, alpha = _convert(im, rawmode, False, "image", keep_alpha=True)
+    pixels, _, notices, alpha = _convert(im, rawmode, False, "image", keep_alpha=True)
+    warn_notices(notices)
     return pixels, alpha
+
+
+def warn_notices(notices: Iterable[str]) -> None:
+    """Each notice as a ``CodecNotice`` warning: how the API and the Pillow plugin say
+    what the command line prints as ``rdcodec: notice:`` lines."""
+    for notice in notices:
+        warnings.warn(notice, CodecNotice, stacklevel=3)
 
 
 def _decoded(im: Image.Image) -> tuple[Image.Image, str]:

@@ -168,7 +168,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
             pixels, alpha = image_io.to_rgb(im), None
         else:
             pixels, alpha = image_io.split_alpha(im)
-        icc_profile, exif, xmp, _ = image_io.metadata_of(im, grayscale=grayscale)
+        icc_profile, exif, xmp, notices = image_io.metadata_of(im, grayscale=grayscale)
+        image_io.warn_notices(notices)
         exif = options.get("exif", exif)
         if isinstance(exif, Image.Exif):
             exif = exif.tobytes()

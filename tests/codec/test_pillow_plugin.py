@@ -357,6 +357,19 @@ def test_16_bit_grey_alpha_png_stays_grey_as_on_the_command_line(tmp_path, crop)
         assert im.mode == "RGBA"
 
 
+def test_what_was_converted_is_said_as_notices(crop):
+    from rdcodec.errors import CodecNotice
+
+    cmyk = crop.convert("CMYK")
+    with pytest.warns(CodecNotice, match="CMYK"):
+        cmyk.save(io.BytesIO(), format="RDC", quality=5)
+    with pytest.warns(CodecNotice, match="CMYK"):
+        pipeline.encode(cmyk, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CodecNotice)
+        pipeline.encode(crop, 5)  # nothing to say
+
+
 def test_numpy_numbers_are_options(crop):
     plain, numpy_options = io.BytesIO(), io.BytesIO()
     crop.save(plain, format="RDC", quality=5)

@@ -3,6 +3,7 @@ plane, stored as chunks of the file (container format version 2)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,11 @@ def as_array(image) -> np.ndarray:
         from .image_io import to_rgb
 
         return to_rgb(image)
+    if isinstance(image, str | os.PathLike):
+        raise ImageError(
+            f"expected a PIL image or an (H, W, 3) uint8 array, got a path ({image}): "
+            "open it with PIL.Image.open first"
+        )
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"expected an (H, W, 3) uint8 array, got {arr.dtype} {arr.shape}")

@@ -11,8 +11,11 @@ from .batch import Engine, Settings, Summary, default_jobs, local_engine, run_ba
 
 def make_engine(engine: str, jobs: int | None, threads: int, address: str | None) -> Engine:
     """The engine a folder run names: ``"local"`` (``jobs`` processes) or ``"ray"``."""
-    if (jobs is not None and jobs < 1) or threads < 1:
-        raise CodecError("--jobs and --threads must be at least 1")
+    # Named for the API and the command line alike.
+    for name, value in (("jobs (-j)", jobs), ("threads (--threads)", threads)):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if (value is not None or name.startswith("threads")) and not (whole and value >= 1):
+            raise CodecError(f"{name} must be a whole number of at least 1, got {value!r}")
     if engine == "ray":
         from .ray_engine import ray_engine
 

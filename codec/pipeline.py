@@ -14,6 +14,7 @@ import numbers
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,7 +47,23 @@ def quality_range(model: Models = None) -> tuple[float, float]:
 def _scale(model: Models) -> QualityScale:
     if model is None or isinstance(model, str):
         return load_scale(model)  # ModelError for a name that is not shipped
-    return QualityScale.single(model) if isinstance(model, CodecModel) else model
+    if isinstance(model, CodecModel):
+        return QualityScale.single(model)
+    if not isinstance(model, QualityScale):
+        raise ModelError(
+            "model must be a shipped model's name (see `rdcodec models`), a CodecModel or "
+            f"a QualityScale, got {type(model).__name__}"
+        )
+    return model
+
+
+def _bitstream(data) -> bytes:
+    """A file's bytes from any bytes-like ``data``; a ``CodecError`` that says what is
+    wanted for anything else (a path: read the file first)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    hint = " (read the file first: Path(p).read_bytes())" if isinstance(data, str | Path) else ""
+    raise CodecError(f"decoding takes the file's bytes, got {type(data).__name__}{hint}")
 
 
 def _real_number(value) -> float | None:
@@ -318,7 +335,7 @@ def decode_latents(
     data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Latents:
     """Parse a file and entropy-decode its z and y symbols."""
-    header, z_payload, y_payload = container.unpack(bytes(data))
+    header, z_payload, y_payload = container.unpack(_bitstream(data))
     # An empty payload is a valid stream (all symbols at their table's most likely
     # value), so a 41-byte file may declare any size: bound the work it can demand.
     if header.width * header.height > max_pixels:
@@ -453,6 +470,7 @@ def _is_grayscale(image) -> bool:
 def decode(data: bytes, model: Models = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode bitstream bytes to a PIL image (RGB, or L for a greyscale source; RGBA or
     LA with transparency), with the stored ICC profile, EXIF and XMP in ``info``."""
+    data = _bitstream(data)
     image = Image.fromarray(decode_array(data, model, max_pixels))
     header = read_header(data)
     if header.grayscale:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 from rdcodec.cli.main import main
 from rdcodec.codec import batch, pipeline
+from rdcodec.errors import CodecError
 
 IMAGES = Path(__file__).parents[1] / "images"
 
@@ -121,11 +123,23 @@ def test_engine_options_are_checked_before_any_work(photo_folder, tmp_path):
     out = tmp_path / "out"
     for extra, message in (
         (["--address", "auto"], "--address is for --engine ray"),
-        (["-j", "0"], "--jobs and --threads must be at least 1"),
+        (["-j", "0"], "jobs (-j) must be a whole number of at least 1, got 0"),
     ):
         result = CliRunner().invoke(main, ["encode", str(photo_folder), str(out), *extra])
         assert result.exit_code != 0 and message in result.output + result.stderr
     assert not out.exists() or not list(out.rglob("*.rdc"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"jobs": "2"}, "jobs (-j) must be a whole number"), ({"threads": 0}, "threads (--threads)")],
+)
+def test_the_python_api_refuses_bad_engine_settings(photo_folder, tmp_path, kwargs, message):
+    import rdcodec
+
+    with pytest.raises(CodecError, match=re.escape(message)):
+        rdcodec.encode_folder(photo_folder, tmp_path / "out", 2, **kwargs)
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_python_api_runs_a_folder(photo_folder, tmp_path):

@@ -1,3 +1,6 @@
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -158,6 +161,30 @@ def test_a_target_bpp_that_is_no_rate_is_refused(tiny_model, coffee, target):
         pipeline.encode_at_bpp(coffee, target, tiny_model)
     with pytest.raises(CodecError, match="target bpp"):
         pipeline.encode_image(coffee, model=tiny_model, target_bpp=target, compare_jpeg=False)
+
+
+@pytest.mark.parametrize("data", ["x.rdc", Path("x.rdc"), 123, None, io.BytesIO(b"RDC")])
+def test_decoding_something_that_is_not_bytes_says_so(tiny_model, data):
+    with pytest.raises(CodecError, match="decoding takes the file's bytes") as info:
+        pipeline.decode(data, tiny_model)
+    assert ("read the file first" in str(info.value)) == isinstance(data, str | Path)
+    with pytest.raises(CodecError, match="decoding takes the file's bytes"):
+        pipeline.decode_array(data, tiny_model)
+
+
+def test_bytes_like_files_decode(tiny_model, astronaut):
+    data = pipeline.encode(astronaut, 4, tiny_model)
+    expected = pipeline.decode_array(data, tiny_model)
+    for view in (bytearray(data), memoryview(data)):
+        np.testing.assert_array_equal(pipeline.decode_array(view, tiny_model), expected)
+        assert pipeline.decode(view, tiny_model).size == astronaut.shape[1::-1]
+
+
+def test_encoding_a_path_or_another_model_type_says_what_is_wanted(tiny_model, astronaut):
+    with pytest.raises(ImageError, match="got a path .*PIL.Image.open"):
+        pipeline.encode("photo.png", 4, tiny_model)
+    with pytest.raises(ModelError, match="model must be a shipped model's name"):
+        pipeline.encode(astronaut, 4, 123)
 
 
 def test_a_shipped_model_by_name(coffee):

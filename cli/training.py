@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from ..errors import CodecError
 from ..models.training.config import TrainConfig  # torch-free: the defaults below
-from .common import reports_errors
+from .common import check_output, reports_errors, writing
 
 DEFAULTS = TrainConfig()
 
@@ -217,7 +222,7 @@ def train(
     if crop % 64:
         raise CodecError("--crop must be a multiple of 64")
     if export_path:
-        image_io.check_output(export_path, force)  # before hours of training, not after
+        check_output(Path(export_path), force)  # before hours of training, not after
     if not packed and not Path(data).is_dir():
         raise CodecError(f"{data}: training data folder does not exist")
     if bf16 and not bf16_is_native(device):
@@ -300,9 +305,12 @@ def train(
     click.echo(f"checkpoint: {ckpt}")
     if export_path:
         digests = []
-        image_io.atomic_write(
-            export_path, lambda tmp: digests.append(registry.export_checkpoint(ckpt, tmp)), force
-        )
+        with writing(Path(export_path)):
+            image_io.atomic_write(
+                export_path,
+                lambda tmp: digests.append(registry.export_checkpoint(ckpt, tmp)),
+                force,
+            )
         click.echo(f"exported {export_path} sha256 {digests[0]}")
 
 
@@ -419,6 +427,8 @@ def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as
     path = weights_path or registry.weights_path(registry.find_entry(registry.default_model_name()))
     try:
         network = probe_lib.load_network(path)
+    except CodecError:  # what the file is, said by the registry
+        raise
     except Exception as exc:  # any unreadable file: one line, not a traceback
         raise CodecError(f"{path}: not a weight file or checkpoint ({exc})") from None
     try:
@@ -500,16 +510,25 @@ def probe(weights_path, data, val, crops, size, noise_samples, overfit_steps, as
 def plot_log(log, out_path, force):
     """Plot a training log (run folder or log.jsonl): rate split, distortion, active channels."""
     from ..codec import image_io
-    from ..models.training.logplot import plot_log as plot
+    from ..models.training.logplot import draw, read_log
 
     if log.is_dir():
+        if not (log / "log.jsonl").is_file():
+            raise CodecError(f"{log}: no log.jsonl (not a training run's folder)")
         log = log / "log.jsonl"
-    image_io.check_output(out_path, force)
+    check_output(out_path, force)
     try:
-        fmt = out_path.suffix.lstrip(".") or "png"
-        image_io.atomic_write(out_path, lambda tmp: plot(log, [tmp], fmt=fmt), force)
-    except (ValueError, OSError) as exc:
+        steps, vals = read_log(log)
+    except ValueError as exc:  # not a training log: the message names the file
         raise CodecError(str(exc)) from None
+    except OSError as exc:
+        raise CodecError(f"{log}: cannot read ({exc.strerror or exc})") from None
+    fmt = out_path.suffix.lstrip(".") or "png"
+    try:
+        with writing(out_path):
+            image_io.atomic_write(out_path, lambda tmp: draw(steps, vals, [tmp], fmt=fmt), force)
+    except ValueError as exc:  # a format matplotlib does not write
+        raise CodecError(f"{out_path}: {exc}") from None
     click.echo(f"wrote {out_path}")
 
 
@@ -523,12 +542,14 @@ def export(checkpoint, output_path, force):
     from ..codec import image_io
     from ..models import registry
 
+    check_output(output_path, force)
     digests = []
-    image_io.atomic_write(
-        output_path,
-        lambda tmp: digests.append(registry.export_checkpoint(checkpoint, tmp)),
-        force,
-    )
+    with writing(output_path):
+        image_io.atomic_write(
+            output_path,
+            lambda tmp: digests.append(registry.export_checkpoint(checkpoint, tmp)),
+            force,
+        )
     digest = digests[0]
     click.echo(f"{output_path}: sha256 {digest}, {output_path.stat().st_size} bytes")
 
@@ -565,21 +586,13 @@ def release(weights, name, description, run_folder, make_default, qualities, sca
     from ..models import registry
 
     qualities = _quality_range(qualities)
+    if scale_from is not None and not math.isfinite(scale_from):
+        raise CodecError(f"--scale-from {scale_from}: give a quality such as 8")
     training = {}
     if run_folder is not None:
-        try:
-            best = json.loads((run_folder / "val_best.json").read_text())
-        except FileNotFoundError:
-            raise CodecError(f"{run_folder}: no val_best.json (the run never validated)") from None
-        except (OSError, ValueError) as exc:
-            raise CodecError(f"{run_folder}/val_best.json: cannot read it ({exc})") from None
-        training = {
-            "run_step": best.get("step"),
-            "run_hours": best.get("train_hours"),
-            "validation_bd_rate_vs_jpeg": best.get("bd_rate_vs_jpeg"),
-        }
-        if qualities is None and best.get("qualities"):  # a run on some levels only
-            qualities = [min(best["qualities"]), max(best["qualities"])]
+        training, run_qualities = _run_summary(run_folder)
+        if qualities is None:  # a run on some levels only
+            qualities = run_qualities
     entry = registry.release(
         weights,
         name,
@@ -611,19 +624,68 @@ def pack_crops(folder, output_path, size, per_image, force):
     training data to a machine without the photos, such as a lent GPU). Size: 3 * size^2
     bytes a crop; the defaults give 48 KiB a photo (32 MiB for 680)."""
     from ..codec import image_io
-    from ..models.training.data import pack_crops as pack
+    from ..models.training.data import sample_crops, save_crops
 
     if size % 64 or size < 64 or per_image < 1:
         raise CodecError("--size must be a positive multiple of 64 and --per-image at least 1")
-    counts = []
+    check_output(output_path, force)
     try:
-        image_io.atomic_write(
-            output_path, lambda tmp: counts.append(pack(folder, tmp, size, per_image)), force
-        )
-    except ValueError as exc:  # no photo large enough
+        crops = sample_crops(folder, size, per_image)
+    except ValueError as exc:  # no photo large enough, or more crops than memory
         raise CodecError(str(exc)) from None
+    with writing(output_path), _terminate_as_interrupt():
+        image_io.atomic_write(output_path, lambda tmp: save_crops(tmp, crops), force)
     mib = output_path.stat().st_size / 2**20
-    click.echo(f"{output_path}: {counts[0]} crops of {size}x{size}, {mib:.1f} MiB")
+    click.echo(f"{output_path}: {len(crops)} crops of {size}x{size}, {mib:.1f} MiB")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM as Ctrl-C while an output is written: the temporary file is removed (a
+    kill's default action would leave it), and the command ends as interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_summary(run_folder: Path) -> tuple[dict, list[int] | None]:
+    """What ``release --run`` records from a run's val_best.json (step, hours, BD-rate),
+    and the qualities it trained (None: all), each checked: it goes into the manifest."""
+    path = run_folder / "val_best.json"
+    try:
+        best = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CodecError(f"{run_folder}: no val_best.json (the run never validated)") from None
+    except (OSError, ValueError) as exc:
+        raise CodecError(f"{path}: cannot read it ({exc})") from None
+    if not isinstance(best, dict):
+        raise CodecError(f"{path}: not a run's best validation (a JSON object was wanted)")
+    for key in ("step", "train_hours", "bd_rate_vs_jpeg"):
+        value = best.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise CodecError(f"{path}: its {key} {json.dumps(value)} is not a number")
+    training = {
+        "run_step": best.get("step"),
+        "run_hours": best.get("train_hours"),
+        "validation_bd_rate_vs_jpeg": best.get("bd_rate_vs_jpeg"),
+    }
+    qualities = best.get("qualities")
+    if qualities in (None, []):  # a run on all levels
+        return training, None
+    if not isinstance(qualities, list) or not all(
+        isinstance(q, int) and not isinstance(q, bool) and q >= 1 for q in qualities
+    ):
+        raise CodecError(f"{path}: qualities {json.dumps(qualities)} are not quality levels")
+    return training, [min(qualities), max(qualities)]
 
 
 def _quality_range(text: str | None) -> list[int] | None:

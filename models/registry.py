@@ -4,7 +4,8 @@ A wire id is written into every bitstream and never reassigned; together with th
 first 8 bytes of the weights' sha256 it tells the decoder exactly which weights a
 file needs.
 
-Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True``::
+Weight file (``.rdw``): a ``torch.save`` dict read with ``weights_only=True`` (as every
+file here is, checkpoints too: a pickle may name any callable, and loading it runs it)::
 
     {"format": 1, "config": {"N", "M", "levels", "exact", "slices", "G"},
      "state_dict": {name: tensor},    # convolution kernels fp16, the rest fp32
@@ -33,7 +34,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
+import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -286,9 +290,72 @@ def weight_bytes(path: str | Path) -> bytes:
     return data
 
 
-def load_blob(path: str | Path, weights_only: bool = False) -> dict:
-    """``torch.load`` of a weight file (stored compressed or not) or a checkpoint."""
-    return torch.load(io.BytesIO(weight_bytes(path)), map_location="cpu", weights_only=weights_only)
+# What a file that torch.save did not write is, by its first bytes: an error then says
+# what was given as well as what was wanted.
+_FOREIGN_MAGICS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89RDC", "an rdcodec bitstream"),  # codec/container.py's MAGIC
+    (b"\x1f\x8b", "gzip data; name a compressed weight file .rdw.gz"),
+)
+
+
+def _foreign_kind(data: bytes) -> str | None:
+    """What ``data`` is when torch.save cannot have written it; None when it may have
+    (its zip format, or the legacy pickle of torch before 1.6)."""
+    if not data:
+        return "an empty file"
+    for magic, kind in _FOREIGN_MAGICS:
+        if data.startswith(magic):
+            return kind
+    if data.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return "a file torch.save did not write"
+    return "a text file"
+
+
+def _torch_load(path: str | Path, data: bytes, wanted: str) -> dict:
+    """``torch.load`` of a file's bytes as a dict, tensors and plain values only: a
+    pickle may name any Python callable, and loading it would run it (weights_only).
+    Anything else is a ``ModelError`` that says what the file is and what was wanted."""
+    kind = _foreign_kind(data)
+    if kind is not None:
+        raise ModelError(f"{path}: not {wanted} ({kind})")
+    try:
+        with warnings.catch_warnings():  # about a foreign pickle's protocol: noise here
+            warnings.simplefilter("ignore")
+            blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # "unsupported GLOBAL os.system": a callable
+            raise ModelError(
+                f"{path}: refused: it holds Python objects other than tensors and plain "
+                "values, and loading them could run code (not a file rdcodec wrote)"
+            ) from None
+        raise ModelError(f"{path}: not {wanted} (damaged: {_first_line(exc)})") from None
+    except Exception as exc:  # a damaged zip or pickle can fail in many ways inside torch
+        raise ModelError(f"{path}: not {wanted} (damaged: {_first_line(exc)})") from None
+    if not isinstance(blob, dict):
+        raise ModelError(f"{path}: not {wanted} (a saved {type(blob).__name__})")
+    return blob
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line (torch's messages run to paragraphs; some are empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_blob(path: str | Path, wanted: str = "a weight file or checkpoint") -> dict:
+    """``torch.load`` of a weight file (stored compressed or not) or a checkpoint, as
+    ``_torch_load`` (``wanted``: what the caller takes, for its errors)."""
+    try:
+        data = weight_bytes(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _torch_load(path, data, wanted)
 
 
 def load_weights_file(
@@ -302,8 +369,14 @@ def load_weights_file(
     digest = hashlib.sha256(data).hexdigest()
     if expected_sha256 and digest != expected_sha256:
         raise ModelError(f"weights {path} do not match the manifest's sha256 (corrupted install?)")
+    blob = _torch_load(path, data, "a weight file")
+    if is_checkpoint(blob):
+        raise ModelError(
+            f"{path}: a training checkpoint, not a weight file (make one with `rdcodec export`)"
+        )
+    if "format" not in blob or "state_dict" not in blob:
+        raise ModelError(f"{path}: not a weight file (a torch file without a format number)")
     try:
-        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if blob.get("format") != WEIGHTS_FORMAT:
             raise ModelError(
                 f"weights {path} have format {blob.get('format')}, expected {WEIGHTS_FORMAT}"
@@ -322,7 +395,7 @@ def load_weights_file(
     except ModelError:
         raise
     except Exception as exc:  # a damaged file can fail in many ways inside torch
-        raise ModelError(f"cannot load weights {path}: {exc}") from None
+        raise ModelError(f"cannot load weights {path}: {_first_line(exc)}") from None
     network.eval()
     for p in network.parameters():
         p.requires_grad_(False)
@@ -419,27 +492,37 @@ def weights_path(entry: dict) -> Path:
 def is_checkpoint(blob: dict) -> bool:
     """Whether a loaded file is a training checkpoint (it holds optimiser state) rather
     than a shipped weight file."""
-    return "opt" in blob
+    return isinstance(blob, dict) and "opt" in blob
 
 
 def config_of(path: str | Path) -> dict:
     """The architecture (N, M, levels) of a weight file or a training checkpoint."""
+    blob = load_blob(path)
     try:
-        blob = load_blob(path)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path}: {exc}") from None
-    return blob["config"]["arch"] if is_checkpoint(blob) else blob["config"]
+        config = blob["config"]["arch"] if is_checkpoint(blob) else blob["config"]
+    except (KeyError, TypeError):
+        config = None
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: not a weight file or checkpoint (it names no architecture)")
+    return config
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
     """Export a training checkpoint's model as a shipped weight file; returns sha256."""
+    ckpt = load_blob(checkpoint, "a training checkpoint")
+    if not is_checkpoint(ckpt):
+        kind = (
+            "a weight file (.rdw)"
+            if "state_dict" in ckpt
+            else "a torch file without optimiser state"
+        )
+        raise ModelError(f"{checkpoint}: {kind}, not a training checkpoint")
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         network = build_network(ckpt["config"]["arch"], trainable=True)
         # The weight average is what validation measures and what ships, when kept.
         network.load_state_dict(ckpt.get("ema") or ckpt["model"])
     except Exception as exc:
-        raise ModelError(f"cannot read checkpoint {checkpoint}: {exc}") from None
+        raise ModelError(f"cannot read checkpoint {checkpoint}: {_first_line(exc)}") from None
     return export_weights(network, Path(out))
 
 
@@ -492,6 +575,8 @@ def _scale_after_release(
     if make_default:
         scale[0]["model"] = name
     if scale_from is not None:
+        if not math.isfinite(scale_from):  # round() of nan or inf raises
+            raise ModelError(f"--scale-from {scale_from}: give a quality such as 8")
         if scale_from * 1000 != round(scale_from * 1000):
             raise ModelError(f"--scale-from {scale_from}: give a quality in steps of 0.001")
         if not (low <= scale_from <= high and scale[0]["from"] < scale_from):

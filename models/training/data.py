@@ -8,6 +8,7 @@ same data to a machine without the photo folder (a lent GPU).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,16 +79,53 @@ class CropSampler:
         self.rng.bit_generator.state = state
 
 
-def pack_crops(folder: Path, out: Path, size: int = 128, per_image: int = 1, seed: int = 0) -> int:
-    """Write ``per_image`` random crops of every image large enough as one uint8 .npy
-    (K, size, size, 3); returns K."""
+def available_memory() -> int:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable; free
+    pages elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def sample_crops(folder: Path, size: int = 128, per_image: int = 1, seed: int = 0) -> np.ndarray:
+    """``per_image`` random crops of every image large enough, as one uint8 array
+    (K, size, size, 3). Refused (``ValueError``) before it is made where it would not
+    fit in the memory available: it is written, and trained on, in memory."""
     sampler = CropSampler.from_folder(folder, size, seed)
-    rng, crops = np.random.default_rng(seed), []
+    count = len(sampler.images) * per_image
+    need = count * size * size * 3
+    free = available_memory()
+    if need > free:
+        raise ValueError(
+            f"{count} crops of {size}x{size} need {need / 2**30:.1f} GiB of memory, "
+            f"{free / 2**30:.1f} GiB is available: lower --per-image or --size"
+        )
+    rng = np.random.default_rng(seed)
+    crops = np.empty((count, size, size, 3), dtype=np.uint8)
+    k = 0
     for image in sampler.images:
         for _ in range(per_image):
             top = rng.integers(0, image.shape[0] - size + 1)
             left = rng.integers(0, image.shape[1] - size + 1)
-            crops.append(image[top : top + size, left : left + size])
+            crops[k] = image[top : top + size, left : left + size]
+            k += 1
+    return crops
+
+
+def save_crops(out: Path, crops: np.ndarray) -> None:
+    """Write ``sample_crops``'s array as a .npy."""
     with open(out, "wb") as f:  # a file object: np.save would append .npy to a bare path
-        np.save(f, np.stack(crops))
+        np.save(f, crops)
+
+
+def pack_crops(folder: Path, out: Path, size: int = 128, per_image: int = 1, seed: int = 0) -> int:
+    """Write ``per_image`` random crops of every image large enough as one uint8 .npy
+    (K, size, size, 3); returns K."""
+    crops = sample_crops(folder, size, per_image, seed)
+    save_crops(out, crops)
     return len(crops)

@@ -9,16 +9,70 @@ import numpy as np
 
 
 def read_log(path: Path) -> tuple[list[dict], list[dict]]:
-    """Step rows and validation rows; a resumed run's repeated steps keep the last."""
+    """Step rows and validation rows; a resumed run's repeated steps keep the last.
+    A file that is not a training log (the run's val.jsonl, other JSON, binary data)
+    is a ``ValueError`` naming it and, where it helps, the line."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a training log (binary data at byte {exc.start})") from None
     steps: dict[int, dict] = {}
     vals: dict[int, dict] = {}
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             row = json.loads(line)
         except ValueError:
             continue  # a line cut by an interrupted write
+        problem = _row_problem(row)
+        if problem:
+            raise ValueError(f"{path}: not a training log (line {number}: {problem})")
         (vals if "val_estimate" in row else steps)[row["step"]] = row
+    if not steps:
+        raise ValueError(f"{path}: not a training log (no training rows)")
     return [steps[k] for k in sorted(steps)], [vals[k] for k in sorted(vals)]
+
+
+_JSON_NAMES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _row_problem(row) -> str | None:
+    """Why a parsed line is not a row of ``train``'s log.jsonl (None when it is one):
+    each value the plot reads is checked, so a foreign file fails here, not mid-plot."""
+    if not isinstance(row, dict):
+        return f"{_JSON_NAMES.get(type(row), 'a JSON value')}, not an object"
+    if "bd_rate_vs_jpeg" in row:
+        return "a validation row of a run's val.jsonl; plot-log draws the run's log.jsonl"
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return "no step" if step is None else f"step {json.dumps(step)} is not a whole number"
+    if "val_estimate" in row:
+        levels = row["val_estimate"]
+        if not isinstance(levels, dict) or not all(
+            isinstance(v, dict)
+            and _is_number(v.get("psnr"))
+            and _is_number(v.get("active_channels", 0))
+            for v in levels.values()
+        ):
+            return "val_estimate is not quality levels with a PSNR each"
+        return None
+    for key in ("bpp", "psnr"):
+        if not _is_number(row.get(key)):
+            return f"no number '{key}'"
+    for key in ("bpp_y", "bpp_z"):  # the rate split (absent from older logs)
+        if key in row and not _is_number(row[key]):
+            return f"'{key}' is not a number"
+    return None
 
 
 def _smooth(values: list[float], window: int) -> np.ndarray:
@@ -30,19 +84,26 @@ def _smooth(values: list[float], window: int) -> np.ndarray:
 
 
 def plot_log(path: Path, out: list[Path], window: int = 25, fmt: str | None = None) -> None:
+    """Plot the training log at ``path`` (``read_log``) to each of ``out``."""
+    steps, vals = read_log(path)
+    draw(steps, vals, out, window, fmt)
+
+
+def draw(
+    steps: list[dict], vals: list[dict], out: list[Path], window: int = 25, fmt: str | None = None
+) -> None:
+    """The plot of ``read_log``'s rows, saved to each of ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, vals = read_log(path)
-    if not steps:
-        raise ValueError(f"{path}: no training rows")
     x = [r["step"] for r in steps]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     for key, label in [("bpp", "R total"), ("bpp_y", "R of y"), ("bpp_z", "R of z")]:
-        ax.plot(x, _smooth([r[key] for r in steps], window), label=label)
+        if all(key in r for r in steps):  # older logs have no y/z split
+            ax.plot(x, _smooth([r[key] for r in steps], window), label=label)
     ax.set(xlabel="step", ylabel="bits per pixel (−log2 p, training batch)", title="Rate = KL term")
     ax.legend()
     ax = axes[1]

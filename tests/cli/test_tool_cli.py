@@ -66,9 +66,115 @@ def test_export_of_a_non_checkpoint_is_one_line(runner, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     result = runner.invoke(main, ["export", str(bad), str(tmp_path / "w.rdw")])
     assert result.exit_code != 0
-    assert result.output.count("\n") == 1 and "cannot read checkpoint" in result.output
+    assert result.output.count("\n") == 1
+    assert "bad.ckpt: not a training checkpoint (a text file)" in result.output
     assert not (tmp_path / "w.rdw").exists()
     assert not list(tmp_path.glob(".w.rdw.*"))
+
+
+def test_a_checkpoint_of_the_training_code_loads_without_running_code(run_folder):
+    """Checkpoints are read with weights_only (tensors and plain values): what
+    ``rdcodec train`` writes must stay within that."""
+    _, checkpoint = run_folder
+    blob = torch.load(checkpoint, weights_only=True)
+    assert registry.is_checkpoint(blob) and blob["step"] == 2
+    assert registry.config_of(checkpoint)["M"] == 12
+
+
+class _RunsCode:
+    """A pickle that, loaded with weights_only=False, creates ``path`` (as a payload of
+    os.system would run a command)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(runner, tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"opt": {}, "config": {"arch": {}}, "model": _RunsCode(marker)}, evil)
+    photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
+    for args in (
+        ["export", str(evil), str(tmp_path / "w.rdw")],
+        ["probe", "--weights", str(evil), "--data", str(photos), "--val", str(photos)],
+        ["train", "--init", str(evil), "--data", str(photos), "--out", str(tmp_path / "run")],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 5, result.output
+        assert result.output.startswith(f"rdcodec: error: {evil}: refused")
+        assert "could run code" in result.output and result.output.count("\n") == 1
+    assert not marker.exists() and not (tmp_path / "w.rdw").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "given", "message"),
+    [
+        ("export", "PNG", "small.png: not a training checkpoint (a PNG image)"),
+        ("export", "WEIGHTS", "tiny_exact.rdw: a weight file (.rdw), not a training checkpoint"),
+        ("export", "EMPTY", "empty.bin: not a training checkpoint (an empty file)"),
+        ("release", "PNG", "small.png: not a weight file (a PNG image)"),
+        ("release", "EMPTY", "empty.bin: not a weight file (an empty file)"),
+        ("release", "TEXT", "text.txt: not a weight file (a text file)"),
+        ("release", "RDC", "small.rdc: not a weight file (an rdcodec bitstream)"),
+        ("release", "CHECKPOINT", "last.ckpt: a training checkpoint, not a weight file"),
+    ],
+)
+def test_a_wrong_file_is_named_for_what_it_is(
+    runner, tmp_path, monkeypatch, run_folder, tiny_exact_weights, command, given, message
+):
+    folder = _release_folder(tmp_path, monkeypatch)
+    saved = (folder / "manifest.json").read_text()
+    files = {
+        "PNG": tmp_path / "small.png",
+        "EMPTY": tmp_path / "empty.bin",
+        "TEXT": tmp_path / "text.txt",
+        "RDC": tmp_path / "small.rdc",
+        "WEIGHTS": tiny_exact_weights,
+        "CHECKPOINT": run_folder[1],
+    }
+    with Image.open(IMAGES / "coffee.png") as im:
+        im.convert("RGB").crop((0, 0, 64, 64)).save(files["PNG"])
+    files["EMPTY"].write_bytes(b"")
+    files["TEXT"].write_text("hello\n")
+    files["RDC"].write_bytes(b"\x89RDC\x01" + bytes(40))
+    out = tmp_path / "x.rdw"
+    if command == "export":
+        args = ["export", str(files[given]), str(out)]
+    else:
+        args = ["release", str(files[given]), "--name", "new-a"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 5, result.output
+    assert result.output.startswith("rdcodec: error: ") and result.output.count("\n") == 1
+    assert message in result.output
+    assert not out.exists() and (folder / "manifest.json").read_text() == saved
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["export", "pack-crops", "plot-log"])
+def test_an_unwritable_output_fails_before_any_work(
+    runner, tmp_path, monkeypatch, run_folder, command
+):
+    from rdcodec.models.training import data
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work began before the output was checked")
+
+    monkeypatch.setattr(registry, "export_checkpoint", no_work)
+    monkeypatch.setattr(data, "sample_crops", no_work)
+    folder, checkpoint = run_folder
+    photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
+    out = "/proc/x.out"  # a virtual filesystem: no temporary file can be made there
+    args = {
+        "export": [str(checkpoint), out],
+        "pack-crops": [str(photos), out, "--size", "64"],
+        "plot-log": [str(folder), "--out", out],
+    }[command]
+    result = runner.invoke(main, [command, *args])
+    assert result.exit_code == 6, result.output
+    assert result.output == f"rdcodec: error: {out}: cannot write (No such file or directory)\n"
 
 
 def test_plot_log_draws_the_run(runner, run_folder, tmp_path):
@@ -87,6 +193,48 @@ def test_plot_log_of_a_broken_log_is_one_line(runner, tmp_path):
     result = runner.invoke(main, ["plot-log", str(log), "--out", str(tmp_path / "x.png")])
     assert result.exit_code != 0 and result.output.startswith("rdcodec: error:")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (
+            '{"step": null, "model": "m", "bd_rate_vs_jpeg": -26.4, "shipped": true}\n'
+            '{"step": 250, "train_hours": 0.1, "bd_rate_vs_jpeg": -27.0, "improved": true}\n',
+            "line 1: a validation row of a run's val.jsonl",
+        ),
+        ("[1, 2]\n", "line 1: an array, not an object"),
+        ('{"a": 1}\n', "line 1: no step"),
+        ("5\n", "line 1: a number, not an object"),
+        (
+            '{"step": 10, "bpp": 1.0, "psnr": 30}\n{"step": "20", "bpp": 1.0, "psnr": 30}\n',
+            'line 2: step "20" is not a whole number',
+        ),
+        ('{"step": 10, "bpp": "high", "psnr": 30}\n', "line 1: no number 'bpp'"),
+        ('{"step": 10, "val_estimate": [1]}\n', "line 1: val_estimate is not"),
+        (b"\x80\x02\x8a\x0a\xff binary", "binary data at byte 0"),
+    ],
+)
+def test_plot_log_of_a_file_that_is_not_a_training_log_names_it(runner, tmp_path, content, why):
+    log = tmp_path / "val.jsonl"
+    if isinstance(content, bytes):
+        log.write_bytes(content)
+    else:
+        log.write_text(content)
+    out = tmp_path / "x.png"
+    result = runner.invoke(main, ["plot-log", str(log), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"rdcodec: error: {log}: not a training log (")
+    assert why in result.output and result.output.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".x.png.*"))
+
+
+def test_plot_log_draws_a_log_from_before_the_rate_split(runner, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(f'{{"step": {s}, "bpp": 1.0, "psnr": 30.0}}\n' for s in (10, 20)))
+    result = runner.invoke(main, ["plot-log", str(log), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x.png").stat().st_size > 10_000
 
 
 def test_rdplane_prints_every_level_and_plots(runner, tmp_path):
@@ -207,6 +355,47 @@ def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
     assert narrower.exit_code != 0 and "--widen 64" in narrower.output
 
 
+def test_pack_crops_refuses_more_crops_than_memory_up_front(runner, tmp_path):
+    photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
+    out = tmp_path / "big.npy"
+    args = ["pack-crops", str(photos), str(out), "--size", "64", "--per-image", "100000000"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("rdcodec: error: 100000000 crops of 64x64 need 1144.4 GiB")
+    assert result.output.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.glob(".big.npy.*"))
+
+
+def test_pack_crops_killed_while_writing_leaves_no_temporary_file(runner, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from rdcodec.models.training import data
+
+    def killed_halfway(out, crops):
+        out.write_bytes(b"\x93NUMPY half a file")
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the write")
+
+    monkeypatch.setattr(data, "save_crops", killed_halfway)
+    photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
+    out = tmp_path / "crops.npy"
+    terms = []
+
+    def ours(signum, frame):  # without the command's own handler: pytest lives on
+        terms.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        result = runner.invoke(main, ["pack-crops", str(photos), str(out), "--size", "64"])
+        assert signal.getsignal(signal.SIGTERM) is ours  # the command put it back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not terms
+    assert result.exit_code == 130 and result.output == "rdcodec: error: interrupted\n"
+    assert not out.exists() and not list(tmp_path.glob(".crops.npy.*"))
+
+
 def _release_folder(tmp_path, monkeypatch):
     """A weights folder with a copy of the manifest, where `rdcodec release` writes."""
     folder = tmp_path / "weights"
@@ -254,6 +443,35 @@ def test_release_of_a_high_rate_model_from_its_run(
 
 
 @pytest.mark.parametrize(
+    ("val_best", "scale_from", "message"),
+    [
+        ('{"step": 10, "qualities": [8, 11]}', "nan", "--scale-from nan: give a quality"),
+        ('{"step": 10, "qualities": [8, 11]}', "inf", "--scale-from inf: give a quality"),
+        ("[1]", None, "val_best.json: not a run's best validation"),
+        ('{"qualities": "abc"}', None, 'val_best.json: qualities "abc" are not quality levels'),
+        ('{"qualities": [8, true]}', None, "are not quality levels"),
+        ('{"step": "x"}', None, 'val_best.json: its step "x" is not a number'),
+    ],
+)
+def test_release_of_a_bad_run_or_scale_is_one_line(
+    runner, tmp_path, monkeypatch, tiny_exact_weights, val_best, scale_from, message
+):
+    folder = _release_folder(tmp_path, monkeypatch)
+    saved = (folder / "manifest.json").read_text()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "val_best.json").write_text(val_best)
+    args = ["release", str(tiny_exact_weights), "--name", "tiny-hr1", "--run", str(run)]
+    if scale_from is not None:
+        args += ["--scale-from", scale_from]
+    result = runner.invoke(main, args)
+    assert result.exit_code != 0 and result.output.startswith("rdcodec: error:"), result.output
+    assert message in result.output and result.output.count("\n") == 1
+    assert (folder / "manifest.json").read_text() == saved
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["bench", "IMAGES", "--qualities", "all=1,2"], "one codec per item"),
@@ -271,7 +489,7 @@ def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):
     fill = {
         "IMAGES": str(images),
         "IMAGE": str(images / "coffee.png"),
-        "OUT": str(tmp_path / "out.x"),
+        "OUT": str(tmp_path / "out.png"),
         "MISSING/w.rdw": str(tmp_path / "missing" / "w.rdw"),
     }
     result = runner.invoke(main, [fill.get(a, a) for a in args])
@@ -289,7 +507,7 @@ def test_train_grows_a_checkerboard_and_resumes_it(runner, tmp_path, tiny_exact_
     wide = tmp_path / "cb.rdw"
     again = runner.invoke(main, [*args, "--steps", "3", "--export", str(wide)])
     assert again.exit_code == 0, again.output
-    ckpt = torch.load(run / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
     assert ckpt["step"] == 3 and ckpt["config"]["arch"]["checkerboard"] is True
     assert any(k.startswith("spatial.") for k in ckpt["model"])
     network = registry.load_weights_file(wide, "cb", 1).network
@@ -309,7 +527,7 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     # warm start's.
     again = runner.invoke(main, [*args, "--steps", "4"])
     assert again.exit_code == 0, again.output
-    ckpt = torch.load(run / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "last.ckpt", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["config"]["arch"]["slices"] == 3
     assert any(k.startswith("context.") for k in ckpt["model"])
     other = [*args[:4], str(run / "last.ckpt"), "--out", str(tmp_path / "r2"), *args[7:]]
@@ -319,13 +537,13 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     # --widen of a context model adds whole slices of its width (4 channels).
     wide = runner.invoke(main, [*other, "--widen", "20", "--rate-warmup", "5", "--steps", "1"])
     assert wide.exit_code == 0, wide.output
-    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]
+    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=True)["config"]
     assert (config["arch"]["M"], config["arch"]["slices"]) == (20, 5)
     assert (config["rate_warmup"], config["rate_warmup_from"]) == (5, 12)
     # Resumed, the warm-up still covers the channels the first --widen added.
     resumed = runner.invoke(main, [*other, "--widen", "20", "--rate-warmup", "5", "--steps", "2"])
     assert resumed.exit_code == 0, resumed.output
-    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=False)["config"]
+    config = torch.load(tmp_path / "r2" / "last.ckpt", weights_only=True)["config"]
     assert config["rate_warmup_from"] == 12
     r3 = [*other, "--out", str(tmp_path / "r3"), "--steps", "1"]
     for extra, message in [

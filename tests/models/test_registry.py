@@ -169,3 +169,85 @@ def test_a_damaged_compressed_weight_file_is_one_clear_error(tmp_path, tiny_exac
     bad.write_bytes(gzip.compress(tiny_exact_weights.read_bytes())[:-40])
     with pytest.raises(ModelError, match="cannot inflate weights"):
         registry.load_weights_file(bad, "bad", 1)
+
+
+class _RunsCode:
+    """A pickle that, loaded with weights_only=False, creates ``path`` (as a payload of
+    os.system would run a command)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_file_whose_pickle_would_run_code_is_refused_unrun(tmp_path, weights_folder):
+    import torch
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"opt": {}, "config": {"arch": {}}, "model": _RunsCode(marker)}, evil)
+    for load in (
+        lambda: registry.export_checkpoint(evil, tmp_path / "w.rdw"),
+        lambda: registry.config_of(evil),
+        lambda: registry.load_weights_file(evil, "evil", 1),
+        lambda: registry.release(evil, "evil-r1", "x", folder=weights_folder),
+    ):
+        with pytest.raises(ModelError, match="evil.ckpt: refused: .* could run code"):
+            load()
+    assert not marker.exists() and not (tmp_path / "w.rdw").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "bad: not a weight file (an empty file)"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "bad: not a weight file (a PNG image)"),
+        (b"\xff\xd8\xff\xe0\0\x10JFIF", "bad: not a weight file (a JPEG image)"),
+        (b"\x89RDC\x01\x02\x03", "bad: not a weight file (an rdcodec bitstream)"),
+        (b"hello\n", "bad: not a weight file (a text file)"),
+        (b"\x80\x02\x8a\x0alike an old torch file", "bad: not a weight file (damaged: "),
+        (b"\x00\xfe\xff binary", "bad: not a weight file (a file torch.save did not write)"),
+    ],
+)
+def test_a_file_that_is_not_weights_is_said_in_one_line(tmp_path, content, message):
+    bad = tmp_path / "bad"
+    bad.write_bytes(content)
+    with pytest.raises(ModelError) as caught:
+        registry.load_weights_file(bad, "bad", 1)
+    text = str(caught.value)
+    assert text.startswith(str(tmp_path)) and message in text and "\n" not in text
+
+
+def test_a_weight_file_and_a_checkpoint_are_told_apart(tmp_path, tiny_exact_weights):
+    import torch
+
+    with pytest.raises(ModelError, match=r"a weight file \(\.rdw\), not a training checkpoint"):
+        registry.export_checkpoint(tiny_exact_weights, tmp_path / "w.rdw")
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"opt": {}, "config": {"arch": {"N": 8, "M": 12}}, "model": {}}, checkpoint)
+    with pytest.raises(ModelError, match="a training checkpoint, not a weight file"):
+        registry.load_weights_file(checkpoint, "c", 1)
+    other = tmp_path / "other.pt"
+    torch.save([torch.zeros(1)], other)
+    with pytest.raises(ModelError, match=r"not a weight file or checkpoint \(a saved list\)"):
+        registry.config_of(other)
+    assert not (tmp_path / "w.rdw").exists()
+
+
+@pytest.mark.parametrize("scale_from", [float("nan"), float("inf"), float("-inf")])
+def test_release_refuses_a_scale_from_that_is_not_a_number(
+    weights_folder, tiny_exact_weights, scale_from
+):
+    saved = (weights_folder / "manifest.json").read_text()
+    with pytest.raises(ModelError, match="--scale-from"):
+        registry.release(
+            tiny_exact_weights,
+            "tiny-hr1",
+            "x",
+            qualities=(8, 11),
+            scale_from=scale_from,
+            folder=weights_folder,
+        )
+    assert (weights_folder / "manifest.json").read_text() == saved

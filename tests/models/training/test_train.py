@@ -34,7 +34,7 @@ def _config(data_dir, out, steps):
 
 
 def _weights(path):
-    return torch.load(path, weights_only=False)["model"]
+    return torch.load(path, weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("weighting", ["lambda", "balanced"])
@@ -44,9 +44,9 @@ def test_resume_is_bit_exact(data_dir, tmp_path, weighting):
         cfg.level_weighting = weighting
         return train(cfg, progress=False).checkpoint
 
-    straight = torch.load(run(tmp_path / "a", 6), weights_only=False)
+    straight = torch.load(run(tmp_path / "a", 6), weights_only=True)
     run(tmp_path / "b", 3)
-    resumed = torch.load(run(tmp_path / "b", 6), weights_only=False)
+    resumed = torch.load(run(tmp_path / "b", 6), weights_only=True)
     for part in ("model", "ema"):
         a, b = straight[part], resumed[part]
         assert a.keys() == b.keys()
@@ -96,14 +96,14 @@ def test_bf16_autocast_keeps_the_rate_in_float32_and_close(data_dir, tmp_path):
     assert torch.allclose(mixed["mse"], full["mse"], rtol=0.05)
     cfg = _config(data_dir, tmp_path / "bf16", 2)
     cfg.bf16 = True
-    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=True)
     assert state["config"]["bf16"] and state["model"]["g_a.0.weight"].dtype == torch.float32
 
 
 def test_training_changes_weights_and_logs(data_dir, tmp_path):
     before = _weights(train(_config(data_dir, tmp_path / "c", 1), progress=False).checkpoint)
     ckpt = train(_config(data_dir, tmp_path / "c", 3), progress=False).checkpoint
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 3
     # Every trained tensor of the transforms moved (the lr is far above float resolution).
     for name in ("g_a.0.weight", "g_s.0.weight", "h_a.0.weight", "h_s.0.weight"):
@@ -152,7 +152,7 @@ def test_ddp_ranks_end_with_identical_weights(data_dir, tmp_path):
         _ddp_worker, args=(2, port, str(data_dir), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2
     )
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    start = torch.load(tmp_path / "ddp" / "last.ckpt", weights_only=False)
+    start = torch.load(tmp_path / "ddp" / "last.ckpt", weights_only=True)
     assert start["step"] == 3 and len(start["sampler_rng"]) == 2
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -265,14 +265,14 @@ def test_a_channel_context_grows_from_a_warm_start_and_learns(
     cfg.init = str(tiny_exact_weights)
     cfg.arch = {**registry.config_of(tiny_exact_weights), "slices": 3}
     ckpt = train(cfg, progress=False).checkpoint
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     last = [state["model"][f"context.{k}.4.weight"] for k in (0, 1)]
     assert all(float(w.abs().max()) > 0 for w in last)  # moved away from zero
     lrs = [g["lr"] for g in state["opt"]["param_groups"]]
     assert lrs == [cfg.lr, cfg.lr * cfg.gain_lr_scale, cfg.lr * cfg.context_lr_scale]
     cfg.steps = 6
     again = train(cfg, progress=False).checkpoint
-    assert torch.load(again, weights_only=False)["step"] == 6
+    assert torch.load(again, weights_only=True)["step"] == 6
     path = tmp_path / "cc.rdw"
     registry.export_checkpoint(again, path)
     model = registry.load_weights_file(path, "cc", 250)
@@ -283,7 +283,7 @@ def test_balanced_level_weighting_trains_differently(data_dir, tmp_path):
     plain = _weights(train(_config(data_dir, tmp_path / "plain", 3), progress=False).checkpoint)
     cfg = _config(data_dir, tmp_path / "balanced", 3)
     cfg.level_weighting = "balanced"
-    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=True)
     assert state["config"]["level_weighting"] == "balanced"
     # The running means are kept for a resume: one per level seen, at different values.
     means = state["level_balance"]["mean_loss"]
@@ -299,7 +299,7 @@ def test_a_quality_range_trains_only_those_levels(data_dir, tmp_path):
     cfg = _config(data_dir, tmp_path / "top", 4)
     cfg.level_weighting = "balanced"
     cfg.qualities = [7, 8]
-    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=False)
+    state = torch.load(train(cfg, progress=False).checkpoint, weights_only=True)
     # Only levels 7 and 8 (0-based 6 and 7) were sampled.
     counts = state["level_balance"]["count"].tolist()
     assert sum(counts[6:]) == 4 * cfg.batch_size and sum(counts[:6]) == 0

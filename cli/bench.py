@@ -30,7 +30,10 @@ from .common import reports_errors
     show_default=True,
     type=click.Path(path_type=Path),
     help="Output folder (JSON per codec, e.g. jpeg.json, rdcodec.json, "
-    "rdcodec-hp-gain-n96m128.json; per_image.csv, rd.png/svg, bd_rate.md, cache/).",
+    "rdcodec-hp-gain-n96m128.json; per_image.csv, rd.png/svg, bd_rate.md, cache/). "
+    "bench_outputs.txt lists what a run wrote: a later run into the same folder removes "
+    "the files of that list it does not write again (e.g. the JSON of a codec now left "
+    "out), so the outputs describe one run; the cache stays.",
 )
 @click.option(
     "--workers",
@@ -92,13 +95,22 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
         return f"{name}+e{effort}" if effort and is_rdcodec(name) and "+" not in name else name
 
     names = parse_codecs(",".join(at_effort(n) for n in parse_codecs(codecs)))
-    points = {at_effort(name): q for name, q in (parse_qualities(s) for s in qualities)}
+    points: dict[str, tuple[float, ...]] = {}
+    for spec in qualities:
+        name, q = parse_qualities(spec)
+        name = at_effort(name)
+        if name not in names:  # its points would be measured for nothing, unsaid
+            raise CodecError(f"--qualities '{spec}': {name} is not in --codecs")
+        # A codec named twice gets the points of both items.
+        points[name] = tuple(sorted({*points.get(name, ()), *q}))
     try:
         targets = [float(v) for v in (target_bpp or "").split(",") if v.strip()]
     except ValueError:
         raise CodecError(
             f"--target-bpp: expected numbers separated by commas, got {target_bpp!r}"
         ) from None
+    if target_bpp is not None and not targets:
+        raise CodecError(f"--target-bpp '{target_bpp}': no rates")
     report = run_bench(
         folder,
         codecs=names,
@@ -153,19 +165,21 @@ def bench(folder, codecs, out, workers, compare, qualities, target_bpp, html, ef
         r = find_bd(report.bd, c.label, ours[0].name, "psnr")
         click.echo(f"{c.label}: BD-rate (PSNR) {pct(r.percent if r else None)} vs {ours[0].label}")
     for m in report.monotonic:
-        click.echo(
-            f"{m.label} levels: bpp and PSNR rise with the level on "
-            f"{m.monotonic} of {m.images} images"
-        )
+        click.echo(f"{m.label} levels: {m.summary()}")
     if report.targets is not None:
         t = report.targets
         at = f"{t.model}, effort {t.effort}" if t.effort else t.model
-        click.echo(
-            f"--target-bpp ({at}): mean undershoot {t.undershoot_percent():.2f}% over "
-            f"{len(t.feasible())} files, {t.over_target()} above the target, "
-            f"{t.infeasible()} targets below the lowest quality's rate"
-        )
+        if t.feasible():
+            click.echo(
+                f"--target-bpp ({at}): mean undershoot {t.undershoot_percent():.2f}% over "
+                f"{len(t.feasible())} files, {t.over_target()} above the target, "
+                f"{t.infeasible()} targets below the lowest quality's rate"
+            )
+        else:
+            click.echo(f"--target-bpp ({at}): {t.none_reached()}")
     width = max(17, *(len(what) for what in report.outputs))  # rdcodec@MODEL names are long
     for what, path in report.outputs.items():
         click.echo(f"  {what:<{width}} {path}")
+    for path in report.removed:
+        click.echo(f"  {'removed (stale)':<{width}} {path}")
     click.echo(f"total {time.perf_counter() - start:.1f} s")

@@ -1,5 +1,5 @@
 """What every command shares: one-line errors with exit codes, number formats, the
-checks of an output before any work."""
+checks of an output before any work, no empty path."""
 
 from __future__ import annotations
 
@@ -56,6 +56,45 @@ def _report(caught: list) -> None:
             click.echo(f"rdcodec: notice: {notice.message}", err=True)
         else:
             warnings.showwarning(notice.message, notice.category, notice.filename, notice.lineno)
+
+
+class ParseError(click.ClickException):
+    """A bad argument found while click parses, before ``reports_errors`` runs: shown
+    as the same one ``rdcodec: error:`` line (click's usage errors take four)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"rdcodec: error: {self.format_message()}", err=True)
+
+
+class NonEmptyPath(click.Path):
+    """``click.Path`` that refuses an empty string: ``Path("")`` is ``Path(".")``, so an
+    empty ``--out`` would write into the current folder, an empty DIR read all of it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            what = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            raise ParseError(f"{what}: empty path")
+        return super().convert(value, param, ctx)
+
+
+def refuse_empty_paths(command: click.Command) -> click.Command:
+    """Make every ``click.Path`` argument and option of ``command`` a ``NonEmptyPath``
+    (the group applies it to each command, so no command can forget it)."""
+    for param in command.params:
+        p = param.type
+        if type(p) is click.Path:
+            param.type = NonEmptyPath(
+                exists=p.exists,
+                file_okay=p.file_okay,
+                dir_okay=p.dir_okay,
+                writable=p.writable,
+                readable=p.readable,
+                resolve_path=p.resolve_path,
+                allow_dash=p.allow_dash,
+                path_type=p.type,
+                executable=p.executable,
+            )
+    return command
 
 
 def fmt_db(value: float) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import CodecError, ImageError
+from ..errors import CodecError, ImageError, OutputError
 from .common import check_output, effort_option, image_input_options, reports_errors, writing
 from .common import fmt_db as _fmt_db
 
@@ -38,7 +38,7 @@ from .common import fmt_db as _fmt_db
     "out_path",
     required=True,
     type=click.Path(path_type=Path),
-    help="The HTML page to write.",
+    help="The HTML page to write (.html or .htm).",
 )
 @effort_option("rdcodec's encode effort (0-4).")
 @click.option("--no-heatmaps", is_flag=True, help="Leave the error maps out of the page.")
@@ -71,7 +71,7 @@ def compare(
     So a version costs at most 2.6 megapixels (a 1600x1600 image). Measured: the page
     is about 2 MB for a 768x512 photo, 10-20 MB for a detailed one of 1600 px or more.
     """
-    from ..codec import image_io
+    from ..codec import baselines, image_io
     from ..codec.bench import compare as lib
     from ..codec.bench.codecs import parse_codecs
     from ..codec.bench.names import is_rdcodec
@@ -81,11 +81,13 @@ def compare(
     check_output(out_path, force)
     if input_path.resolve() == out_path.resolve():
         raise CodecError("--out is the same file as IMAGE; refusing to overwrite the input")
-    names = parse_codecs(codecs)
+    names = parse_codecs(codecs, known=tuple(baselines.CLASSICAL))
     if any(is_rdcodec(n) for n in names):
         raise CodecError(
             "--codecs lists the codecs beside rdcodec; pick rdcodec's model with --model"
         )
+    if out_path.suffix.lower() not in (".html", ".htm"):  # a page named .png opens as no image
+        raise OutputError(f"{out_path}: the page is HTML: name it .html or .htm")
     loaded = image_io.read_image(
         input_path, max_pixels or image_io.DEFAULT_MAX_PIXELS, drop_alpha, keep_alpha=True
     )

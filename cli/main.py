@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import click
 
 from .bench import bench
 from .codec_commands import decode, encode, info, inspect, models
+from .common import refuse_empty_paths
 from .compare import compare
 from .measure import rdplane, speed
 from .training import export, pack_crops, plot_log, probe, release, train, train_speed
@@ -26,9 +29,29 @@ class SectionedGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         width = formatter.width - 6 - max(len(c.name) for c in self.commands.values())
         for title, commands in SECTIONS.items():
-            rows = [(c.name, c.get_short_help_str(width)) for c in commands]
+            rows = [(c.name, _short_help(c, width)) for c in commands]
             with formatter.section(f"{title} commands"):
                 formatter.write_dl(rows)
+
+
+# Periods that do not end a sentence (click cuts "Ship WEIGHTS (a .rdw, e.g. RUN/..."
+# after "e.g.", since "RUN" is not lowercase).
+_ABBREVIATIONS = ("e.g.", "i.e.", "cf.", "vs.")
+
+
+def _short_help(command: click.Command, width: int) -> str:
+    """click's summary of a command (its first sentence, shortened to ``width``), with
+    an abbreviation inside that sentence left there."""
+    if command.short_help or not command.help:
+        return command.get_short_help_str(width)
+    words = command.help.partition("\n\n")[0].split()
+    for i, word in enumerate(words):
+        last = i + 1 == len(words)
+        if word.endswith(".") and word.lstrip("(") not in _ABBREVIATIONS:
+            if last or not words[i + 1][0].islower():
+                words = words[: i + 1]
+                break
+    return textwrap.shorten(" ".join(words), width, placeholder="...", break_on_hyphens=False)
 
 
 @click.group(cls=SectionedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +63,7 @@ def main() -> None:
 
 for section in SECTIONS.values():
     for command in section:
-        main.add_command(command)
+        main.add_command(refuse_empty_paths(command))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
-from .common import effort_option, reports_errors
+from .common import check_output, effort_option, reports_errors, writing
 
 
 @click.command()
@@ -30,27 +30,30 @@ from .common import effort_option, reports_errors
 @reports_errors
 def rdplane(folder, out_path, count, reference, force):
     """Plot the shipped model's levels on the distortion-rate plane with iso-Lagrangian lines."""
-    from ..codec import image_io
+    from ..codec import baselines, image_io
     from ..codec.bench import rdplane as plane
     from ..codec.bench import sweep as evaluate
+    from ..codec.bench.codecs import parse_codecs
+    from ..codec.bench.names import is_rdcodec
     from ..models.registry import load_model
 
-    image_io.check_output(out_path, force)
+    # Every option is checked before the coding, which takes minutes.
+    if count < 1:
+        raise CodecError("--images must be at least 1")
+    names = parse_codecs(reference, option="--reference", known=tuple(baselines.CLASSICAL))
+    if any(is_rdcodec(n) for n in names):
+        raise CodecError("--reference takes classical codecs (jpeg, webp, avif, jpeg2000)")
+    check_output(out_path, force)
+    fmt = plane.plot_format(out_path)
     if not folder.is_dir():
         raise CodecError(f"{folder}: not a directory")
     images = evaluate.load_images(folder, count)
     if not images:
         raise CodecError(f"{folder}: no images")
     ours = plane.rdcodec_plane(load_model(), images)
-    from ..codec.bench.codecs import parse_codecs
-    from ..codec.bench.names import is_rdcodec
-
-    names = parse_codecs(reference)
-    if any(is_rdcodec(n) for n in names):
-        raise CodecError("--reference takes classical codecs (jpeg, webp, avif, jpeg2000)")
     refs = {name: plane.classical_plane(name, images) for name in names}
-    fmt = out_path.suffix.lstrip(".") or "png"
-    image_io.atomic_write(out_path, lambda tmp: plane.plot_plane(ours, refs, [tmp], fmt), force)
+    with writing(out_path):
+        image_io.atomic_write(out_path, lambda tmp: plane.plot_plane(ours, refs, [tmp], fmt), force)
     for p in ours:
         click.echo(
             f"  {p.label}: R {p.rate:.4f} bpp, D {p.distortion:.2f} (MSE), "
@@ -78,24 +81,37 @@ def rdplane(folder, out_path, count, reference, force):
     "--models",
     "model_names",
     default=None,
-    help="With --versus: model names (default: all that code the quality).",
+    help="With --versus: model names, comma-separated (default: all that code the quality).",
 )
 @reports_errors
 def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
     """Encode/decode seconds and peak memory (RSS) per image size, each in a fresh process."""
+    from ..codec import pipeline
     from ..codec.bench import speed as bench_speed
 
+    if threads is not None and threads < 1:  # torch refuses less, in words of its own
+        raise CodecError("--threads must be at least 1")
     if versus_image is not None:
         if effort:
             raise CodecError("--versus times effort 0 (the same transforms); drop --effort")
         import torch
 
         from ..codec.image_io import read_image
-        from ..models.registry import model_entries
+        from ..models.registry import find_entry, model_entries
 
+        if model_names is None:
+            names = [e["name"] for e in model_entries()]
+        else:  # each model once, in the order given
+            names = list(dict.fromkeys(n.strip() for n in model_names.split(",") if n.strip()))
+            if not names:
+                raise CodecError("--models names no model")
+        low, high = find_entry(names[0])["qualities"]  # a ModelError for a name not shipped
+        for name in names[1:]:
+            find_entry(name)
+        if not low <= quality <= high:  # NaN fails too
+            raise CodecError(f"--quality: {names[0]} codes {low:g} to {high:g}, got {quality:g}")
         if threads:
             torch.set_num_threads(threads)
-        names = model_names.split(",") if model_names else [e["name"] for e in model_entries()]
         pixels = read_image(versus_image).pixels
         try:
             rows = bench_speed.versus_compressai(pixels, names, quality)
@@ -113,15 +129,20 @@ def speed(sizes, quality, threads, effort, as_json, versus_image, model_names):
             )
         return
 
-    from ..codec.pipeline import effort_schedule
-
-    effort_schedule(effort)
+    if model_names is not None:
+        raise CodecError("--models applies with --versus (the sizes time the default model)")
+    pipeline.effort_schedule(effort)
     try:
-        mps = [float(v) for v in sizes.split(",") if v]
+        pipeline.check_quality(quality)
+    except CodecError as exc:
+        raise CodecError(f"--quality: {exc}") from None
+    try:
+        mps = [float(v) for v in sizes.split(",") if v.strip()]
     except ValueError:
         raise CodecError(f"--sizes: expected numbers separated by commas, got {sizes!r}") from None
-    if not mps or min(mps) <= 0:
+    if not mps:
         raise CodecError("--sizes: give positive megapixel counts")
+    bench_speed.check_sizes(mps)
     try:
         rows = bench_speed.run(mps, quality, threads, effort)
     except RuntimeError as exc:

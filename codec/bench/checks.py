@@ -26,13 +26,16 @@ class MonotonicCheck:
     monotonic: int
     failures: tuple[str, ...]  # "image: what went down between which levels"
     label: str = "rdcodec"  # the model's curve label
+    levels: int = 2  # quality levels measured: under two, there is nothing to check
+
+    def summary(self) -> str:
+        """One sentence: on how many images bpp and PSNR rise with the level."""
+        if self.levels < 2:
+            return "one quality level measured: nothing to check (give two or more)"
+        return f"bpp and PSNR rise with the level on {self.monotonic} of {self.images} images"
 
     def markdown(self) -> str:
-        lines = [
-            f"## {self.label}: quality levels",
-            "",
-            f"bpp and PSNR rise with the level on {self.monotonic} of {self.images} images.",
-        ]
+        lines = [f"## {self.label}: quality levels", "", f"{self.summary()}."]
         if self.failures:
             lines += ["", *(f"- {f}" for f in self.failures)]
         return "\n".join(lines) + "\n"
@@ -53,7 +56,8 @@ def monotonic_check(measurements: Iterable[Measurement], label: str = "rdcodec")
                     failures.append(
                         f"{name}: {what} does not rise from q{a.quality:g} to q{b.quality:g}"
                     )
-    return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures), label)
+    levels = len({m.quality for rows in by_image.values() for m in rows})
+    return MonotonicCheck(len(by_image), len(by_image) - len(bad), tuple(failures), label, levels)
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,13 @@ class TargetSummary:
     def infeasible(self, target: float | None = None) -> int:
         return sum(r.bpp is None and target in (None, r.target) for r in self.rows)
 
+    def none_reached(self) -> str:
+        """What became of the targets where none was reached (no mean to give)."""
+        return (
+            f"no target reached: {self.infeasible()} below the lowest quality's rate, "
+            f"{self.capped()} above the highest quality's rate"
+        )
+
     def markdown(self) -> str:
         effort = [f"effort {self.effort}"] if self.effort else []
         at = ", ".join(([self.model] if self.model else []) + effort)
@@ -187,6 +198,9 @@ class TargetSummary:
                 f"{self.undershoot_percent(target):.2f}% | {worst:.2f}% | "
                 f"{np.mean([r.seconds for r in rows]):.1f} |"
             )
+        if not self.feasible():
+            lines += ["", f"Over all rows: {self.none_reached()}."]
+            return "\n".join(lines) + "\n"
         lines += [
             "",
             f"Over all reached rows: mean undershoot {self.undershoot_percent():.2f}%, "

@@ -140,10 +140,10 @@ def make_codec(name: str):
     raise CodecError(f"unknown codec '{name}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL")
 
 
-def _parse_codec(raw: str) -> str:
+def _parse_codec(raw: str, known: Sequence[str] = CODEC_NAMES) -> str:
     """One ``--codecs`` name, checked; ``""`` for an empty item."""
     raw, plus, effort = raw.strip().partition("+")
-    name = _parse_codec_name(raw)
+    name = _parse_codec_name(raw, known)
     if not plus:
         return name
     from ..refine import EFFORTS
@@ -156,7 +156,7 @@ def _parse_codec(raw: str) -> str:
     return name if int(level) == 0 else f"{name}+e{int(level)}"
 
 
-def _parse_codec_name(raw: str) -> str:
+def _parse_codec_name(raw: str, known: Sequence[str] = CODEC_NAMES) -> str:
     base, at, model = raw.strip().partition("@")
     name = base.strip().lower().replace("-", "").replace(" ", "")
     name = baselines.ALIASES.get(name, name)
@@ -173,25 +173,29 @@ def _parse_codec_name(raw: str) -> str:
             raise CodecError(f"unknown codec '{raw.strip()}': {exc}") from None
         return name
     if name and name not in CODEC_NAMES:
-        raise CodecError(
-            f"unknown codec '{raw.strip()}'; known: {', '.join(CODEC_NAMES)}, rdcodec@MODEL"
-        )
+        # The names the option takes (compare and rdplane take the classical ones only).
+        listed = ", ".join(known) + (", rdcodec@MODEL" if "rdcodec" in known else "")
+        raise CodecError(f"unknown codec '{raw.strip()}'; known: {listed}")
     return name
 
 
-def parse_codecs(text: str) -> list[str]:
+def parse_codecs(
+    text: str, option: str = "--codecs", known: Sequence[str] = CODEC_NAMES
+) -> list[str]:
     """``"rdcodec,jpeg,rdcodec@hp-gain-n96m128"`` -> the same names (checked, duplicates
-    dropped); ``rdcodec@MODEL`` names a shipped model."""
+    dropped); ``rdcodec@MODEL`` names a shipped model. ``option`` is what an error
+    names; ``known``, the names an unknown one is told to pick from (the caller refuses
+    any other it does not take)."""
     names: list[str] = []
     items = text.split(",")
     # "all": rdcodec and every classical codec.
     items = [n for item in items for n in (DEFAULT_CODECS if item.strip() == "all" else [item])]
     for raw in items:
-        name = _parse_codec(raw)
+        name = _parse_codec(raw, known)
         if name and name not in names:
             names.append(name)
     if not names:
-        raise CodecError("--codecs names no codec")
+        raise CodecError(f"{option} names no codec")
     return names
 
 
@@ -201,7 +205,7 @@ def parse_qualities(spec: str) -> tuple[str, tuple[float, ...]]:
     name, sep, values = spec.partition("=")
     if not sep:
         raise CodecError(f"--qualities '{spec}': expected CODEC=Q1,Q2,... (e.g. jpeg=10,50,90)")
-    names = parse_codecs(name)
+    names = parse_codecs(name, option=f"--qualities '{spec}'")
     if len(names) != 1:
         raise CodecError(f"--qualities '{spec}': one codec per item (CODEC=Q1,Q2,...)")
     (name,) = names

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import OutputError
 from ...models.registry import CodecModel
 from .. import baselines
 from . import sweep
@@ -53,6 +54,19 @@ def classical_plane(name: str, images: list[np.ndarray]) -> list[PlanePoint]:
         PlanePoint(f"{codec.label} {q:g}", float(s.bpp[i].mean()), float(s.mse[i].mean()))
         for i, q in enumerate(s.qualities)
     ]
+
+
+def plot_format(path: Path) -> str:
+    """The format ``plot_plane`` writes ``path`` in: its extension (PNG without one), or
+    an ``OutputError`` where matplotlib writes no such format (checked before the coding)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in formats:
+        known = ", ".join(f".{f}" for f in sorted(formats))
+        raise OutputError(f"{path}: cannot plot to a .{fmt} file (use one of {known})")
+    return fmt
 
 
 def plot_plane(

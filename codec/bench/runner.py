@@ -57,6 +57,11 @@ from .measure import (
 from .names import cache_stem, file_stem, is_rdcodec
 from .report import bd_markdown, json_safe, rd_figure, rows_csv
 
+# The outputs a run wrote, one file name a line, in the output folder: the next run
+# removes those it does not write again, so the folder describes one run.
+OUTPUTS_LIST = "bench_outputs.txt"
+_OUTPUT_SUFFIXES = (".json", ".csv", ".png", ".svg", ".md", ".html")
+
 # Slowest codecs first, so that parallel workers finish together (rdcodec is slowest).
 _COST_ORDER = ("rdcodec", *sorted(baselines.CLASSICAL, key=lambda n: -baselines.CLASSICAL[n].cost))
 
@@ -75,6 +80,7 @@ class BenchReport:
     seconds: float = 0.0
     monotonic: tuple[MonotonicCheck, ...] = ()  # each rdcodec model's levels, in --codecs order
     targets: TargetSummary | None = None  # --target-bpp, when asked for
+    removed: tuple[Path, ...] = ()  # an earlier run's outputs that this run did not write
 
 
 def run_bench(
@@ -95,7 +101,9 @@ def run_bench(
     is a codec of its own. With ``targets``, also run ``--target-bpp`` with the first
     rdcodec model listed at each target on each image; with ``html``, also write
     ``report.html`` (see ``compare.bench_page``), whose per-image comparisons use the
-    first rdcodec model listed.
+    first rdcodec model listed. The outputs of an earlier run into ``out`` that this one
+    does not write again (listed in ``OUTPUTS_LIST``) are removed once the new ones are
+    written; the cache stays.
     """
     start = time.perf_counter()
     if workers < 1:
@@ -226,10 +234,26 @@ def run_bench(
             ours[0].effort if ours else 0,
         )  # fmt: skip
         texts[outputs["HTML report"]] = page
+    listed = out / OUTPUTS_LIST
+    earlier = _listed_outputs(listed)
+    texts[listed] = "".join(f"{path.name}\n" for path in outputs.values())
     writers = {path: (lambda tmp, t=t: tmp.write_text(t)) for path, t in texts.items()}
     for path in (outputs["plot (PNG)"], outputs["plot (SVG)"]):
         writers[path] = lambda tmp, fmt=path.suffix[1:]: figure.savefig(tmp, dpi=150, format=fmt)
     atomic.atomic_write_all(writers)
+    # Only after the new outputs are whole: an interrupted run keeps the old ones.
+    written = {p.name for p in outputs.values()}
+    inputs = {Path(p).resolve() for p in compare}  # a --compare file is never removed
+    removed = []
+    for path in (out / name for name in earlier):
+        if path.name in written or path.resolve() in inputs or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            warn(f"{path}: cannot remove this output of an earlier run ({exc.strerror})")
+        else:
+            removed.append(path)
 
     return BenchReport(
         curves=all_curves,
@@ -242,7 +266,22 @@ def run_bench(
         seconds=time.perf_counter() - start,
         monotonic=monotonic,
         targets=target_summary,
+        removed=tuple(removed),
     )
+
+
+def _listed_outputs(listed: Path) -> list[str]:
+    """The file names an earlier run listed in ``listed``; none where it wrote no list.
+    Only plain names of the kinds a run writes: never a path elsewhere, nor the cache."""
+    try:
+        names = listed.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [
+        name
+        for name in names
+        if name == Path(name).name and name.endswith(_OUTPUT_SUFFIXES) and name != listed.name
+    ]
 
 
 def _check_html_model(codec: RdcodecCodec) -> None:

@@ -9,6 +9,7 @@ fields plus texture), upsampled from a seed, so no data set is needed.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,21 @@ def dimensions(megapixels: float) -> tuple[int, int]:
     # 3:2 landscape, like most camera sensors.
     height = int(round((megapixels * 1e6 / 1.5) ** 0.5))
     return int(round(height * 1.5)), height
+
+
+def check_sizes(sizes: list[float]) -> None:
+    """A ``CodecError`` for a size that is no photo: not a positive finite number, under
+    one pixel, or above the pixel limit images are read with (no one times larger)."""
+    from ..image_io import DEFAULT_MAX_PIXELS
+
+    limit = DEFAULT_MAX_PIXELS / 1e6
+    for mp in sizes:
+        if not (math.isfinite(mp) and mp > 0):
+            raise CodecError(f"--sizes: give positive megapixel counts, got {mp:g}")
+        if mp > limit:
+            raise CodecError(f"--sizes: {mp:g} MP is above the {limit:g} MP image limit")
+        if min(dimensions(mp)) < 1:
+            raise CodecError(f"--sizes: {mp:g} MP is less than one pixel")
 
 
 def _worker(megapixels: float, quality: float, threads: int | None, effort: int = 0) -> dict:

@@ -202,6 +202,51 @@ def test_compare_file_appears_in_summary(runner, tmp_path):
     assert "Paper (published)" in result.stdout
 
 
+def test_qualities_of_one_codec_given_twice_are_both_measured(runner, tmp_path):
+    folder, out = _crop_folder(tmp_path, 32), tmp_path / "out"
+    args = ["bench", str(folder), "--out", str(out), "--codecs", "jpeg"]
+    result = runner.invoke(main, [*args, "--qualities", "jpeg=30", "--qualities", "jpeg=70"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "jpeg.json").read_text())["qualities"] == [30, 70]
+
+
+def test_one_level_and_unreachable_targets_are_said_as_such(runner, tmp_path):
+    folder, out = _crop_folder(tmp_path, 32), tmp_path / "out"
+    args = ["bench", str(folder), "--out", str(out), "--codecs", "rdcodec"]
+    result = runner.invoke(main, [*args, "--qualities", "rdcodec=2,2", "--target-bpp", "0.0001"])
+    assert result.exit_code == 0, result.output
+    assert "levels: one quality level measured: nothing to check" in result.stdout
+    assert "rise with the level" not in result.stdout
+    assert "no target reached: 1 below the lowest quality's rate" in result.stdout
+    assert "nan" not in result.stdout and "nan" not in (out / "bd_rate.md").read_text()
+
+
+def test_a_rerun_says_which_earlier_outputs_it_removed(runner, tmp_path):
+    folder, out = _crop_folder(tmp_path, 32), tmp_path / "out"
+    assert _bench(runner, folder, out).exit_code == 0
+    args = ["bench", str(folder), "--out", str(out), "--codecs", "jpeg"]
+    result = runner.invoke(main, [*args, "--qualities", "jpeg=10,90"])
+    assert result.exit_code == 0, result.output
+    assert f"removed (stale)   {out / 'jpeg2000.json'}" in result.stdout
+    assert not (out / "jpeg2000.json").exists() and (out / "jpeg.json").exists()
+    assert "a later run into the same folder removes" in " ".join(
+        runner.invoke(main, ["bench", "--help"]).stdout.split()
+    )
+
+
+def test_empty_paths_are_refused(runner, tmp_path, monkeypatch):
+    folder = _crop_folder(tmp_path, 32)
+    monkeypatch.chdir(tmp_path)  # an empty path would be this folder
+    for args, what in (
+        ([str(folder), "--out", ""], "--out"),
+        (["", "--out", "out"], "DIR"),
+        ([str(folder), "--out", "out", "--compare", ""], "--compare"),
+    ):
+        result = runner.invoke(main, ["bench", *args, *FAST])
+        _assert_one_line_error(result, f"{what}: empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
 @pytest.mark.parametrize(
     ("args", "text"),
     [
@@ -217,6 +262,9 @@ def test_compare_file_appears_in_summary(runner, tmp_path):
         (["--target-bpp", "x"], "--target-bpp: expected numbers"),
         (["--target-bpp", "0.5,-1"], "--target-bpp values must be positive"),
         (["--codecs", "jpeg", "--target-bpp", "1"], "include it in --codecs"),
+        (["--codecs", "rdcodec", "--qualities", "jpeg=30,70"], "jpeg is not in --codecs"),
+        (["--qualities", "=30,70"], "--qualities '=30,70' names no codec"),
+        (["--target-bpp", ",,"], "--target-bpp ',,': no rates"),
     ],
 )
 def test_bad_options(runner, tmp_path, args, text):

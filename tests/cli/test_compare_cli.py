@@ -112,6 +112,29 @@ def test_bad_input_is_one_line(runner, tmp_path, args, text, code):
     assert not (tmp_path / "page.html").exists()
 
 
+@pytest.mark.parametrize("name", ["page.png", "page", "page.html.txt"])
+def test_the_page_must_be_named_html(runner, tmp_path, name):
+    result = runner.invoke(main, ["compare", COFFEE, "--out", str(tmp_path / name)])
+    _assert_one_line_error(result, "name it .html or .htm", code=6)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_codec_lists_what_compare_takes(runner, tmp_path):
+    out = str(tmp_path / "page.html")
+    result = runner.invoke(main, ["compare", COFFEE, "--codecs", "foo", "--out", out])
+    _assert_one_line_error(result, "unknown codec 'foo'; known: jpeg, webp, avif, jpeg2000")
+    assert result.stderr.strip().endswith("known: jpeg, webp, avif, jpeg2000")  # no rdcodec@MODEL
+
+
+def test_empty_paths_are_refused(runner, tmp_path):
+    for args, what in (
+        (["", "--out", str(tmp_path / "p.html")], "IMAGE"),
+        ([COFFEE, "--out", ""], "--out"),
+    ):
+        _assert_one_line_error(runner.invoke(main, ["compare", *args]), f"{what}: empty path")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_image_with_alpha_is_refused_with_what_is_true(runner, tmp_path):
     from PIL import Image
 

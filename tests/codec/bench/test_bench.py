@@ -17,7 +17,7 @@ from PIL import Image
 from rdcodec.codec import baselines
 from rdcodec.codec.bench import measure
 from rdcodec.codec.bench.bdrate import Curve, bd_rate, bd_rate_detail, bd_table, find_bd, load_curve
-from rdcodec.codec.bench.checks import monotonic_check
+from rdcodec.codec.bench.checks import TargetRow, TargetSummary, monotonic_check
 from rdcodec.codec.bench.codecs import make_codec, parse_codecs, parse_qualities
 from rdcodec.codec.bench.measure import Measurement, find_images
 from rdcodec.codec.bench.names import file_stem
@@ -269,6 +269,24 @@ def test_monotonic_check_names_the_level_that_goes_down():
     check = monotonic_check(rows)
     assert (check.images, check.monotonic) == (2, 1)
     assert check.failures == ("b.png: psnr does not rise from q1 to q2",)
+
+
+def test_monotonic_check_of_one_level_says_there_is_nothing_to_check():
+    check = monotonic_check([_measurement(name, 2, 0.2, 27) for name in ("a.png", "b.png")])
+    assert check.levels == 1 and "nothing to check" in check.summary()
+    assert "rise with the level on" not in check.markdown()
+
+
+def test_target_summary_with_no_target_reached_gives_no_mean():
+    rows = (
+        TargetRow("a.png", 0.001, None, None, 0.0),  # below the lowest quality's rate
+        TargetRow("a.png", 99.0, 8.0, 3.0, 1.0),  # above the top quality's rate
+    )
+    summary = TargetSummary(rows)
+    assert summary.none_reached() == (
+        "no target reached: 1 below the lowest quality's rate, 1 above the highest quality's rate"
+    )
+    assert "nan" not in summary.markdown() and summary.none_reached() in summary.markdown()
 
 
 def test_target_bpp_rows_land_at_or_below_the_target(tmp_path):
@@ -533,6 +551,31 @@ def test_compare_overlays_a_published_curve(tmp_path):
     assert "| Paper2024 (published) | -20.0%" in (out / "bd_rate.md").read_text()
 
 
+def test_a_rerun_removes_the_earlier_outputs_it_does_not_write_again(tmp_path):
+    folder, out = _folder(tmp_path, "astronaut.png"), tmp_path / "out"
+    first = _run(
+        folder, out, codecs=["jpeg", "webp"], qualities={"jpeg": (30, 70), "webp": (30, 70)}
+    )
+    assert (out / "bench_outputs.txt").read_text().splitlines() == [
+        p.name for p in first.outputs.values()
+    ]
+    (out / "notes.json").write_text("{}")  # not the bench's: never touched
+    report = _run(folder, out, codecs=["jpeg"], qualities={"jpeg": (30, 70)})
+    assert report.removed == (out / "webp.json",) and not (out / "webp.json").exists()
+    assert (out / "notes.json").exists() and (out / "jpeg.json").exists()
+    assert any((out / "cache").rglob("webp-*.json"))  # the cache stays
+    assert "WebP" not in (out / "bd_rate.md").read_text()
+
+
+def test_a_rerun_keeps_an_earlier_output_given_to_compare(tmp_path):
+    folder, out = _folder(tmp_path, "astronaut.png"), tmp_path / "out"
+    _run(folder, out, codecs=["jpeg", "webp"], qualities={"jpeg": (30, 70), "webp": (30, 70)})
+    report = _run(
+        folder, out, codecs=["jpeg"], qualities={"jpeg": (30, 70)}, compare=[out / "webp.json"]
+    )
+    assert report.removed == () and (out / "webp.json").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -565,6 +608,18 @@ def test_parse_codecs_and_qualities():
     for bad in bad_points:
         with pytest.raises(CodecError):
             parse_qualities(bad)
+
+
+def test_parse_errors_name_the_option_and_the_names_it_takes():
+    with pytest.raises(CodecError, match="^--reference names no codec$"):
+        parse_codecs(",,", option="--reference")
+    with pytest.raises(CodecError, match="^--qualities '=30,70' names no codec$"):
+        parse_qualities("=30,70")
+    classical = tuple(baselines.CLASSICAL)
+    with pytest.raises(CodecError, match="known: jpeg, webp, avif, jpeg2000$"):
+        parse_codecs("foo", known=classical)
+    with pytest.raises(CodecError, match="known: rdcodec, jpeg, .*, rdcodec@MODEL$"):
+        parse_codecs("foo")
 
 
 @pytest.mark.slow

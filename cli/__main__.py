@@ -1,3 +1,3 @@
 from .main import main
 
-main()
+main(prog_name="rdcodec")

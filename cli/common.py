@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,7 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         caught: list = []
         try:
-            with warnings.catch_warnings(record=True) as recorded:
+            with warnings.catch_warnings(record=True) as recorded, _terminate_as_interrupt():
                 warnings.simplefilter("always", CodecNotice)
                 try:
                     return command(*args, **kwargs)
@@ -38,6 +40,9 @@ def reports_errors(command):
         except CodecError as exc:
             _report(caught)
             _fail(str(exc), exc.exit_code)
+        except Terminated:
+            _report(caught)
+            _fail("terminated", 128 + signal.SIGTERM)
         except KeyboardInterrupt:
             _report(caught)
             _fail("interrupted", 130)
@@ -45,6 +50,29 @@ def reports_errors(command):
             _report(caught)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (``_terminate_as_interrupt``)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM as an exception, as Ctrl-C is: the command unwinds, so a temporary file
+    is removed and a folder run stops handing out files (the default action would kill
+    the process where it stands, leaving its temporary files)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (and only it receives signals)
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _report(caught: list) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import click
 
 from .bench import bench
 from .codec_commands import decode, encode, info, inspect, models
-from .common import refuse_empty_paths
+from .common import _fail, refuse_empty_paths
 from .compare import compare
 from .measure import rdplane, speed
 from .training import export, pack_crops, plot_log, probe, release, train, train_speed
@@ -20,8 +21,31 @@ SECTIONS = {
 }
 
 
+# click 8.2 raises it for a group called without a command (older clicks print the help).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class SectionedGroup(click.Group):
-    """``--help`` lists the commands by audience, in the order of SECTIONS."""
+    """``--help`` lists the commands by audience, in the order of SECTIONS; a usage
+    error (a misspelt option, a value of the wrong type) is one ``rdcodec: error:``
+    line, as every other error is."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # `rdcodec` alone: the help, as click prints it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "rdcodec"
+            _fail(f"{exc.format_message()} (see `{command} --help`)", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:  # Ctrl-C while click reads (a prompt)
+            _fail("interrupted", 130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [c.name for commands in SECTIONS.values() for c in commands]
@@ -67,4 +91,4 @@ for section in SECTIONS.values():
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="rdcodec")

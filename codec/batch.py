@@ -16,6 +16,7 @@ to results in any order. Local processes (``local_engine``) are the default; Ray
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -277,9 +278,14 @@ def local_engine(workers: int) -> Engine:
             for job in jobs:
                 yield process(job)
             return
-        with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(settings,)) as pool:
+        pool = ProcessPoolExecutor(workers, initializer=init_worker, initargs=(settings,))
+        try:
             for future in as_completed([pool.submit(process, job) for job in jobs]):
                 yield future.result()
+        finally:
+            # Interrupted (Ctrl-C, SIGTERM) or closed early: the files not started are
+            # dropped, not coded first (a plain shutdown would finish the whole folder).
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return run
 
@@ -298,6 +304,7 @@ def run_batch(
         raise OutputError(f"{out_root}: exists and is not a folder")
     if settings.mode == "encode":
         check_settings(settings)  # what every file would refuse fails once, before OUT is made
+    created = not out_root.exists()
     try:
         out_root.mkdir(parents=True, exist_ok=True)
         check_writable(out_root / "probe")  # a read-only OUT fails once, not per file
@@ -310,6 +317,13 @@ def run_batch(
     rows = engine(settings, jobs)
     if progress is not None:
         rows = progress(rows, len(jobs))
+    try:
+        rows = list(rows)
+    except BaseException:
+        if created:  # an engine that failed (or was stopped) before writing: no OUT left
+            with contextlib.suppress(OSError):
+                out_root.rmdir()  # only if empty
+        raise
     summary = Summary(sorted([*clashes, *rows], key=lambda r: r.file), ignored=ignored)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -13,6 +13,7 @@ and every node needs rdcodec installed (``pip install "rdcodec[ray]"``).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 from ..errors import CodecError
@@ -53,6 +54,7 @@ def ray_engine(address: str | None = None, actors: int | None = None) -> Engine:
         if not jobs:
             return
         if not ray.is_initialized():
+            _check_reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -65,3 +67,23 @@ def ray_engine(address: str | None = None, actors: int | None = None) -> Engine:
         yield from pool.map_unordered(lambda actor, job: actor.process.remote(job), jobs)
 
     return run
+
+
+# How long a cluster address may take to accept a connection: Ray itself retries an
+# unreachable one for minutes, printing a line a second, deaf to Ctrl-C.
+CONNECT_SECONDS = 5.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """A ``CodecError`` unless ``address`` (host:port or ray://host:port; not "auto" or
+    None, which Ray resolves itself) accepts a TCP connection within CONNECT_SECONDS."""
+    if not address or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise CodecError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CodecError(f"cannot reach the Ray cluster at {address}: {reason}") from None

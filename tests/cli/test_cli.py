@@ -322,3 +322,49 @@ def test_the_rate_line_counts_chunk_framing_with_its_chunk(runner, tmp_path, alp
     text = runner.invoke(main, args).output
     rate = next(line for line in text.splitlines() if line.startswith("  rate"))
     assert "metadata" not in rate and f"alpha {bits['alpha']} b" in rate
+
+
+def test_a_usage_error_is_one_line():
+    result = CliRunner().invoke(main, ["encode", "--bogus"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rdcodec: error: No such option '--bogus'")
+    assert "(see `main encode --help`)" in lines[0] or "rdcodec encode --help" in lines[0]
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_and_leaves_no_temporary_file(tmp_path):
+    import os
+    import signal
+
+    import click
+
+    from rdcodec.cli.common import reports_errors
+    from rdcodec.codec import image_io
+
+    target = tmp_path / "out.bin"
+
+    def write(tmp):
+        tmp.write_bytes(b"partial")
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the output is written
+
+    @click.command()
+    @reports_errors
+    def command():
+        image_io.atomic_write(target, write, False)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(command, [])
+    assert result.exit_code == 128 + signal.SIGTERM
+    assert result.stderr.strip() == "rdcodec: error: terminated"
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is the command's only
+
+
+def test_python_dash_m_rdcodec_is_the_command():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rdcodec", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("rdcodec, version")

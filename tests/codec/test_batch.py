@@ -203,3 +203,21 @@ def test_folder_decode_of_an_empty_file_says_it_is_empty(tmp_path):
     assert result.exit_code == 1
     assert "failed: empty.rdc: empty file (0 bytes)" in result.stderr
     assert not list((tmp_path / "png").iterdir())  # no folder or file for a failed one
+
+
+def test_a_folder_run_stopped_early_drops_the_files_not_started(tmp_path):
+    # Ctrl-C or SIGTERM unwinds the engine's generator: the pool must not code the rest
+    # of the folder first.
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        small = im.convert("RGB").crop((0, 0, 32, 32))
+    for k in range(40):
+        small.save(src / f"{k:02d}.png")
+    settings = batch.Settings("encode", quality=2)
+    jobs, _ = batch.find_jobs(src, out, "encode")
+    rows = batch.local_engine(2)(settings, jobs)
+    first = next(rows)
+    rows.close()
+    assert first.status == "done"
+    assert len(list(out.rglob("*.rdc"))) < len(jobs)

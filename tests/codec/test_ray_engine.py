@@ -40,6 +40,29 @@ def folder(tmp_path) -> Path:
     return src
 
 
+# Before any test that starts the module's Ray: the address is checked only where this
+# process has no Ray yet.
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "cannot reach the Ray cluster at ray://127.0.0.1:1"),
+        ("nohost", "expected HOST:PORT"),
+    ],
+)
+def test_an_unreachable_address_fails_at_once_and_leaves_no_outdir(
+    folder, tmp_path, address, message
+):
+    assert not ray.is_initialized()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["encode", str(folder), str(out), "--engine", "ray", "--address", address]
+    )
+    assert result.exit_code != 0 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_ray_run_matches_the_local_run(local_ray, folder, tmp_path):
     local = folders.encode_folder(folder, tmp_path / "local", 3, jobs=1)
     on_ray = folders.encode_folder(folder, tmp_path / "ray", 3, engine="ray", jobs=2)

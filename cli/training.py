@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
-import threading
-from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
 import click
 
-from ..errors import CodecError
+from ..errors import CodecError, OutputError
 from ..models.training.config import TrainConfig  # torch-free: the defaults below
 from .common import check_output, reports_errors, writing
 
@@ -27,17 +24,27 @@ DEFAULTS = TrainConfig()
     "--val", default="../shared/data/val", show_default=True, help="Folder of validation photos."
 )
 @click.option(
-    "--out", default="runs/default", show_default=True, help="Run folder (checkpoints, log)."
+    "--out",
+    type=click.Path(),  # refused when empty: "" is the current folder
+    default="runs/default",
+    show_default=True,
+    help="Run folder (checkpoints, log).",
 )
 @click.option(
     "--init", default=None, help="Weights or checkpoint to start from (default: the shipped model)."
 )
 @click.option("--from-scratch", is_flag=True, help="Start from random weights.")
 @click.option(
-    "--steps", type=int, default=DEFAULTS.steps, show_default=True, help="Stop at this global step."
+    "--steps",
+    type=click.IntRange(1),
+    default=DEFAULTS.steps,
+    show_default=True,
+    help="Stop at this global step.",
 )
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=DEFAULTS.batch_size, show_default=True
+)
 @click.option(
     "--crop",
     type=int,
@@ -61,7 +68,7 @@ DEFAULTS = TrainConfig()
     help="Learning rate of the channel and checkerboard contexts, as a multiple of --lr "
     "(a context grown at zero inside a trained model learns faster than the rest).",
 )
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option(
     "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
 )
@@ -72,14 +79,14 @@ DEFAULTS = TrainConfig()
 @click.option("--force", is_flag=True, help="Overwrite --export's file if it exists.")
 @click.option(
     "--val-every",
-    type=int,
+    type=click.IntRange(0),
     default=2000,
     show_default=True,
     help="Steps between real-file validations (BD-rate vs JPEG on --val); 0 disables.",
 )
 @click.option(
     "--val-images",
-    type=int,
+    type=click.IntRange(1),
     default=6,
     show_default=True,
     help="Validation images used (centre 512 px).",
@@ -219,12 +226,21 @@ def train(
     from ..models.training.train import bf16_is_native, init_distributed
     from ..models.training.train import train as run_training
 
-    if crop % 64:
-        raise CodecError("--crop must be a multiple of 64")
+    _check_train_numbers(crop, time_budget, lr, gain_lr_scale, context_lr_scale, ema_decay)
+    _check_device(device)
+    if from_scratch and init:
+        raise CodecError("--from-scratch and --init: give one (random weights, or these)")
+    if from_scratch:
+        n, m = _arch_channels(arch)
     if export_path:
         check_output(Path(export_path), force)  # before hours of training, not after
-    if not packed and not Path(data).is_dir():
+    created = _check_run_folder(Path(out))
+    if packed:
+        _check_packed(Path(packed))
+    elif not Path(data).is_dir():
         raise CodecError(f"{data}: training data folder does not exist")
+    elif not image_io.list_images(data):
+        raise CodecError(f"no images in {data}")
     if bf16 and not bf16_is_native(device):
         click.echo(
             "warning: this CPU has no AVX512-BF16/AMX, so --bf16 is emulated and about "
@@ -257,7 +273,6 @@ def train(
     last = Path(out) / "last.ckpt"
     resumed = registry.config_of(last) if last.exists() else None
     if from_scratch:
-        n, m = (int(v) for v in arch.split(","))
         start = ModelConfig(n, m).to_dict()
     else:
         cfg.init = init or str(
@@ -288,20 +303,31 @@ def train(
             cfg.level_range(cfg.arch.get("levels", ModelConfig().levels))
         except ValueError as e:
             raise CodecError(f"--qualities: {e}") from None
-    init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
-    validator = None
-    if val_every and val and Path(val).is_dir():
-        from ..models.training.validate import Validator
-
-        validator = Validator(
-            Path(out),
-            val,
-            val_images,
-            val_every,
-            report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
-            qualities=cfg.qualities,
+    if val_every and not (val and Path(val).is_dir()):
+        raise CodecError(
+            f"{val}: validation folder does not exist (--val-every 0 trains without validation)"
         )
-    ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
+    init_distributed()  # under torchrun: DDP (gloo on CPU, nccl on GPU)
+    try:
+        validator = None
+        if val_every:
+            from ..models.training.validate import Validator
+
+            validator = Validator(
+                Path(out),
+                val,
+                val_images,
+                val_every,
+                report=lambda row: click.echo(f"validation: {json.dumps(row)}", err=True),
+                qualities=cfg.qualities,
+            )
+        ckpt = run_training(cfg, on_checkpoint=validator).checkpoint
+    except BaseException:
+        # A failed start (too small photos, Ctrl-C while validating the shipped model)
+        # leaves no run folder behind: one made here, with no training log yet, goes.
+        if created and not (Path(out) / "log.jsonl").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     click.echo(f"checkpoint: {ckpt}")
     if export_path:
         digests = []
@@ -312,6 +338,86 @@ def train(
                 force,
             )
         click.echo(f"exported {export_path} sha256 {digests[0]}")
+
+
+def _check_train_numbers(
+    crop: int,
+    time_budget: float | None,
+    lr: float,
+    gain_lr_scale: float,
+    context_lr_scale: float,
+    ema_decay: float,
+) -> None:
+    """Numbers click's ranges do not refuse: a crop the transforms cannot take, and NaN
+    (which passes any range check, and would train an all-NaN model)."""
+    if crop < 64 or crop % 64:
+        raise CodecError(f"--crop {crop}: give a multiple of 64 (64 or more)")
+    for name, value in (("--time-budget", time_budget), ("--lr", lr)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise CodecError(f"{name} {value:g}: give a finite number above 0")
+    for name, value in (
+        ("--gain-lr-scale", gain_lr_scale),
+        ("--context-lr-scale", context_lr_scale),
+        ("--ema-decay", ema_decay),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise CodecError(f"{name} {value:g}: give a finite number, 0 or more")
+
+
+def _check_device(device: str) -> None:
+    """A device torch can name and this machine has (torch's own errors come mid-setup,
+    as tracebacks)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise CodecError(f"--device {device}: give cpu or cuda (or cuda:N)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CodecError(f"--device {device}: this machine has no CUDA device")
+    if kind not in ("cpu", "cuda"):
+        raise CodecError(f"--device {device}: give cpu or cuda (or cuda:N)")
+
+
+def _arch_channels(arch: str) -> tuple[int, int]:
+    """``--arch N,M`` as two channel counts of at least 1."""
+    try:
+        n, m = (int(v) for v in arch.split(","))
+    except ValueError:
+        n = m = 0
+    if n < 1 or m < 1:
+        raise CodecError(f"--arch {arch}: give N,M channels such as 96,128")
+    return n, m
+
+
+def _check_run_folder(out: Path) -> bool:
+    """Refuse an ``--out`` that cannot be a run folder (a file; a place where no folder
+    can be made) before any work; returns whether the run will create it."""
+    from ..atomic import check_writable
+
+    with writing(out):
+        if out.exists():
+            if not out.is_dir():
+                raise OutputError(f"{out}: not a folder (--out is the run folder)")
+            check_writable(out / "log.jsonl")
+            return False
+        base = out.parent
+        while not base.exists():  # the nearest folder there is, where it will be made
+            base = base.parent
+        if not base.is_dir():
+            raise OutputError(f"{out}: {base} is not a folder")
+        check_writable(base / out.name)
+    return True
+
+
+def _check_packed(path: Path) -> None:
+    """``--packed``'s array, from its header, before the model loads."""
+    from ..models.training.data import load_packed
+
+    try:
+        load_packed(path, mmap_mode="r")
+    except ValueError as exc:
+        raise CodecError(f"--packed {exc}") from None
 
 
 @click.command("train-speed")
@@ -633,28 +739,10 @@ def pack_crops(folder, output_path, size, per_image, force):
         crops = sample_crops(folder, size, per_image)
     except ValueError as exc:  # no photo large enough, or more crops than memory
         raise CodecError(str(exc)) from None
-    with writing(output_path), _terminate_as_interrupt():
+    with writing(output_path):  # SIGTERM removes the temporary file (reports_errors)
         image_io.atomic_write(output_path, lambda tmp: save_crops(tmp, crops), force)
     mib = output_path.stat().st_size / 2**20
     click.echo(f"{output_path}: {len(crops)} crops of {size}x{size}, {mib:.1f} MiB")
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM as Ctrl-C while an output is written: the temporary file is removed (a
-    kill's default action would leave it), and the command ends as interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_summary(run_folder: Path) -> tuple[dict, list[int] | None]:

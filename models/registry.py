@@ -523,6 +523,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> str:
         network.load_state_dict(ckpt.get("ema") or ckpt["model"])
     except Exception as exc:
         raise ModelError(f"cannot read checkpoint {checkpoint}: {_first_line(exc)}") from None
+    # A diverged run (NaN or inf) has no probability tables to build: say so, not assert.
+    weights = [v for v in network.state_dict().values() if v.is_floating_point()]
+    bad = sum(int((~torch.isfinite(v)).sum()) for v in weights)
+    if bad:
+        total = sum(v.numel() for v in weights)
+        raise ModelError(
+            f"{checkpoint}: {bad} of {total} weights are not finite (NaN or inf): not exported"
+        )
     return export_weights(network, Path(out))
 
 

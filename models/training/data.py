@@ -52,12 +52,14 @@ class CropSampler:
 
     @classmethod
     def from_folder(cls, folder: Path, size: int, seed: int = 0) -> CropSampler:
-        return cls([read_rgb(p) for p in list_images(folder)], size, seed)
+        paths = list_images(folder)
+        if not paths:  # not "no image is large enough": there is none at all
+            raise ValueError(f"no images in {folder}")
+        return cls([read_rgb(p) for p in paths], size, seed)
 
     @classmethod
     def from_packed(cls, path: Path, size: int, seed: int = 0) -> CropSampler:
-        crops = np.load(path)  # (K, H, W, 3) uint8
-        return cls(list(crops), size, seed)
+        return cls(list(load_packed(path)), size, seed)
 
     def batch(self, batch_size: int) -> np.ndarray:
         """A (B, 3, size, size) uint8 batch."""
@@ -77,6 +79,30 @@ class CropSampler:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+def load_packed(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """The crops of a ``pack_crops`` .npy: (K, H, W, 3) uint8, K >= 1; ``ValueError``
+    naming the file for anything else (a float array would be cast to black pixels, a
+    (K, 3, H, W) one read as images 3 px wide). ``mmap_mode="r"``: only the header is
+    read, a check before the work."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path}: not a .npy file")
+    try:
+        crops = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # truncated, or an object array
+        raise ValueError(f"{path}: not an array of crops ({exc})") from None
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[3] != 3 or not len(crops):
+        raise ValueError(
+            f"{path}: not a (K, H, W, 3) uint8 array of crops "
+            f"(got {crops.dtype} {tuple(crops.shape)})"
+        )
+    return crops
 
 
 def available_memory() -> int:

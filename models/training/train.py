@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ... import atomic
-from ...errors import ModelError
+from ...errors import ImageError, ModelError
 from ..gaussian import SCALE_MIN
 from ..network import ModelConfig, bf16_is_native  # noqa: F401  (the CLI's check)
 from ..registry import build_network
@@ -486,17 +486,19 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.ckpt"
     torch.manual_seed(cfg.seed + _rank())
 
     model = build_network(cfg.arch, trainable=True)
     device = torch.device(cfg.device)
-    sampler = (
-        CropSampler.from_packed(Path(cfg.packed), cfg.crop, cfg.seed + _rank())
-        if cfg.packed
-        else CropSampler.from_folder(Path(cfg.data), cfg.crop, cfg.seed + _rank())
-    )
+    try:
+        sampler = (
+            CropSampler.from_packed(Path(cfg.packed), cfg.crop, cfg.seed + _rank())
+            if cfg.packed
+            else CropSampler.from_folder(Path(cfg.data), cfg.crop, cfg.seed + _rank())
+        )
+    except ValueError as exc:  # no images, none large enough, not an array of crops
+        raise ImageError(str(exc)) from None
     step, elapsed = 0, 0.0
     resume_from = str(ckpt_path) if ckpt_path.exists() else cfg.init
     ckpt = load_initial_weights(model, resume_from, cfg.widen_start) if resume_from else None
@@ -527,6 +529,8 @@ def train(cfg: TrainConfig, progress: bool = True, on_checkpoint=None) -> TrainR
     step_model = torch.compile(ddp_model) if cfg.compile else ddp_model
 
     val_images = _val_crops(cfg.val) if _rank() == 0 else []
+    # Made only now: a run that fails to start (its data, its weights) leaves no folder.
+    out.mkdir(parents=True, exist_ok=True)
     log = open(out / "log.jsonl", "a") if _rank() == 0 else None
     lambdas = torch.tensor(model.config.lambdas)
     balance = None

@@ -392,7 +392,7 @@ def test_pack_crops_killed_while_writing_leaves_no_temporary_file(runner, tmp_pa
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not terms
-    assert result.exit_code == 130 and result.output == "rdcodec: error: interrupted\n"
+    assert result.exit_code == 143 and result.output == "rdcodec: error: terminated\n"
     assert not out.exists() and not list(tmp_path.glob(".crops.npy.*"))
 
 
@@ -556,3 +556,153 @@ def test_train_resumes_a_context_run_and_refuses_another_slice_count(
     # A run folder keeps its architecture: widening it again needs a new run.
     again = runner.invoke(main, [*other, "--widen", "24", "--steps", "2"])
     assert again.exit_code != 0 and "another architecture" in again.output
+
+
+def _train_args(tmp_path, tiny_exact_weights) -> tuple[list[str], Path]:
+    """A 1-step tiny run's arguments (options given again later win), and its --out."""
+    photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(photos), "--val", str(photos), "--val-every", "0"]
+    args += ["--steps", "1", "--crop", "64", "--init", str(tiny_exact_weights)]
+    return [*args, "--out", str(run)], run
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training that fails the test if it begins: a refusal must come before it."""
+    from rdcodec.models.training import train as train_module
+
+    def began(*args, **kwargs):
+        raise AssertionError("training began")
+
+    monkeypatch.setattr(train_module, "train", began)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "'--steps': 0 is not in the range x>=1"),
+        (["--steps", "-1"], "'--steps': -1 is not in the range x>=1"),
+        (["--time-budget", "0"], "--time-budget 0: give a finite number above 0"),
+        (["--time-budget", "-5"], "--time-budget -5: give a finite number above 0"),
+        (["--time-budget", "nan"], "--time-budget nan: give a finite number above 0"),
+        (["--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+        (["--lr", "-1"], "--lr -1: give a finite number above 0"),
+        (["--lr", "0"], "--lr 0: give a finite number above 0"),
+        (["--lr", "nan"], "--lr nan: give a finite number above 0"),
+        (["--gain-lr-scale", "nan"], "--gain-lr-scale nan: give a finite number"),
+        (["--ema-decay", "nan"], "--ema-decay nan: give a finite number"),
+        (["--val-every", "-1"], "'--val-every': -1 is not in the range x>=0"),
+        (["--val-images", "0"], "'--val-images': 0 is not in the range x>=1"),
+        (["--crop", "0"], "--crop 0: give a multiple of 64"),
+        (["--crop", "-64"], "--crop -64: give a multiple of 64"),
+        (["--threads", "0"], "'--threads': 0 is not in the range x>=1"),
+        (["--threads", "-2"], "'--threads': -2 is not in the range x>=1"),
+        (["--device", "gpu0"], "--device gpu0: give cpu or cuda"),
+        (["--from-scratch", "--arch", "96"], "--arch 96: give N,M channels"),
+        (["--from-scratch", "--arch", "0,0"], "--arch 0,0: give N,M channels"),
+        (["--from-scratch", "--arch", "8,x"], "--arch 8,x: give N,M channels"),
+        (["--from-scratch", "--init", "FILE"], "--from-scratch and --init: give one"),
+        (["--val", "MISSING", "--val-every", "1"], "MISSING: validation folder does not exist"),
+        (["--data", "EMPTY"], "no images in"),
+        (["--out", "FILE"], "FILE: not a folder"),
+        (["--out", "FILE/run"], "FILE is not a folder"),
+        (["--out", ""], "--out: empty path"),
+    ],
+)
+def test_train_refuses_bad_options_before_any_work(
+    runner, tmp_path, tiny_exact_weights, no_training, extra, message
+):
+    args, run = _train_args(tmp_path, tiny_exact_weights)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("keep")
+    fill = {
+        "MISSING": str(tmp_path / "missing"),
+        "EMPTY": str(tmp_path / "empty"),
+        "FILE": str(tmp_path / "file"),
+        "FILE/run": str(tmp_path / "file" / "run"),
+    }
+    if "--from-scratch" in extra:
+        args = [a for a in args if a not in ("--init", str(tiny_exact_weights))]
+    result = runner.invoke(main, [*args, *(fill.get(a, a) for a in extra)])
+    assert result.exit_code != 0 and result.output.startswith("rdcodec: error:"), result.output
+    assert message.replace("MISSING", "missing").replace("FILE", "file") in result.output
+    assert result.output.count("\n") == 1
+    assert not run.exists() and (tmp_path / "file").read_text() == "keep"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_train_on_too_small_photos_is_one_line_and_leaves_no_folder(
+    runner, tmp_path, monkeypatch, tiny_exact_weights
+):
+    from rdcodec.models.training import validate
+
+    class Validator:  # as the real one starts: the shipped model's row in val.jsonl
+        def __init__(self, out, *args, **kwargs):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "val.jsonl").write_text('{"step": null}\n')
+
+    monkeypatch.setattr(validate, "Validator", Validator)
+    args, run = _train_args(tmp_path, tiny_exact_weights)
+    small = _noise_photos(tmp_path / "small", 2, (40, 40))
+    for validating in ("0", "1"):
+        result = runner.invoke(main, [*args, "--data", str(small), "--val-every", validating])
+        assert result.exit_code == 4, result.output
+        assert result.output == (
+            "rdcodec: error: no training image is at least 64 px on its short side\n"
+        )
+        assert not run.exists()  # made by the command, removed by it
+    run.mkdir()  # a folder that was there (a run to resume) stays
+    result = runner.invoke(main, [*args, "--data", str(small), "--val-every", "1"])
+    assert result.exit_code == 4 and (run / "val.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (np.zeros((4, 64, 64, 3), np.float32), "got float32 (4, 64, 64, 3)"),
+        (np.zeros((4, 64, 64), np.uint8), "got uint8 (4, 64, 64)"),
+        (np.zeros((4, 3, 64, 64), np.uint8), "got uint8 (4, 3, 64, 64)"),
+        (np.zeros((0, 64, 64, 3), np.uint8), "got uint8 (0, 64, 64, 3)"),
+        (np.array([None, 1], dtype=object), "not an array of crops"),
+        (b"hello\n", "not a .npy file"),
+        (None, "cannot read (No such file or directory)"),
+    ],
+)
+def test_train_refuses_a_wrong_packed_array_before_the_model_loads(
+    runner, tmp_path, monkeypatch, tiny_exact_weights, content, message
+):
+    def loads(*args, **kwargs):
+        raise AssertionError("the model loaded before --packed was checked")
+
+    monkeypatch.setattr(registry, "build_network", loads)
+    packed = tmp_path / "crops.npy"
+    if isinstance(content, bytes):
+        packed.write_bytes(content)
+    elif content is not None:
+        np.save(packed, content, allow_pickle=True)
+    args, run = _train_args(tmp_path, tiny_exact_weights)
+    result = runner.invoke(main, [*args, "--packed", str(packed)])
+    assert result.exit_code != 0, result.output
+    assert result.output.startswith(f"rdcodec: error: --packed {packed}: ")
+    assert message in result.output and result.output.count("\n") == 1
+    assert not run.exists()
+
+
+def test_export_refuses_a_diverged_checkpoint_in_one_line(runner, run_folder, tmp_path):
+    _, checkpoint = run_folder
+    blob = torch.load(checkpoint, weights_only=True)
+    for state in (blob["model"], blob["ema"]):  # a run whose --lr sent it to NaN
+        state["g_a.0.weight"].view(-1)[:5] = float("nan")
+        state["g_a.0.bias"].view(-1)[:1] = float("inf")
+    diverged = tmp_path / "last.ckpt"
+    torch.save(blob, diverged)
+    out = tmp_path / "w.rdw"
+    result = runner.invoke(main, ["export", str(diverged), str(out)])
+    assert result.exit_code == 5, result.output
+    total = sum(v.numel() for v in blob["ema"].values() if v.is_floating_point())
+    assert result.output == (
+        f"rdcodec: error: {diverged}: 6 of {total} weights are not finite (NaN or inf): "
+        "not exported\n"
+    )
+    assert not out.exists() and not list(tmp_path.glob(".w.rdw.*"))

@@ -140,3 +140,23 @@ def coffee() -> np.ndarray:
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     return load_image("astronaut.png")
+
+
+class _RunsCode:
+    """A pickle that, loaded with weights_only=False, creates ``path`` (as a payload of
+    os.system would run a command)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def evil_checkpoint(tmp_path) -> tuple[Path, Path]:
+    """A checkpoint-shaped file whose pickle would create the marker file (second) if
+    loaded unsafely (first: its path)."""
+    marker, evil = tmp_path / "ran", tmp_path / "evil.ckpt"
+    torch.save({"opt": {}, "config": {"arch": {}}, "model": _RunsCode(marker)}, evil)
+    return evil, marker

@@ -81,21 +81,8 @@ def test_a_checkpoint_of_the_training_code_loads_without_running_code(run_folder
     assert registry.config_of(checkpoint)["M"] == 12
 
 
-class _RunsCode:
-    """A pickle that, loaded with weights_only=False, creates ``path`` (as a payload of
-    os.system would run a command)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(runner, tmp_path):
-    marker = tmp_path / "ran"
-    evil = tmp_path / "evil.ckpt"
-    torch.save({"opt": {}, "config": {"arch": {}}, "model": _RunsCode(marker)}, evil)
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(runner, tmp_path, evil_checkpoint):
+    evil, marker = evil_checkpoint
     photos = _noise_photos(tmp_path / "photos", 1, (64, 64))
     for args in (
         ["export", str(evil), str(tmp_path / "w.rdw")],

@@ -171,23 +171,10 @@ def test_a_damaged_compressed_weight_file_is_one_clear_error(tmp_path, tiny_exac
         registry.load_weights_file(bad, "bad", 1)
 
 
-class _RunsCode:
-    """A pickle that, loaded with weights_only=False, creates ``path`` (as a payload of
-    os.system would run a command)."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_a_file_whose_pickle_would_run_code_is_refused_unrun(tmp_path, weights_folder):
-    import torch
-
-    marker = tmp_path / "ran"
-    evil = tmp_path / "evil.ckpt"
-    torch.save({"opt": {}, "config": {"arch": {}}, "model": _RunsCode(marker)}, evil)
+def test_a_file_whose_pickle_would_run_code_is_refused_unrun(
+    tmp_path, weights_folder, evil_checkpoint
+):
+    evil, marker = evil_checkpoint
     for load in (
         lambda: registry.export_checkpoint(evil, tmp_path / "w.rdw"),
         lambda: registry.config_of(evil),

@@ -18,7 +18,8 @@ import click
 from ..errors import BitstreamError, CodecError, CodecNotice, OutputError
 
 
-def _fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> None:
+    """Print ``rdcodec: error: MESSAGE`` on stderr and exit with ``code``."""
     click.echo(f"rdcodec: error: {message}", err=True)
     sys.exit(code)
 
@@ -39,13 +40,13 @@ def reports_errors(command):
                     caught = list(recorded)
         except CodecError as exc:
             _report(caught)
-            _fail(str(exc), exc.exit_code)
+            fail(str(exc), exc.exit_code)
         except Terminated:
             _report(caught)
-            _fail("terminated", 128 + signal.SIGTERM)
+            fail("terminated", 128 + signal.SIGTERM)
         except KeyboardInterrupt:
             _report(caught)
-            _fail("interrupted", 130)
+            fail("interrupted", 130)
         finally:
             _report(caught)
 

@@ -9,7 +9,7 @@ import click
 
 from .bench import bench
 from .codec_commands import decode, encode, info, inspect, models
-from .common import _fail, refuse_empty_paths
+from .common import fail, refuse_empty_paths
 from .compare import compare
 from .measure import rdplane, speed
 from .training import export, pack_crops, plot_log, probe, release, train, train_speed
@@ -40,11 +40,11 @@ class SectionedGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "rdcodec"
-            _fail(f"{exc.format_message()} (see `{command} --help`)", exc.exit_code)
+            fail(f"{exc.format_message()} (see `{command} --help`)", exc.exit_code)
         except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code)
+            fail(exc.format_message(), exc.exit_code)
         except click.Abort:  # Ctrl-C while click reads (a prompt)
-            _fail("interrupted", 130)
+            fail("interrupted", 130)
         sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
+import multiprocessing
 import os
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -179,6 +182,11 @@ def init_worker(settings: Settings) -> None:
 
     from ..models.registry import load_scale
 
+    if multiprocessing.parent_process() is not None:
+        # A worker: Ctrl-C and SIGTERM are the parent's to handle (it stops the workers);
+        # a worker of a forked pool would otherwise inherit the parent's handlers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(max(1, settings.threads))
     _WORKER["settings"] = settings
     # A named model, or the default scale (the general and the high-rate model).
@@ -279,15 +287,39 @@ def local_engine(workers: int) -> Engine:
                 yield process(job)
             return
         pool = ProcessPoolExecutor(workers, initializer=init_worker, initargs=(settings,))
+        waiting = iter(jobs)
+        # One file a worker at a time (a pool fed the whole folder would hand each worker
+        # files ahead, which no stop could take back).
+        running = {pool.submit(process, job) for job in itertools.islice(waiting, workers)}
+        finished = False
         try:
-            for future in as_completed([pool.submit(process, job) for job in jobs]):
-                yield future.result()
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = next(waiting, None)
+                    if job is not None:
+                        running.add(pool.submit(process, job))
+                    yield future.result()
+            finished = True
         finally:
-            # Interrupted (Ctrl-C, SIGTERM) or closed early: the files not started are
-            # dropped, not coded first (a plain shutdown would finish the whole folder).
+            if not finished:
+                # Interrupted (Ctrl-C, SIGTERM) or closed early: the workers stop where
+                # they are (an output is renamed into place only when whole; a leftover
+                # temporary file goes at the next run) and no further file starts.
+                _stop_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
 
     return run
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes (Python 3.14's ``terminate_workers``)."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process_ in list((getattr(pool, "_processes", None) or {}).values()):
+        process_.terminate()
 
 
 def run_batch(

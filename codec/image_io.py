@@ -447,9 +447,10 @@ def _convert(
     refused_32 = f"{name}: 32-bit samples are not supported (save as 8 or 16 bits)"
     if mode == "F":
         raise ImageError(f"{name}: floating-point samples are not supported (save as 8 or 16 bits)")
-    if mode == "I" and not rawmode.startswith("I;16"):
-        # Pillow's 32-bit mode, from a 32-bit file or made in memory: no range says how
-        # to reduce it (0..255 read as 32 bits, or as 16, is black).
+    if mode == "I" and rawmode and not rawmode.startswith("I;16"):
+        # Pillow's 32-bit mode from a file that stores 32 bits: no range says how to
+        # reduce it (0..255 read as 32 bits, or as 16, is black). Where the layout is not
+        # known (cropped, copied, made in memory), samples within 16 bits are 16-bit.
         raise ImageError(refused_32)
     if mode.startswith("I"):  # I;16*, and I where the file stores 16 bits
         samples = np.asarray(im).astype(np.int64)

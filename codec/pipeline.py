@@ -58,12 +58,17 @@ def _scale(model: Models) -> QualityScale:
 
 
 def _bitstream(data) -> bytes:
-    """A file's bytes from any bytes-like ``data``; a ``CodecError`` that says what is
-    wanted for anything else (a path: read the file first)."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    hint = " (read the file first: Path(p).read_bytes())" if isinstance(data, str | Path) else ""
-    raise CodecError(f"decoding takes the file's bytes, got {type(data).__name__}{hint}")
+    """A file's bytes from anything with the buffer protocol; a ``CodecError`` that says
+    what is wanted for anything else (a path: read the file first)."""
+    try:
+        return bytes(memoryview(data))  # bytes, bytearray, mmap, a numpy uint8 array...
+    except TypeError:
+        hint = (
+            " (read the file first: Path(p).read_bytes())" if isinstance(data, str | Path) else ""
+        )
+        raise CodecError(
+            f"decoding takes the file's bytes, got {type(data).__name__}{hint}"
+        ) from None
 
 
 def _real_number(value) -> float | None:

@@ -476,7 +476,11 @@ def load_scale(name: str | None = None) -> QualityScale:
     scale (``scale_entries``, its names checked here), whose models load when first
     coded with."""
     if name is not None:
-        return QualityScale.single(load_model(name))
+        # Checked against the manifest now, loaded when first coded with: a folder run
+        # checks its model in the parent, which must not start torch's threads before
+        # the worker processes fork.
+        entry = find_entry(name)
+        return QualityScale(((float(entry["qualities"][0]), entry["name"]),))
     data = manifest()
     segments = scale_entries(data)
     for segment in segments:

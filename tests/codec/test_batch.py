@@ -221,3 +221,36 @@ def test_a_folder_run_stopped_early_drops_the_files_not_started(tmp_path):
     rows.close()
     assert first.status == "done"
     assert len(list(out.rglob("*.rdc"))) < len(jobs)
+
+
+def test_sigterm_stops_a_folder_run_and_its_workers(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        photo = im.convert("RGB").crop((0, 0, 96, 96))
+    for k in range(30):
+        photo.save(src / f"{k:02d}.png")
+    # Effort 1: each file takes a while, so the run is mid-way when the signal comes.
+    command = [sys.executable, "-m", "rdcodec", "encode", str(src), str(out), "-j", "2"]
+    run = subprocess.Popen(
+        [*command, "--effort", "1", "--quiet"], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("*.rdc")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    _, stderr = run.communicate(timeout=60)
+    assert time.monotonic() - start < 20  # the workers are stopped, not waited for
+    assert run.returncode == 128 + signal.SIGTERM and "rdcodec: error: terminated" in stderr
+    assert 0 < len(list(out.rglob("*.rdc"))) < 30
+    again = subprocess.run(command, capture_output=True, text=True)  # finishes the rest
+    assert again.returncode == 0 and len(list(out.rglob("*.rdc"))) == 30
+    assert not list(out.rglob(".*.part"))

@@ -261,7 +261,18 @@ def test_32_bit_integers_are_refused_in_the_8_bit_range_too(tmp_path):
     assert Image.open(path).mode == "I"
     _refused(path, "32-bit samples are not supported")
     with pytest.raises(ImageError, match="32-bit samples are not supported"):
-        image_io.to_rgb(Image.fromarray(ramp))  # made in memory: no range either
+        image_io.to_rgb(Image.fromarray(ramp * 65536))  # no layout, out of 16 bits
+
+
+def test_16_bit_samples_in_the_32_bit_mode_read_where_the_layout_is_lost(tmp_path):
+    # A 16-bit PGM opens in mode I; cropped or copied, Pillow no longer says its file
+    # held 16 bits: samples within 16 bits are read as 16-bit, as before.
+    deep = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    path = _save(tmp_path / "g16.pgm", deep)
+    with Image.open(path) as im:
+        whole = read_image(path).pixels
+        np.testing.assert_array_equal(image_io.to_rgb(im.copy()), whole)
+        np.testing.assert_array_equal(image_io.to_rgb(im.crop((0, 0, 2, 2))), whole[:2, :2])
 
 
 def test_16_bit_pgm_opened_in_the_32_bit_mode_still_reads(tmp_path):

@@ -175,7 +175,7 @@ def test_decoding_something_that_is_not_bytes_says_so(tiny_model, data):
 def test_bytes_like_files_decode(tiny_model, astronaut):
     data = pipeline.encode(astronaut, 4, tiny_model)
     expected = pipeline.decode_array(data, tiny_model)
-    for view in (bytearray(data), memoryview(data)):
+    for view in (bytearray(data), memoryview(data), np.frombuffer(data, np.uint8)):
         np.testing.assert_array_equal(pipeline.decode_array(view, tiny_model), expected)
         assert pipeline.decode(view, tiny_model).size == astronaut.shape[1::-1]
 

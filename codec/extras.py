@@ -102,15 +102,16 @@ def as_array(image) -> np.ndarray:
 
 
 def pixels_and_chunks(
-    image, extras: Extras | None, strip: bool
+    image, extras: Extras | None, strip: bool, grayscale: bool | None = None
 ) -> tuple[np.ndarray, tuple[tuple[bytes, bytes], ...]]:
-    """The RGB pixels to code and the chunks to store with them."""
+    """The RGB pixels to code and the chunks to store with them; ``grayscale``: whether
+    they are coded as greyscale, where the caller has decided it (``metadata_of``)."""
     found = None
     if isinstance(image, Image.Image):
         from .image_io import metadata_of, split_alpha, warn_notices
 
         array, alpha = split_alpha(image)
-        icc_profile, exif, xmp, notices = metadata_of(image)
+        icc_profile, exif, xmp, notices = metadata_of(image, grayscale=grayscale)
         warn_notices(notices)
         found = Extras(icc_profile, exif, xmp, alpha)
     else:

@@ -60,8 +60,10 @@ def _scale(model: Models) -> QualityScale:
 def _bitstream(data) -> bytes:
     """A file's bytes from anything with the buffer protocol; a ``CodecError`` that says
     what is wanted for anything else (a path: read the file first)."""
+    if isinstance(data, bytes):
+        return data  # no copy: decode passes its bytes on to decode_array
     try:
-        return bytes(memoryview(data))  # bytes, bytearray, mmap, a numpy uint8 array...
+        return bytes(memoryview(data))  # bytearray, mmap, a numpy uint8 array...
     except TypeError:
         hint = (
             " (read the file first: Path(p).read_bytes())" if isinstance(data, str | Path) else ""
@@ -460,7 +462,7 @@ def encode(
     quality_milli = check_quality(scale.default_quality if quality is None else quality, scale)
     if grayscale is None:
         grayscale = _is_grayscale(image)
-    array, chunks = pixels_and_chunks(image, extras, strip)
+    array, chunks = pixels_and_chunks(image, extras, strip, grayscale)
     coder = scale.model_for(quality_milli / 1000)
     data, _ = _encode(coder, array, quality_milli, grayscale, effort, chunks)
     return data
@@ -512,7 +514,7 @@ def encode_image(
     scale = _scale(model)
     if grayscale is None:
         grayscale = _is_grayscale(image)
-    array, chunks = pixels_and_chunks(image, extras, strip)
+    array, chunks = pixels_and_chunks(image, extras, strip, grayscale)
     start = time.perf_counter()
     if target_bpp is not None:
         quality, data, rate, effort = _encode_at_bpp(
@@ -580,7 +582,7 @@ def encode_at_bpp(
     ``encode``."""
     if grayscale is None:
         grayscale = _is_grayscale(image)
-    array, chunks = pixels_and_chunks(image, extras, False)
+    array, chunks = pixels_and_chunks(image, extras, False, grayscale)
     quality, data, _, _ = _encode_at_bpp(
         _scale(model), array, target_bpp, grayscale, effort, chunks
     )

@@ -205,15 +205,20 @@ def test_folder_decode_of_an_empty_file_says_it_is_empty(tmp_path):
     assert not list((tmp_path / "png").iterdir())  # no folder or file for a failed one
 
 
+def _copies(folder: Path, count: int, side: int) -> Path:
+    """``folder`` holding ``count`` copies of a side x side crop of coffee.png."""
+    folder.mkdir()
+    with Image.open(IMAGES / "coffee.png") as im:
+        crop = im.convert("RGB").crop((0, 0, side, side))
+    for k in range(count):
+        crop.save(folder / f"{k:02d}.png")
+    return folder
+
+
 def test_a_folder_run_stopped_early_drops_the_files_not_started(tmp_path):
     # Ctrl-C or SIGTERM unwinds the engine's generator: the pool must not code the rest
     # of the folder first.
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
-    with Image.open(IMAGES / "coffee.png") as im:
-        small = im.convert("RGB").crop((0, 0, 32, 32))
-    for k in range(40):
-        small.save(src / f"{k:02d}.png")
+    src, out = _copies(tmp_path / "in", 40, 32), tmp_path / "out"
     settings = batch.Settings("encode", quality=2)
     jobs, _ = batch.find_jobs(src, out, "encode")
     rows = batch.local_engine(2)(settings, jobs)
@@ -230,12 +235,7 @@ def test_sigterm_stops_a_folder_run_and_its_workers(tmp_path):
     import sys
     import time
 
-    src, out = tmp_path / "in", tmp_path / "out"
-    src.mkdir()
-    with Image.open(IMAGES / "coffee.png") as im:
-        photo = im.convert("RGB").crop((0, 0, 96, 96))
-    for k in range(30):
-        photo.save(src / f"{k:02d}.png")
+    src, out = _copies(tmp_path / "in", 30, 96), tmp_path / "out"
     # Effort 1: each file takes a while, so the run is mid-way when the signal comes.
     command = [sys.executable, "-m", "rdcodec", "encode", str(src), str(out), "-j", "2"]
     run = subprocess.Popen(

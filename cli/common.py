@@ -90,7 +90,10 @@ def _report(caught: list) -> None:
 
 class ParseError(click.ClickException):
     """A bad argument found while click parses, before ``reports_errors`` runs: shown
-    as the same one ``rdcodec: error:`` line (click's usage errors take four)."""
+    as the same one ``rdcodec: error:`` line (click's usage errors take four), with a
+    usage error's exit code."""
+
+    exit_code = 2
 
     def show(self, file=None) -> None:
         click.echo(f"rdcodec: error: {self.format_message()}", err=True)

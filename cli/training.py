@@ -69,9 +69,7 @@ DEFAULTS = TrainConfig()
     "(a context grown at zero inside a trained model learns faster than the rest).",
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
-@click.option(
-    "--arch", default="96,128", show_default=True, help="N,M channels (with --from-scratch)."
-)
+@click.option("--arch", default=None, help="N,M channels (with --from-scratch; default 96,128).")
 @click.option("--packed", default=None, help="A .npy of uint8 crops to train on instead of --data.")
 @click.option(
     "--export", "export_path", default=None, help="Write shipped-format weights here at the end."
@@ -231,7 +229,9 @@ def train(
     if from_scratch and init:
         raise CodecError("--from-scratch and --init: give one (random weights, or these)")
     if from_scratch:
-        n, m = _arch_channels(arch)
+        n, m = _arch_channels(arch or "96,128")
+    elif arch:
+        raise CodecError("--arch sets the channels of --from-scratch: a warm start keeps its own")
     if export_path:
         check_output(Path(export_path), force)  # before hours of training, not after
     created = _check_run_folder(Path(out))

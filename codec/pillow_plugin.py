@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-import numbers
 from importlib import resources
 from typing import IO
 
@@ -145,24 +143,18 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     effort = options.get("effort", 0)
     if quality is not None and target_bpp is not None:
         raise ValueError("give quality or target_bpp, not both")
-    if quality is not None and not _is_number(quality):
-        raise ValueError(f"quality must be a number, got {quality!r}")
-    if target_bpp is not None and not (_is_number(target_bpp) and target_bpp > 0):
-        raise ValueError(f"target_bpp must be a positive number, got {target_bpp!r}")
     drop_alpha = bool(options.get("drop_alpha", False))
 
     from . import image_io, pipeline, refine
 
     refine.effort_schedule(effort)  # ValueError for an unknown effort
     model = _model_option(options.get("model"))
-    if quality is not None:
-        try:
-            lo, hi = pipeline.quality_range(model)
-        except ModelError as exc:
-            raise OSError(str(exc)) from None
-        if not lo <= quality <= hi:
-            raise ValueError(f"quality must be between {lo:g} and {hi:g}, got {quality}")
     try:
+        # The API's own checks, before the image is read.
+        if quality is not None:
+            pipeline.check_quality(quality, model)
+        if target_bpp is not None:
+            pipeline.check_target_bpp(target_bpp)
         grayscale = image_io.is_grayscale(im)  # a 16-bit grey-alpha PNG opens as RGBA
         if drop_alpha:
             pixels, alpha = image_io.to_rgb(im), None
@@ -192,12 +184,6 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     except CodecError as exc:  # a target below the lowest quality, an effort too big...
         raise ValueError(str(exc)) from None
     fp.write(data)
-
-
-def _is_number(value) -> bool:
-    """A finite real number, numpy's scalars included (not True or False)."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return real and math.isfinite(value)
 
 
 def _model_option(model):

@@ -74,11 +74,12 @@ def _bitstream(data) -> bytes:
 
 
 def _real_number(value) -> float | None:
-    """``value`` as a float where it is a real number (numpy's scalars too); None for
-    anything else, True and False included."""
+    """``value`` as a float where it is a finite real number (numpy's scalars too); None
+    for anything else: True and False, NaN and the infinities included."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def check_quality(quality: float, model: Models = None) -> int:
@@ -87,7 +88,7 @@ def check_quality(quality: float, model: Models = None) -> int:
     value = _real_number(quality)
     if value is None:
         raise CodecError(f"quality must be a number from {lo:g} to {hi:g}, got {quality!r}")
-    if not lo <= value <= hi:  # NaN fails too
+    if not lo <= value <= hi:
         raise CodecError(f"quality must be between {lo:g} and {hi:g}, got {value:g}")
     return int(round(value * 1000))
 
@@ -95,7 +96,7 @@ def check_quality(quality: float, model: Models = None) -> int:
 def check_target_bpp(target_bpp: float) -> float:
     """``target_bpp`` as a float, or a ``CodecError`` where it is no rate."""
     value = _real_number(target_bpp)
-    if value is None or not (0 < value < math.inf):  # NaN fails too
+    if value is None or value <= 0:
         raise CodecError(f"target bpp must be a positive finite number, got {target_bpp!r}")
     return value
 

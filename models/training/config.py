@@ -110,7 +110,7 @@ def plan_architecture(
     if levels:
         arch["levels"] = levels
     old_m, old_slices = arch["M"], arch.get("slices", 1)
-    if widen:
+    if widen is not None:
         if from_scratch or widen < old_m:
             raise ValueError(f"--widen {widen}: give more channels than the warm start's M")
         arch["M"] = widen

@@ -42,8 +42,8 @@ def _crop_folder(tmp_path: Path, side: int) -> Path:
     return folder
 
 
-def _assert_one_line_error(result, text):
-    assert result.exit_code == 1, result.output
+def _assert_one_line_error(result, text, code=1):
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rdcodec: error:") and text in lines[0], (
         result.stderr
@@ -243,7 +243,7 @@ def test_empty_paths_are_refused(runner, tmp_path, monkeypatch):
         ([str(folder), "--out", "out", "--compare", ""], "--compare"),
     ):
         result = runner.invoke(main, ["bench", *args, *FAST])
-        _assert_one_line_error(result, f"{what}: empty path")
+        _assert_one_line_error(result, f"{what}: empty path", code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
 
 

@@ -131,7 +131,8 @@ def test_empty_paths_are_refused(runner, tmp_path):
         (["", "--out", str(tmp_path / "p.html")], "IMAGE"),
         ([COFFEE, "--out", ""], "--out"),
     ):
-        _assert_one_line_error(runner.invoke(main, ["compare", *args]), f"{what}: empty path")
+        result = runner.invoke(main, ["compare", *args])
+        _assert_one_line_error(result, f"{what}: empty path", code=2)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -171,7 +171,7 @@ def test_an_empty_path_is_refused_in_one_line(runner, folder, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # an empty path would be this folder
     fill = {"IMAGE": str(folder / "0.png"), "IMAGES": str(folder)}
     result = runner.invoke(main, [fill.get(a, a) for a in args])
-    _assert_one_line_error(result, f"{what}: empty path")
+    _assert_one_line_error(result, f"{what}: empty path", code=2)  # a usage error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
 
 

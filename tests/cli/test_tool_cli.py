@@ -467,6 +467,8 @@ def test_release_of_a_bad_run_or_scale_is_one_line(
         (["rdplane", "IMAGES", "--out", "OUT", "--reference", "heic"], "unknown codec"),
         (["train", "--export", "MISSING/w.rdw", "--steps", "1"], "directory does not exist"),
         (["train", "--data", "IMAGES", "--rate-warmup", "5", "--steps", "1"], "give --widen"),
+        (["train", "--data", "IMAGES", "--arch", "64,64", "--steps", "1"], "--from-scratch"),
+        (["train", "--data", "IMAGES", "--widen", "0", "--steps", "1"], "--widen 0"),
     ],
 )
 def test_tool_options_fail_in_one_line(runner, tmp_path, args, message):

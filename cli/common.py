@@ -222,3 +222,13 @@ def refinement_progress(effort: int, show: bool = True) -> Iterator[None]:
 
         with refine.reporting(on_step):
             yield
+
+
+def level_range(text: str | None) -> list[int] | None:
+    """``--qualities LO-HI`` (quality levels) as [lo, hi]; None when not given."""
+    if not text:
+        return None
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise CodecError(f"--qualities {text}: give a range such as 8-11")
+    return [int(lo), int(hi)]

@@ -12,7 +12,8 @@ from .codec_commands import decode, encode, info, inspect, models
 from .common import fail, refuse_empty_paths
 from .compare import compare
 from .measure import rdplane, speed
-from .training import export, pack_crops, plot_log, probe, release, train, train_speed
+from .model_tools import export, plot_log, probe, release
+from .training import pack_crops, train, train_speed
 
 SECTIONS = {
     "Codec": (encode, decode, models, info, inspect),

@@ -494,7 +494,7 @@ def train_speed(archs, crops, batch_size, threads_list, modes, steps, as_json):
 @reports_errors
 def pack_crops(folder, output_path, size, per_image, force):
     """Pack random crops of FOLDER's photos into one uint8 .npy for `train --packed` (to carry
-    training data to a machine without the photos, such as a lent GPU). Size: 3 * size^2
+    training data to a machine without the photos, such as a GPU machine). Size: 3 * size^2
     bytes a crop; the defaults give 48 KiB a photo (32 MiB for 680)."""
     from ..codec import image_io
     from ..models.training.data import sample_crops, save_crops

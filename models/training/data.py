@@ -3,7 +3,7 @@
 Decoding JPEGs per step would dominate a 2-core machine, so every image is decoded
 once at start-up (680 photos of ~0.15 MP are ~300 MB of uint8) and a step only
 slices, flips and stacks. A packed ``.npy`` of crops (``pack_crops``) carries the
-same data to a machine without the photo folder (a lent GPU).
+same data to a machine without the photo folder (a GPU machine).
 """
 
 from __future__ import annotations

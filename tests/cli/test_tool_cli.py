@@ -302,8 +302,8 @@ def _noise_photos(folder: Path, count: int, shape: tuple[int, int]) -> Path:
     return folder
 
 
-def test_pack_crops_then_train_on_them_as_a_lent_gpu_would(runner, tmp_path):
-    """The device command on CPU with a tiny budget: packed crops in, shipped-format
+def test_pack_crops_then_train_on_them_on_another_machine(runner, tmp_path):
+    """The GPU recipe on CPU with a tiny budget: packed crops in, shipped-format
     weights out (a checkpoint with optimiser state is too large to bring back)."""
     photos = _noise_photos(tmp_path / "photos", 3, (70, 90))
     crops = tmp_path / "crops.npy"

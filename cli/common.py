@@ -224,7 +224,7 @@ def refinement_progress(effort: int, show: bool = True) -> Iterator[None]:
             yield
 
 
-def level_range(text: str | None) -> list[int] | None:
+def parse_level_range(text: str | None) -> list[int] | None:
     """``--qualities LO-HI`` (quality levels) as [lo, hi]; None when not given."""
     if not text:
         return None

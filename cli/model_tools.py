@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import CodecError
-from .common import check_output, level_range, reports_errors, writing
+from .common import check_output, parse_level_range, reports_errors, writing
 
 
 @click.command()
@@ -218,7 +218,7 @@ def release(weights, name, description, run_folder, make_default, qualities, sca
     A shipped model never changes: existing names are refused."""
     from ..models import registry
 
-    qualities = level_range(qualities)
+    qualities = parse_level_range(qualities)
     if scale_from is not None and not math.isfinite(scale_from):
         raise CodecError(f"--scale-from {scale_from}: give a quality such as 8")
     training = {}

@@ -11,7 +11,7 @@ import click
 
 from ..errors import CodecError, OutputError
 from ..models.training.config import TrainConfig  # torch-free: the defaults below
-from .common import check_output, level_range, reports_errors, writing
+from .common import check_output, parse_level_range, reports_errors, writing
 
 DEFAULTS = TrainConfig()
 
@@ -268,7 +268,7 @@ def train(
         level_weighting=level_weighting,
         rate_warmup=rate_warmup,
         widen_start=widen_start,
-        qualities=level_range(qualities),
+        qualities=parse_level_range(qualities),
     )
     last = Path(out) / "last.ckpt"
     resumed = registry.config_of(last) if last.exists() else None
